@@ -1,0 +1,156 @@
+"""`promptseg demo`: the whole annotate -> retrain loop, headless, on bundled sample data.
+
+A simulated annotator labels a couple of slices, the model is trained, proposals are made
+for the next slices, "corrected" to ground truth (recording how much had to change) and
+accepted, and the model is retrained. Dice is measured on held-out slices every round.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..io import load_sample
+from ..model.checkpoint import save_checkpoint
+from ..model.segmenter import ModelConfig, PromptSegModel
+from ..model.text import TextEncoder
+from ..project import Project, atomic_write_json
+from .dataset import class_prompts, labelled_items
+from .embeddings import EmbeddingCache
+from .evaluate import dice, edited_fraction, per_class_dice, predict_labels, summarise
+from .stage1 import TrainConfig, train_stage1
+
+
+@dataclass
+class DemoConfig:
+    sample: str = "brain"
+    rounds: int = 4
+    initial_labelled: int = 2
+    per_round: int = 3
+    steps_first: int = 150
+    steps_per_round: int = 100
+    eval_every: int = 3        # every n-th slice is held out for evaluation
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "DemoConfig":
+        return cls(rounds=3, initial_labelled=2, per_round=4, steps_first=90, steps_per_round=70)
+
+
+def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: ModelConfig | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    sample = load_sample(cfg.sample)
+    held_out = sample.items[::cfg.eval_every]
+    pool = spread_order([it for i, it in enumerate(sample.items) if i % cfg.eval_every])
+    proj_dir = out / "project"
+    if proj_dir.exists():
+        shutil.rmtree(proj_dir)  # the demo always starts from an empty project
+    project = Project.create(proj_dir, name=f"demo-{cfg.sample}")
+    truth = {}
+    for it in pool:
+        project.add_image(it.image, name=it.name)
+        truth[it.name] = it.mask
+    for c in sample.classes:
+        project.add_class(c)
+    log(f"project {proj_dir}: {len(pool)} images to annotate, {len(held_out)} held out, "
+        f"{len(sample.classes)} classes: {', '.join(sample.classes)}")
+
+    torch.manual_seed(cfg.seed)
+    model = PromptSegModel(model_cfg or ModelConfig()).to(device)
+    cache = EmbeddingCache(project.root / "embeddings", model, device)
+    text = TextEncoder(model.cfg.text_model)
+    prompts = class_prompts(sample.classes, text)
+    for name, e in zip(sample.classes, prompts.embs):
+        project.set_class_embedding(name, e.pooled, model.cfg.text_model)
+    t0 = time.time()
+    cache.warm([(it.name, it.image) for it in sample.items],
+               lambda i, n, name: log(f"  embedding {i}/{n} {name}") if i in (1, n) or i % 8 == 0 else None)
+    log(f"embedded {len(sample.items)} images in {time.time() - t0:.1f} s ({model.cfg.backbone})")
+    eval_embs = [cache.get(it.image) for it in held_out]
+
+    for it in pool[:cfg.initial_labelled]:
+        project.save_label(it.name, it.mask, sample.classes, "gold", prompt="; ".join(sample.classes))
+    rounds = []
+    version = None
+    for r in range(cfg.rounds):
+        edits = []
+        if r > 0:  # propose on the next images, "correct" them, accept
+            todo = project.unlabelled_images()[:cfg.per_round]
+            for rec in todo:
+                emb, grid = cache.get(project.read_image(rec), rec.sha256)
+                proposal, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device)
+                gt = truth[rec.name]
+                fg = [dice(proposal == k + 1, gt == k + 1) for k in range(len(sample.classes)) if (gt == k + 1).any()]
+                project.save_label(rec, proposal, sample.classes, "proposal", model_version=version,
+                                   prompt="; ".join(sample.classes))
+                ef = edited_fraction(proposal, gt)
+                project.save_label(rec, gt, sample.classes, "corrected", model_version=version,
+                                   prompt="; ".join(sample.classes), dice_vs_proposal=float(np.mean(fg)),
+                                   edited_fraction=ef)
+                edits.append(ef)
+        items, _ = labelled_items(project, cache)
+        steps = cfg.steps_first if r == 0 else cfg.steps_per_round
+        tcfg = TrainConfig(steps=steps, seed=cfg.seed + r)
+        round_id = project.start_round({"stage": 1, "train": tcfg.to_dict(), "labelled": len(items)})
+        t0 = time.time()
+        loss = train_stage1(model, items, prompts, tcfg, device=device)
+        train_s = time.time() - t0
+        scores = []
+        for (emb, grid), it in zip(eval_embs, held_out):
+            pred, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device)
+            scores.append(per_class_dice(pred, it.mask, len(sample.classes)))
+        summary = summarise(scores, sample.classes)
+        with tempfile.TemporaryDirectory(dir=project.root) as tmp:
+            save_checkpoint(model, tmp, classes=sample.classes, prompt_cache=dict(zip(
+                [p for p in sample.classes], prompts.embs)), extra={"version": f"demo-round-{r}"})
+            rec = project.register_model(Path(tmp), config={"round": r, "train": tcfg.to_dict()},
+                                         metrics={"val_dice": summary["dice"]}, parent=version)
+        version = rec.version
+        project.finish_round(round_id, "done", {"val_dice": summary["dice"], "loss": loss.get("total")},
+                             model_version=version)
+        row = {"round": r, "labelled": len(items), "dice": round(summary["dice"], 4),
+               "edited_fraction": round(float(np.mean(edits)), 4) if edits else None,
+               "train_seconds": round(train_s, 1), "model_version": version, "per_class": summary["per_class"]}
+        rounds.append(row)
+        log(f"round {r}: {len(items):2d} labelled  val Dice {summary['dice']:.3f}"
+            + (f"  edited {row['edited_fraction']:.3f}" if edits else "") + f"  ({train_s:.0f} s training)")
+    report = {"sample": cfg.sample, "device": device, "backbone": model.cfg.backbone, "rounds": rounds,
+              "held_out": [it.name for it in held_out], "seconds": round(time.time() - t_start, 1),
+              "project": str(proj_dir)}
+    atomic_write_json(out / "report.json", report)
+    project.close()
+    return report
+
+
+def spread_order(items: list) -> list:
+    """Reorder so every prefix covers the list evenly (0, n/2, n/4, 3n/4, ...): the simulated
+    annotator labels slices spread through the volume, as a person would."""
+    n = len(items)
+    order, seen = [], set()
+    step = n
+    while len(order) < n:
+        for i in range(0, n, max(1, step)):
+            j = min(n - 1, i + max(1, step) // 2) if step > 1 else i
+            for cand in (j, i):
+                if cand not in seen:
+                    seen.add(cand)
+                    order.append(cand)
+        step //= 2
+    return [items[i] for i in order]
+
+
+def format_table(report: dict) -> str:
+    lines = ["| round | labelled | val Dice | edited fraction |", "|---|---|---|---|"]
+    for r in report["rounds"]:
+        ef = "-" if r["edited_fraction"] is None else f"{r['edited_fraction']:.3f}"
+        lines.append(f"| {r['round']} | {r['labelled']} | {r['dice']:.3f} | {ef} |")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Tile embeddings of images, cached on disk by image hash + backbone hash.
+
+The backbone is frozen by default, so an embedding stays valid across decoder versions:
+training rounds and proposals reuse the same cache instead of re-running the encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..io.normalise import image_sha256, prepare_image
+from ..io.tiling import TileGrid, extract_tiles, make_grid
+from ..model.segmenter import PromptSegModel
+
+
+def backbone_hash(model: PromptSegModel) -> str:
+    cfg = model.cfg
+    if cfg.train_backbone:  # fine-tuned weights: hash the tensors themselves
+        h = hashlib.sha256()
+        for k, v in sorted(model.backbone.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+    key = [cfg.backbone, cfg.backbone_kwargs, getattr(model.backbone, "weights_sha256", None)]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+@torch.no_grad()
+def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu") -> tuple[torch.Tensor, TileGrid]:
+    tiles, grid = extract_tiles(prepare_image(image), model.tile)
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
+    out = [model.embed(x[i:i + 4].to(device)).float().cpu() for i in range(0, len(x), 4)]
+    return torch.cat(out), grid
+
+
+class EmbeddingCache:
+    """``folder/<backbone hash>/<image hash>.npz`` holding float16 tile embeddings."""
+
+    def __init__(self, folder: str | Path, model: PromptSegModel, device: str = "cpu"):
+        self.model = model
+        self.device = device
+        self.folder = Path(folder) / backbone_hash(model)[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        return self.folder / f"{sha[:32]}.npz"
+
+    def get(self, image: np.ndarray, sha: str | None = None) -> tuple[torch.Tensor, TileGrid]:
+        sha = sha or image_sha256(image)
+        p = self.path(sha)
+        h, w = prepare_shape(image)
+        if p.exists():
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    emb = torch.from_numpy(z["emb"].astype(np.float32))
+                grid = make_grid(h, w, self.model.tile)
+                if emb.shape[0] == grid.n_tiles:
+                    return emb, grid
+            except (OSError, ValueError, KeyError):
+                pass  # a corrupt cache entry is recomputed, never trusted
+        emb, grid = embed_image(self.model, image, self.device)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, emb=emb.numpy().astype(np.float16))
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return emb, grid
+
+    def warm(self, images: Iterable[tuple[str, np.ndarray]],
+             progress: Callable[[int, int, str], None] | None = None) -> None:
+        items = list(images)
+        for i, (name, img) in enumerate(items):
+            self.get(img)
+            if progress:
+                progress(i + 1, len(items), name)
+
+
+def prepare_shape(image: np.ndarray) -> tuple[int, int]:
+    from ..io.normalise import spatial_shape
+
+    return spatial_shape(image)

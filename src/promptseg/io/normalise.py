@@ -1,0 +1,130 @@
+"""Turn arbitrary 2-D images into the float32 H×W×3 [0, 1] tensor the model expects.
+
+Everything here is pure numpy so it can run headless (CLI, benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+__all__ = ["prepare_image", "spatial_shape", "image_sha256"]
+
+_HWC_CHANNELS = (1, 3, 4)
+_CHW_CHANNELS = (1, 3)
+
+
+def _describe(arr: np.ndarray) -> str:
+    return f"shape {tuple(arr.shape)}, dtype {arr.dtype}"
+
+
+def _check_dtype(arr: np.ndarray) -> None:
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise ValueError(
+            f"complex-valued images are not supported ({_describe(arr)}); "
+            "pass the magnitude (np.abs) or the real part"
+        )
+    if kind not in "biuf":
+        # object, string, datetime, structured: no meaningful intensity scale
+        raise ValueError(
+            f"image must have a numeric dtype (bool, int, uint or float); got {_describe(arr)}"
+        )
+
+
+def _layout(arr: np.ndarray) -> str:
+    """Classify the array as 'gray', 'hwc' or 'chw' or raise a descriptive ValueError."""
+    if arr.size == 0:
+        raise ValueError(f"image is empty (zero-size array, {_describe(arr)})")
+    if arr.ndim == 2:
+        return "gray"
+    if arr.ndim != 3:
+        raise ValueError(
+            f"expected a 2-D image (H×W or H×W×C); got a {arr.ndim}-D array of "
+            f"{_describe(arr)}. For volumes pass one slice"
+        )
+    first, last = arr.shape[0], arr.shape[-1]
+    if last in _HWC_CHANNELS:
+        return "hwc"
+    # Channel-first only when the trailing axis is clearly spatial, so that a
+    # small H×W×C array is never mistaken for C×H×W.
+    if first <= 4 and last > 4:
+        if first in _CHW_CHANNELS:
+            return "chw"
+        raise ValueError(
+            f"channel-first image with {first} channels is not supported ({_describe(arr)}); "
+            "expected 1 or 3 channels"
+        )
+    raise ValueError(
+        f"expected 1, 3 or 4 channels in the last axis (gray, RGB, RGBA); got {last} "
+        f"({_describe(arr)}). For volumes pass one slice"
+    )
+
+
+def spatial_shape(img: np.ndarray) -> tuple[int, int]:
+    """(H, W) of ``img`` using the same channel interpretation as :func:`prepare_image`."""
+    arr = np.asarray(img)
+    _check_dtype(arr)
+    layout = _layout(arr)
+    if layout == "chw":
+        return int(arr.shape[1]), int(arr.shape[2])
+    return int(arr.shape[0]), int(arr.shape[1])
+
+
+def prepare_image(img: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous float32 H×W×3 copy of ``img`` min–max scaled to [0, 1].
+
+    Accepts H×W, H×W×1, H×W×3, H×W×4 (alpha dropped) and C×H×W with C in {1, 3}.
+    A constant image maps to zeros. Raises ValueError for anything the model
+    cannot consume, naming the problem together with the shape and dtype.
+    """
+    arr = np.asarray(img)
+    _check_dtype(arr)
+    layout = _layout(arr)
+
+    if layout == "gray":
+        arr = arr[:, :, None]
+    elif layout == "chw":
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.shape[-1] == 4:
+        arr = arr[..., :3]
+
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n_bad = int(bad.any(axis=-1).sum())
+            raise ValueError(
+                f"image contains NaN/Inf values ({n_bad} pixels) in {_describe(np.asarray(img))}; "
+                "replace them (e.g. np.nan_to_num) before segmenting"
+            )
+
+    # float64 for the arithmetic: uint32/int64 ranges and tiny float ranges
+    # would lose precision or overflow in float32.
+    work = arr.astype(np.float64)
+    lo = float(work.min())
+    hi = float(work.max())
+    if hi > lo:
+        work -= lo
+        work /= hi - lo
+    else:
+        work = np.zeros_like(work)
+
+    if work.shape[-1] == 1:
+        work = np.repeat(work, 3, axis=-1)
+    out = np.clip(work, 0.0, 1.0).astype(np.float32)
+    return np.ascontiguousarray(out)
+
+
+def image_sha256(img: np.ndarray) -> str:
+    """Content hash of an array that also distinguishes shape and dtype.
+
+    Used as a cache key for image embeddings: the same bytes reshaped or
+    reinterpreted must not collide.
+    """
+    arr = np.ascontiguousarray(np.asarray(img))
+    h = hashlib.sha256()
+    h.update(repr(tuple(int(s) for s in arr.shape)).encode())
+    h.update(arr.dtype.str.encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()

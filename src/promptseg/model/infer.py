@@ -1,0 +1,29 @@
+"""Decode prompts over all tiles of an embedded image and blend to full resolution."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..io.tiling import TileGrid, blend_tiles
+from .decoder import PromptBatch
+from .segmenter import PromptSegModel
+
+
+def decode_probs(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, pb: PromptBatch, k: int,
+                 chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """emb (T,C,h,w) and a prompt batch of T*K queries -> probs (K,H,W), presence (K,)."""
+    t = grid.n_tiles
+    masks, pres = [], []
+    n = t * k
+    for s in range(0, n, chunk):  # bounded memory: each query owns a copy of the image tokens
+        sub = PromptBatch(**{f: (v[s:s + chunk] if isinstance(v, torch.Tensor) else v)
+                             for f, v in vars(pb).items()})
+        out = model.decode(emb, sub)
+        masks.append(out.mask_logits.float())
+        pres.append(out.presence_logit.float())
+    logits = torch.cat(masks).reshape(t, k, *masks[0].shape[-2:])
+    if logits.shape[-1] != grid.tile:
+        logits = F.interpolate(logits, size=(grid.tile, grid.tile), mode="bilinear", align_corners=False)
+    probs = blend_tiles(torch.sigmoid(logits), grid)
+    presence = torch.sigmoid(torch.cat(pres).reshape(t, k)).amax(0)
+    return probs, presence

@@ -1,0 +1,102 @@
+"""The text-promptable segmenter: backbone + prompt decoder + grounding head."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .backbones import build_backbone
+from .decoder import DecoderConfig, DecoderOutput, PromptBatch, PromptDecoder
+from .distribution import DistributionHead
+from .heads import GroundingHead
+from .text import DEFAULT_TEXT_MODEL, MAX_TOKENS, TextEmbedding
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "litemedsam"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained_backbone: bool = True
+    train_backbone: bool = False
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    grounding_dim: int = 128
+    text_model: str = DEFAULT_TEXT_MODEL
+    threshold: float = 0.5
+
+    @classmethod
+    def tiny(cls) -> "ModelConfig":
+        """A few-thousand-parameter model for tests: from-scratch U-Net, small decoder."""
+        return cls(backbone="unet", backbone_kwargs={"width": 8, "out_channels": 32, "tile": 64},
+                   pretrained_backbone=False, train_backbone=True,
+                   decoder=DecoderConfig(dim=32, depth=1, heads=2, mlp_dim=64, image_channels=32,
+                                         init_from_litemedsam=False), grounding_dim=16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        d["decoder"] = DecoderConfig(**d.get("decoder", {}))
+        return cls(**d)
+
+
+class PromptSegModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained_backbone, **cfg.backbone_kwargs)
+        dcfg = cfg.decoder
+        if dcfg.image_channels != self.backbone.out_channels:
+            raise ValueError(f"decoder image_channels {dcfg.image_channels} != backbone channels {self.backbone.out_channels}")
+        self.decoder = PromptDecoder(dcfg)
+        self.grounding = GroundingHead(self.backbone.out_channels, dcfg.text_dim, cfg.grounding_dim)
+        # Per-token Gaussians for DuSSS's semantic-similarity supervision (training only).
+        self.distribution = DistributionHead(cfg.grounding_dim, num_heads=4)
+        if not cfg.train_backbone:
+            self.backbone.requires_grad_(False)
+
+    @property
+    def tile(self) -> int:
+        return int(self.backbone.tile)
+
+    @property
+    def grid_size(self) -> int:
+        return self.tile // int(self.backbone.stride)
+
+    def embed(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(T, 3, tile, tile) in [0,1] -> (T, C, tile/4, tile/4)."""
+        if self.cfg.train_backbone and self.training:
+            return self.backbone(tiles)
+        with torch.no_grad():
+            return self.backbone(tiles)
+
+    def decode(self, emb: torch.Tensor, pb: PromptBatch, pe: torch.Tensor | None = None) -> DecoderOutput:
+        if pe is None:
+            g = self.grid_size
+            pe = self.decoder.dense_pe(g, g)[:, :emb.shape[-2], :emb.shape[-1]]
+        return self.decoder(emb, pb, pe)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores: all weights except a frozen pretrained backbone, which
+        is reloaded (hash-checked) from its package."""
+        skip_backbone = self.cfg.pretrained_backbone and not self.cfg.train_backbone
+        return {k: v for k, v in self.state_dict().items() if not (skip_backbone and k.startswith("backbone."))}
+
+
+def prompt_batch(embs: Sequence[TextEmbedding], lateralities: Sequence[int], n_tiles: int,
+                 device: torch.device | str = "cpu") -> PromptBatch:
+    """All K prompts on every tile: query n = tile * K + k."""
+    k = len(embs)
+    pooled = torch.from_numpy(np.stack([e.pooled for e in embs])).float()
+    tokens = torch.from_numpy(np.stack([e.tokens for e in embs])).float()
+    lengths = torch.tensor([e.n_tokens for e in embs])
+    mask = torch.arange(MAX_TOKENS)[None] < lengths[:, None]
+    lat = torch.tensor(list(lateralities), dtype=torch.long)
+    rep = lambda x: x.repeat(n_tiles, *([1] * (x.dim() - 1))).to(device)  # noqa: E731
+    return PromptBatch(image_index=torch.arange(n_tiles).repeat_interleave(k).to(device),
+                       text_pooled=rep(pooled), text_tokens=rep(tokens), text_mask=rep(mask),
+                       laterality=rep(lat))

@@ -1,0 +1,238 @@
+"""The Predictor facade: ``set_image`` once (cached embedding), then ``predict`` cheaply.
+
+    p = Predictor.load(None, device="cpu")
+    p.set_image(img)
+    r = p.predict(["nucleus"])     # r.probs (K,H,W), r.labels (H,W), r.presence (K,)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io.normalise import image_sha256, prepare_image
+from .io.tiling import TileGrid, blend_tiles, extract_tiles
+from .model.checkpoint import load_checkpoint
+from .model.heads import merge_classes
+from .model.infer import decode_probs
+from .model.segmenter import ModelConfig, PromptSegModel, prompt_batch
+from .model.text import TextEncoder, parse_prompt, split_prompts
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default"
+
+
+@dataclass
+class Prediction:
+    prompts: list[str]
+    probs: np.ndarray      # (K, H, W) float32 in [0, 1]
+    labels: np.ndarray     # (H, W) int32, 0 = background, k + 1 = prompts[k]
+    presence: np.ndarray   # (K,) float32 in [0, 1]
+    grounding: np.ndarray | None = None  # (K, H, W) text-similarity map, when asked for
+
+
+@dataclass
+class _Embedded:
+    emb: torch.Tensor      # (T, C, h, w)
+    grid: TileGrid
+    shape: tuple[int, int]
+    sha: str
+    image01: np.ndarray = field(repr=False)
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return device
+
+
+class Predictor:
+    def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
+                 prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config or {"model": model.cfg.to_dict()}
+        self.text = TextEncoder(model.cfg.text_model, device="cpu", cache=prompt_cache)
+        self.source = source
+        self.model_hash = hashlib.sha256(json.dumps(
+            [self.config.get("weights_sha256"), self.config.get("model"), source], sort_keys=True, default=str
+        ).encode()).hexdigest()
+        self._cache: OrderedDict[tuple[str, str], _Embedded] = OrderedDict()
+        self._cache_size = cache_size
+        self._current: _Embedded | None = None
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "Predictor":
+        """``None``: the default model (the shipped checkpoint if present, else the
+        pretrained LiteMedSAM encoder + decoder with an untrained text projection)."""
+        if path is None and (DEFAULT_CHECKPOINT / "config.json").exists():
+            path = DEFAULT_CHECKPOINT
+        if path is None:
+            return cls(PromptSegModel(ModelConfig()), device=device, source="litemedsam-init")
+        model, cfg, cache = load_checkpoint(path, device="cpu")
+        return cls(model, device=device, config=cfg, prompt_cache=cache, source=str(Path(path).resolve()))
+
+    @property
+    def info(self) -> dict:
+        cfg = self.model.cfg
+        return {
+            "backbone": cfg.backbone,
+            "text_model": cfg.text_model,
+            "pretrained": bool(getattr(self.model.backbone, "pretrained", False)),
+            "weights_sha256": getattr(self.model.backbone, "weights_sha256", None),
+            "checkpoint_sha256": self.config.get("weights_sha256"),
+            "trained_text_projection": self.source not in (None, "litemedsam-init"),
+            "classes": list(self.config.get("classes", [])),
+            "version": self.config.get("version", self.model_hash[:12]),
+            "device": self.device,
+        }
+
+    # -- image -------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray) -> None:
+        """Validate, normalise, tile and embed ``image`` (H×W or H×W×C). Cached by
+        image hash + model hash, so returning to an image costs nothing."""
+        img01 = prepare_image(image)
+        key = (image_sha256(np.asarray(image)), self.model_hash)
+        hit = self._cache.get(key)
+        if hit is None:
+            tiles, grid = extract_tiles(img01, self.model.tile)
+            x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous().to(self.device)
+            embs = [self.model.embed(x[i:i + 4]) for i in range(0, x.shape[0], 4)]
+            hit = _Embedded(torch.cat(embs), grid, img01.shape[:2], key[0], img01)
+            self._cache[key] = hit
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(key)
+        self._current = hit
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._current is not None
+
+    def _need_image(self) -> _Embedded:
+        if self._current is None:
+            raise RuntimeError("call set_image(image) before predict()")
+        return self._current
+
+    @torch.no_grad()
+    def exemplar_vector(self, mask: np.ndarray) -> np.ndarray:
+        """Mask-pooled image features of the current image under ``mask`` (H×W bool)."""
+        cur = self._need_image()
+        m = np.asarray(mask).astype(bool)
+        if m.shape != cur.shape:
+            raise ValueError(f"exemplar mask shape {m.shape} != image shape {cur.shape}")
+        if not m.any():
+            raise ValueError("exemplar mask is empty")
+        g = self.model.grid_size
+        feats, weights = 0.0, 0.0
+        for i, (y, x) in enumerate(cur.grid.starts):
+            tm = torch.zeros(1, 1, cur.grid.tile, cur.grid.tile)
+            part = m[y:y + cur.grid.tile, x:x + cur.grid.tile]
+            tm[0, 0, :part.shape[0], :part.shape[1]] = torch.from_numpy(part.astype(np.float32))
+            w = F.adaptive_avg_pool2d(tm, g).to(self.device)[0, 0]
+            feats = feats + (cur.emb[i] * w).sum((1, 2))
+            weights = weights + w.sum()
+        return (feats / weights.clamp_min(1e-6)).float().cpu().numpy()
+
+    # -- prompts -----------------------------------------------------------------------
+    @staticmethod
+    def _normalise_prompts(prompts: str | Sequence[str]) -> list[str]:
+        if isinstance(prompts, str):
+            return split_prompts(prompts)
+        if prompts is None or len(prompts) == 0:
+            raise ValueError("no prompts given: pass one or more class names, e.g. ['nucleus']")
+        return split_prompts(";".join(p if isinstance(p, str) else _bad_prompt(p) for p in prompts))
+
+    @torch.no_grad()
+    def predict(self, prompts: str | Sequence[str], *, threshold: float | None = None,
+                points: np.ndarray | None = None, point_labels: np.ndarray | None = None,
+                box: Sequence[float] | None = None, mask_prompt: np.ndarray | None = None,
+                exemplars: dict[str, np.ndarray] | None = None, grounding: bool = False) -> Prediction:
+        """Decode every prompt on the cached embedding.
+
+        points: (P, 2) (row, col) image pixels with point_labels (P,) 1 = inside, 0 = outside;
+        box: (row0, col0, row1, col1); both apply to every prompt. mask_prompt: (K, H, W)
+        probabilities of a previous prediction. exemplars: prompt -> (E, C) feature vectors
+        from :meth:`exemplar_vector`.
+        """
+        cur = self._need_image()
+        names = self._normalise_prompts(prompts)
+        tau = self.model.cfg.threshold if threshold is None else float(threshold)
+        if not 0.0 < tau < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {tau}")
+        parsed = [parse_prompt(n) for n in names]
+        embs = self.text.encode([p.text for p in parsed])
+        k, t = len(names), cur.grid.n_tiles
+        pb = prompt_batch(embs, [p.laterality for p in parsed], t, self.device)
+        self._add_spatial_prompts(pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names)
+        probs, presence = decode_probs(self.model, cur.emb, cur.grid, pb, k)
+        size = cur.grid.tile
+        g = None
+        if grounding:
+            gl, _, _ = self.model.grounding(cur.emb, pb.text_pooled[:k])
+            gl = F.interpolate(gl.float(), size=(size, size), mode="bilinear", align_corners=False)
+            g = blend_tiles(torch.sigmoid(gl), cur.grid).cpu().numpy()
+        labels = merge_classes(probs, tau).to(torch.int32)
+        return Prediction(names, probs.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
+                          presence.cpu().numpy().astype(np.float32), g)
+
+    def _add_spatial_prompts(self, pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names):
+        t, dev = cur.grid.n_tiles, self.device
+        starts = torch.tensor(cur.grid.starts, dtype=torch.float32, device=dev)  # (T, 2) row, col
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            lab = np.ones(len(pts), np.int64) if point_labels is None else np.asarray(point_labels, np.int64)
+            if len(lab) != len(pts):
+                raise ValueError(f"{len(pts)} points but {len(lab)} point labels")
+            p = torch.from_numpy(pts).to(dev)[None] - starts[:, None]           # (T, P, 2) row, col
+            inside = ((p >= 0) & (p < cur.grid.tile)).all(-1)
+            lab_t = torch.where(inside, torch.from_numpy(lab).to(dev)[None], torch.full_like(inside, -1, dtype=torch.long))
+            pb.points = p.flip(-1).repeat_interleave(k, 0)                         # xy for SAM encoding
+            pb.point_labels = lab_t.repeat_interleave(k, 0)
+        if box is not None:
+            r0, c0, r1, c1 = (float(v) for v in box)
+            if not (r1 > r0 and c1 > c0):
+                raise ValueError(f"box must be (row0, col0, row1, col1) with row1 > row0 and col1 > col0, got {box}")
+            b = torch.tensor([c0, r0, c1, r1], device=dev)[None] - starts.flip(-1).repeat(1, 2)
+            b = b.clamp(0, cur.grid.tile - 1)
+            empty = (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+            b[empty] = float("nan")
+            pb.boxes = b.repeat_interleave(k, 0)
+        if mask_prompt is not None:
+            mp = np.asarray(mask_prompt, dtype=np.float32)
+            if mp.shape != (k, *cur.shape):
+                raise ValueError(f"mask_prompt must have shape {(k, *cur.shape)}, got {mp.shape}")
+            lg = torch.logit(torch.from_numpy(mp).clamp(1e-4, 1 - 1e-4)).to(dev)
+            tiles = torch.full((t, k, cur.grid.tile, cur.grid.tile), -10.0, device=dev)
+            for i, (y, x) in enumerate(cur.grid.starts):
+                part = lg[:, y:y + cur.grid.tile, x:x + cur.grid.tile]
+                tiles[i, :, :part.shape[1], :part.shape[2]] = part
+            pb.mask_prompt = tiles.reshape(t * k, 1, cur.grid.tile, cur.grid.tile)
+        if exemplars:
+            e_max = max(len(np.atleast_2d(v)) for v in exemplars.values())
+            c = cur.emb.shape[1]
+            ex = torch.zeros(k, e_max, c, device=dev)
+            keep = torch.zeros(k, e_max, dtype=torch.bool, device=dev)
+            for j, n in enumerate(names):
+                if n in exemplars:
+                    v = torch.from_numpy(np.atleast_2d(np.asarray(exemplars[n], np.float32))).to(dev)
+                    ex[j, :len(v)], keep[j, :len(v)] = v, True
+            pb.exemplars, pb.exemplar_mask = ex.repeat(t, 1, 1), keep.repeat(t, 1)
+
+
+def _bad_prompt(p: object) -> str:
+    raise ValueError(f"a prompt must be a string, got {type(p).__name__}: {p!r}")

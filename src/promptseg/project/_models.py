@@ -1,0 +1,179 @@
+"""Model versions, training rounds, embedding cache paths and summary for ``Project``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .atomic import atomic_replace_dir
+from .errors import ProjectError
+from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dumps
+
+__all__ = ["ModelsMixin"]
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelsMixin:
+    root: Path
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+
+    if TYPE_CHECKING:
+        def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
+
+    # ------------------------------------------------------------------- models
+    def register_model(
+        self,
+        src_dir: str | Path,
+        *,
+        config: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        parent: int | None = None,
+        activate: bool = True,
+    ) -> ModelRecord:
+        """Copy a finished model folder into models/<next version>/ and record it."""
+        src = Path(src_dir)
+        if not src.is_dir():
+            raise ProjectError(f"model folder not found: {src}")
+        config_json, metrics_json = dumps(dict(config)), dumps(dict(metrics or {}))
+        models_root = self.root / "models"
+        models_root.mkdir(exist_ok=True)
+        with self._lock:
+            if parent is not None and not self._query("SELECT 1 FROM models WHERE version=?", (parent,)):
+                raise ProjectError(f"parent model version {parent} does not exist")
+            db_max = self._query("SELECT coalesce(max(version), 0) FROM models")[0][0]
+            # Skip numbers of folders left by a crash before their row was committed.
+            disk_max = max((int(p.name) for p in models_root.iterdir() if p.name.isdigit()), default=0)
+            version = max(int(db_max), disk_max) + 1
+            while True:
+                tmp = models_root / f".tmp-{version}-{secrets.token_hex(4)}"
+                try:
+                    shutil.copytree(src, tmp)
+                    weights = tmp / "model.safetensors"
+                    sha = _file_sha256(weights) if weights.is_file() else None
+                    final = atomic_replace_dir(tmp, models_root / str(version))
+                    break
+                except FileExistsError:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    version += 1  # another process took this number
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
+            with self._db:
+                if activate:
+                    self._db.execute("UPDATE models SET active=0 WHERE active=1")
+                self._db.execute(
+                    "INSERT INTO models(version, path, parent, config, metrics, sha256, created, active)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (version, final.relative_to(self.root).as_posix(), parent, config_json,
+                     metrics_json, sha, time.time(), int(activate)),
+                )
+            return self._model(version)
+
+    def _model(self, version: int) -> ModelRecord:
+        rows = self._query("SELECT * FROM models WHERE version=?", (int(version),))
+        if not rows:
+            raise ProjectError(f"no model version {version}")
+        return ModelRecord.from_row(rows[0], self.root)
+
+    def models(self) -> list[ModelRecord]:
+        rows = self._query("SELECT * FROM models ORDER BY version")
+        return [ModelRecord.from_row(r, self.root) for r in rows]
+
+    def active_model(self) -> ModelRecord | None:
+        rows = self._query("SELECT * FROM models WHERE active=1 ORDER BY version DESC LIMIT 1")
+        return ModelRecord.from_row(rows[0], self.root) if rows else None
+
+    def set_active_model(self, version: int) -> ModelRecord:
+        """Make ``version`` the only active model (e.g. to roll back a bad retrain)."""
+        with self._lock:
+            self._model(version)  # raises for unknown versions before touching anything
+            with self._db:
+                self._db.execute("UPDATE models SET active = (version = ?)", (int(version),))
+            return self._model(version)
+
+    def model_dir(self, version: int) -> Path:
+        return self._model(version).path
+
+    # --------------------------------------------------------------- embeddings
+    def embedding_path(self, image_sha256: str, model_hash: str) -> Path:
+        """Cache file for one image's embedding under one model (folder is created)."""
+        for what, key in (("image hash", image_sha256), ("model hash", model_hash)):
+            if not key or not _SAFE_KEY.match(key) or key.strip(".") == "":
+                raise ProjectError(f"invalid {what} {key!r} for an embedding path")
+        folder = self.root / "embeddings" / model_hash[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{image_sha256[:16]}.npz"
+
+    # ------------------------------------------------------------------- rounds
+    def start_round(self, config: dict[str, Any]) -> int:
+        with self._lock, self._db:
+            cur = self._db.execute(
+                "INSERT INTO rounds(config, status, metrics, started) VALUES (?, 'running', '{}', ?)",
+                (dumps(dict(config)), time.time()),
+            )
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def finish_round(
+        self,
+        round_id: int,
+        status: str,
+        metrics: dict[str, Any] | None = None,
+        model_version: int | None = None,
+    ) -> RoundRecord:
+        if status not in ROUND_STATUSES or status == "running":
+            raise ProjectError(f"invalid final round status {status!r}; expected done, failed or cancelled")
+        with self._lock:
+            if not self._query("SELECT 1 FROM rounds WHERE id=?", (round_id,)):
+                raise ProjectError(f"no training round with id {round_id}")
+            if model_version is not None:
+                self._model(model_version)
+            with self._db:
+                self._db.execute(
+                    "UPDATE rounds SET status=?, metrics=?, model_version=?, finished=? WHERE id=?",
+                    (status, dumps(dict(metrics or {})), model_version, time.time(), round_id),
+                )
+            return RoundRecord.from_row(self._query("SELECT * FROM rounds WHERE id=?", (round_id,))[0])
+
+    def rounds(self) -> list[RoundRecord]:
+        return [RoundRecord.from_row(r) for r in self._query("SELECT * FROM rounds ORDER BY id")]
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """Counts for status bars and the CLI."""
+        def count(sql: str) -> int:
+            return int(self._query(sql)[0][0])
+
+        by_kind = {k: 0 for k in LABEL_KINDS}
+        for row in self._query("SELECT kind, count(*) FROM labels GROUP BY kind"):
+            by_kind[row[0]] = int(row[1])
+        active = self.active_model()
+        return {
+            "name": getattr(self, "name", self.root.name),
+            "root": str(self.root),
+            "images": count("SELECT count(*) FROM images"),
+            "labelled": count(
+                "SELECT count(DISTINCT image_id) FROM labels WHERE kind IN ('gold', 'corrected')"
+            ),
+            "classes": count("SELECT count(*) FROM classes"),
+            "models": count("SELECT count(*) FROM models"),
+            "active_model": active.version if active else None,
+            "labels_by_kind": by_kind,
+            "rounds": count("SELECT count(*) FROM rounds"),
+        }
