@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .io.normalise import image_sha256, prepare_image
-from .io.tiling import TileGrid, blend_tiles, extract_tiles
+from .engine.embeddings import EmbeddingCache, embed_image
+from .io.tiling import TileGrid, blend_tiles
 from .model.checkpoint import load_checkpoint
 from .model.heads import merge_classes
 from .model.infer import decode_probs
@@ -72,6 +73,7 @@ class Predictor:
         self._cache: OrderedDict[tuple[str, str], _Embedded] = OrderedDict()
         self._cache_size = cache_size
         self._current: _Embedded | None = None
+        self._disk: EmbeddingCache | None = None
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -109,15 +111,20 @@ class Predictor:
         key = (image_sha256(np.asarray(image)), self.model_hash)
         hit = self._cache.get(key)
         if hit is None:
-            tiles, grid = extract_tiles(img01, self.model.tile)
-            x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous().to(self.device)
-            embs = [self.model.embed(x[i:i + 4]) for i in range(0, x.shape[0], 4)]
-            hit = _Embedded(torch.cat(embs), grid, img01.shape[:2], key[0], img01)
+            if self._disk is not None:
+                emb, grid = self._disk.get(image, key[0])
+            else:
+                emb, grid = embed_image(self.model, image, self.device)
+            hit = _Embedded(emb.to(self.device), grid, img01.shape[:2], key[0], img01)
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
+
+    def use_embedding_cache(self, folder: str | Path) -> None:
+        """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
+        self._disk = EmbeddingCache(folder, self.model, self.device)
 
     @property
     def is_image_set(self) -> bool:

@@ -40,7 +40,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        return cls(rounds=3, initial_labelled=2, per_round=4, steps_first=90, steps_per_round=70)
+        return cls(rounds=3, initial_labelled=2, per_round=4, steps_first=120, steps_per_round=80)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: ModelConfig | None = None,

@@ -38,7 +38,7 @@ class LossWeights:
 @dataclass
 class TrainConfig:
     steps: int = 300
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_tiles: int = 2
     max_classes: int = 4        # prompts decoded per tile per step (present + absent ones)
@@ -151,7 +151,7 @@ def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: 
     qi = torch.tensor(q_img, device=device)
     qc = torch.tensor(q_cls, device=device)
     pb = PromptBatch(qi, pooled[qc], tokens[qc], tmask[qc], lat[qc])
-    out = model.decoder(embs, pb, pe)
+    out = model.decode(embs, pb, pe)
     target = (glob[qi] == (qc + 1)[:, None, None]).float()
     valid = (glob[qi] >= 0).float()
     logits = out.mask_logits

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .backbones import build_backbone
 from .decoder import DecoderConfig, DecoderOutput, PromptBatch, PromptDecoder
@@ -25,6 +26,7 @@ class ModelConfig:
     grounding_dim: int = 128
     text_model: str = DEFAULT_TEXT_MODEL
     threshold: float = 0.5
+    grounding_prompt: bool = True   # feed the text-similarity map to the decoder as a dense prompt
 
     @classmethod
     def tiny(cls) -> "ModelConfig":
@@ -74,7 +76,19 @@ class PromptSegModel(nn.Module):
         with torch.no_grad():
             return self.backbone(tiles)
 
+    def grounding_logits(self, emb: torch.Tensor, pb: PromptBatch) -> torch.Tensor:
+        """Per-query text-similarity logits (N, h, w) on the query's own tile."""
+        pix = self.grounding.pixel_features(emb)[pb.image_index]
+        txt = self.grounding.text_features(pb.text_pooled)
+        return self.grounding.scale * torch.einsum("ndhw,nd->nhw", pix, txt) + self.grounding.bias
+
     def decode(self, emb: torch.Tensor, pb: PromptBatch, pe: torch.Tensor | None = None) -> DecoderOutput:
+        if pb.mask_prompt is None and self.cfg.grounding_prompt:
+            # The grounding map is a cheap class-aware prior; the decoder refines it (DuSSS's
+            # text-guided mask as a dense prompt). Upsampled to the decoder's mask-input size.
+            g = self.grounding_logits(emb, pb)[:, None]
+            pb = PromptBatch(**{**vars(pb), "mask_prompt": F.interpolate(g, scale_factor=4.0, mode="bilinear",
+                                                                         align_corners=False)})
         if pe is None:
             g = self.grid_size
             pe = self.decoder.dense_pe(g, g)[:, :emb.shape[-2], :emb.shape[-1]]

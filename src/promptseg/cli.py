@@ -1,0 +1,182 @@
+"""`promptseg` command line: demo, init, propose, info, gui."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _torch_threads() -> None:
+    import os
+
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .engine.demo import DemoConfig, format_table, run_demo
+    from .predictor import resolve_device
+
+    _torch_threads()
+    cfg = DemoConfig.quick() if a.quick else DemoConfig()
+    cfg.sample = a.sample
+    if a.rounds:
+        cfg.rounds = a.rounds
+    report = run_demo(a.out, cfg, device=resolve_device(a.device))
+    print()
+    print(format_table(report))
+    print(f"\nreport: {Path(a.out) / 'report.json'}  ({report['seconds']:.0f} s)")
+    return 0
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from .io import SUPPORTED_SUFFIXES
+
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and
+             any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)]
+    if not files:
+        raise SystemExit(f"error: no images ({', '.join(SUPPORTED_SUFFIXES)}) in {folder}")
+    return files
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io import read_image
+    from .model.text import split_prompts
+    from .project import Project
+
+    classes = split_prompts(";".join(a.cls)) if a.cls else []
+    if a.masks and not classes:
+        raise SystemExit("error: --masks needs --class NAME (or 'a; b; c' for mask values 1, 2, 3)")
+    proj = Project.open_or_create(a.project)
+    for c in classes:
+        proj.add_class(c)
+    masks = {p.name.split(".")[0]: p for p in _image_files(Path(a.masks))} if a.masks else {}
+    seeded = 0
+    for path in _image_files(Path(a.images)):
+        img, meta = read_image(path)
+        rec = proj.add_image(img, name=path.name.split(".")[0], spacing=tuple(meta.get("spacing") or ()) or None)
+        m = masks.get(rec.name)
+        if m is not None and (a.labelled is None or seeded < a.labelled):
+            mask, _ = read_image(m)
+            mask = np.asarray(mask)
+            if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+                mask = mask[..., 0]
+            lab = (mask > 0).astype(np.uint8) if len(classes) == 1 else mask.astype(np.int64)
+            if lab.max() > len(classes):
+                raise SystemExit(f"error: mask {m} has value {lab.max()} but only {len(classes)} classes were given")
+            proj.save_label(rec, lab, classes, "gold")
+            seeded += 1
+    s = proj.summary()
+    print(f"project {proj.root}: {s['images']} images, {seeded} gold labels, classes: {[c.name for c in proj.classes()]}")
+    return 0
+
+
+def load_project_predictor(proj, device: str = "cpu"):
+    from .predictor import Predictor
+
+    active = proj.active_model()
+    p = Predictor.load(proj.model_dir(active.version) if active else None, device=device)
+    p.use_embedding_cache(proj.root / "embeddings")
+    return p, (active.version if active else None)
+
+
+def cmd_propose(a: argparse.Namespace) -> int:
+    from .model.text import split_prompts
+    from .predictor import resolve_device
+    from .project import Project
+
+    _torch_threads()
+    names = split_prompts(a.prompt)
+    proj = Project.open(a.project)
+    pred, version = load_project_predictor(proj, resolve_device(a.device))
+    recs = [proj.image(a.image)] if a.image else proj.unlabelled_images()
+    if not recs:
+        print("nothing to propose: every image has an accepted label (use --image NAME)")
+        return 0
+    for i, rec in enumerate(recs):
+        t0 = time.time()
+        pred.set_image(proj.read_image(rec))
+        r = pred.predict(names)
+        lab = proj.save_label(rec, r.labels, r.prompts, "proposal", model_version=version, prompt=a.prompt)
+        pres = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.prompts, r.presence))
+        print(f"[{i + 1}/{len(recs)}] {rec.name}: proposal v{lab.version} ({pres}) {time.time() - t0:.1f} s")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .project import Project
+
+    with Project.open(a.project) as proj:
+        s = proj.summary()
+        s["classes"] = [c.name for c in proj.classes()]
+        print(json.dumps(s, indent=2, default=str))
+    return 0
+
+
+def cmd_gui(a: argparse.Namespace) -> int:
+    try:
+        import napari
+    except ImportError:
+        raise SystemExit("error: the GUI needs napari: pip install 'napari-promptseg[napari]'") from None
+    viewer = napari.Viewer()
+    viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    napari.run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run the annotate/retrain loop headless on bundled sample data")
+    d.add_argument("--quick", action="store_true", help="short rounds (under 10 min on 2 CPU cores)")
+    d.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    d.add_argument("--out", default="promptseg-demo", help="output folder (report.json, project/)")
+    d.add_argument("--sample", default="brain", choices=["brain", "nuclei"])
+    d.add_argument("--rounds", type=int, default=None)
+    d.set_defaults(fn=cmd_demo)
+    i = sub.add_parser("init", help="create a project from a folder of images (and masks)")
+    i.add_argument("project")
+    i.add_argument("--images", required=True)
+    i.add_argument("--masks", help="folder of masks with the same file stems")
+    i.add_argument("--class", dest="cls", action="append", help="class name(s); 'a; b' = mask values 1, 2")
+    i.add_argument("--labelled", type=int, default=None, help="seed gold labels for the first N masks only")
+    i.set_defaults(fn=cmd_init)
+    p = sub.add_parser("propose", help="propose labels for unlabelled images (or one image)")
+    p.add_argument("project")
+    p.add_argument("--prompt", required=True, help="class prompt(s), e.g. 'nucleus' or 'left lung; right lung'")
+    p.add_argument("--image")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_propose)
+    n = sub.add_parser("info", help="print a project summary")
+    n.add_argument("project")
+    n.set_defaults(fn=cmd_info)
+    g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
+    g.set_defaults(fn=cmd_gui)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # ProjectError and friends: a message, not a traceback
+        if type(exc).__name__ == "ProjectError":
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

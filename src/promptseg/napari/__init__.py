@@ -1,0 +1,1 @@
+"""napari glue: the only part of promptseg that imports Qt or napari."""

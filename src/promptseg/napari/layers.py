@@ -1,0 +1,50 @@
+"""Glue between predictions and napari Labels layers: class names, stable colours."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
+
+# Distinct colours; a class keeps its colour across images because it is picked by name.
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+           "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+           "#ffd8b1", "#000075", "#ffe119", "#808080"]
+
+
+def class_color(name: str, known: dict[str, str] | None = None) -> str:
+    if known and name in known:
+        return known[name]
+    h = int(hashlib.sha1(name.lower().encode()).hexdigest(), 16)
+    return PALETTE[h % len(PALETTE)]
+
+
+def colormap_for(classes: list[str], known: dict[str, str] | None = None) -> DirectLabelColormap:
+    colors: dict[Any, Any] = {None: "transparent", 0: "transparent"}
+    for i, c in enumerate(classes):
+        colors[i + 1] = class_color(c, known)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def features_for(classes: list[str], presence: np.ndarray | None = None) -> dict[str, list]:
+    feats: dict[str, list] = {"index": list(range(len(classes) + 1)), "class": ["background", *classes]}
+    if presence is not None:
+        feats["presence"] = [float("nan"), *[round(float(p), 3) for p in presence]]
+    return feats
+
+
+def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], presence=None,
+                scale=None, known_colors: dict[str, str] | None = None, metadata: dict | None = None):
+    """Create or update the one proposal Labels layer of an image."""
+    meta = {"classes": list(classes), "promptseg": True, **(metadata or {})}
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        layer.data = labels
+        layer.features = features_for(classes, presence)
+        layer.colormap = colormap_for(classes, known_colors)
+        layer.metadata.update(meta)
+        return layer
+    kw = {"scale": scale} if scale is not None else {}
+    return viewer.add_labels(labels, name=name, features=features_for(classes, presence),
+                             colormap=colormap_for(classes, known_colors), metadata=meta, opacity=0.55, **kw)

@@ -1,0 +1,170 @@
+"""PromptSeg dock widget: type class prompts, get a Labels layer proposal.
+
+Model loading, image embedding and decoding run in a worker thread, so the viewer stays
+responsive; the threshold slider re-merges cached probabilities without re-running anything.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton,
+                            QSlider, QVBoxLayout, QWidget)
+
+from .layers import show_labels
+
+if TYPE_CHECKING:
+    import napari
+
+HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
+        "'thalamus; putamen') and press Enter or Propose.")
+
+
+class PromptSegWidget(QWidget):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.checkpoint = checkpoint
+        self._predictor = None
+        self._predictor_device = None
+        self._last = None          # (layer name, Prediction) of the latest proposal
+        self._worker = None
+        self.setObjectName("PromptSegWidget")
+
+        self.image_combo = QComboBox()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.prompt_edit = QLineEdit()
+        self.prompt_edit.setPlaceholderText("nucleus   or   thalamus; putamen")
+        self.prompt_edit.setToolTip(HELP)
+        self.propose_btn = QPushButton("Propose")
+        self.threshold = QSlider(Qt.Horizontal)
+        self.threshold.setRange(5, 95)
+        self.threshold.setValue(50)
+        self.threshold_label = QLabel("0.50")
+        self.status = QLabel("Load an image, type a prompt.")
+        self.status.setWordWrap(True)
+        self.presence = QLabel("")
+        self.presence.setWordWrap(True)
+
+        box = QGroupBox("Prompt")
+        form = QFormLayout(box)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Classes", self.prompt_edit)
+        form.addRow(self.propose_btn)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("", self.threshold_label)
+        form.addRow("Device", self.device_combo)
+        lay = QVBoxLayout(self)
+        lay.addWidget(box)
+        lay.addWidget(self.presence)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.propose_btn.clicked.connect(self.propose)
+        self.prompt_edit.returnPressed.connect(self.propose)
+        self.threshold.valueChanged.connect(self._on_threshold)
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.connect(self._refresh_images)
+        self._refresh_images()
+
+    # -- layers ------------------------------------------------------------------------
+    def _image_layers(self):
+        from napari.layers import Image
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+
+    def _refresh_images(self, *_):
+        current = self.image_combo.currentText()
+        names = [ly.name for ly in self._image_layers()]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        elif names:
+            self.image_combo.setCurrentIndex(len(names) - 1)
+        self.image_combo.blockSignals(False)
+
+    def _current_image(self) -> tuple[str, np.ndarray, object]:
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise ValueError("open an image first (File > Open, or File > Open Sample > PromptSeg)")
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        if layer.rgb:
+            img = data
+        elif data.ndim == 2:
+            img = data
+        elif data.ndim == 3:  # a volume: the slice on screen
+            z = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+            img = data[min(max(z, 0), data.shape[0] - 1)]
+        else:
+            raise ValueError(f"layer {name!r} has {data.ndim} dimensions; PromptSeg works on 2-D images "
+                             "and on the current slice of a 3-D volume")
+        return name, img, layer
+
+    # -- actions -----------------------------------------------------------------------
+    def _set_busy(self, busy: bool, msg: str = "") -> None:
+        self.propose_btn.setEnabled(not busy)
+        if msg:
+            self.status.setText(msg)
+
+    def propose(self) -> None:
+        if self._worker is not None:
+            return
+        text = self.prompt_edit.text()
+        try:
+            from ..model.text import split_prompts
+
+            prompts = split_prompts(text)
+            name, img, layer = self._current_image()
+        except ValueError as exc:
+            self.status.setText(f"⚠ {exc}")
+            return
+        device = self.device_combo.currentText()
+        self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
+        t0 = time.perf_counter()
+
+        def job():
+            from ..predictor import Predictor
+
+            if self._predictor is None or self._predictor_device != device:
+                self._predictor = Predictor.load(self.checkpoint, device=device)
+                self._predictor_device = device
+            self._predictor.set_image(img)
+            return self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
+
+        worker = create_worker(job)
+        worker.returned.connect(lambda r: self._show(name, layer, r, time.perf_counter() - t0))
+        worker.errored.connect(lambda e: self.status.setText(f"⚠ {e}"))
+        worker.finished.connect(self._done)
+        self._worker = worker
+        worker.start()
+
+    def _done(self) -> None:
+        self._worker = None
+        self._set_busy(False)
+
+    def _show(self, name: str, image_layer, r, seconds: float) -> None:
+        out = f"{name} promptseg"
+        show_labels(self.viewer, out, r.labels, r.prompts, r.presence,
+                    scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
+                    metadata={"image": name, "prompt": "; ".join(r.prompts),
+                              "model": self._predictor.info.get("version")})
+        self._last = (out, r)
+        self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
+        self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s.")
+
+    def _on_threshold(self, value: int) -> None:
+        tau = value / 100
+        self.threshold_label.setText(f"{tau:.2f}")
+        if self._last is None or self._last[0] not in self.viewer.layers:
+            return
+        name, r = self._last
+        best = r.probs.max(0)
+        labels = np.where(best >= tau, r.probs.argmax(0) + 1, 0).astype(np.int32)
+        self.viewer.layers[name].data = labels

@@ -1,0 +1,103 @@
+"""Model parts on tiny configs, plus the real pretrained LiteMedSAM weights."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from promptseg.model.checkpoint import load_checkpoint, save_checkpoint
+from promptseg.model.decoder import PromptBatch
+from promptseg.model.heads import merge_classes
+from promptseg.model.segmenter import ModelConfig, PromptSegModel, prompt_batch
+from promptseg.model.text import MAX_TOKENS, TextEmbedding
+
+
+def _fake_text(k, dim=384, seed=0):
+    g = np.random.default_rng(seed)
+    return [TextEmbedding(g.standard_normal(dim).astype(np.float32), g.standard_normal((MAX_TOKENS, dim)).astype(np.float32), 3 + i)
+            for i in range(k)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return PromptSegModel(ModelConfig.tiny()).eval()
+
+
+def test_decoder_handles_k_prompts_with_every_prompt_kind(tiny):
+    emb = tiny.embed(torch.rand(2, 3, 64, 64))
+    assert emb.shape == (2, 32, 16, 16)
+    pb = prompt_batch(_fake_text(3), [0, 1, 2], n_tiles=2)
+    n = 6
+    pb.points = torch.tensor([[[10.0, 12.0], [40.0, 40.0]]]).repeat(n, 1, 1)
+    pb.point_labels = torch.tensor([[1, -1]]).repeat(n, 1)
+    pb.boxes = torch.tensor([[4.0, 4.0, 30.0, 30.0]]).repeat(n, 1)
+    pb.boxes[1] = float("nan")
+    pb.mask_prompt = torch.randn(n, 1, 64, 64)
+    pb.exemplars = torch.randn(n, 2, 32)
+    pb.exemplar_mask = torch.tensor([[True, False]]).repeat(n, 1)
+    out = tiny.decode(emb, pb)
+    assert out.mask_logits.shape == (6, 64, 64)
+    assert out.presence_logit.shape == (6,)
+    assert out.attention.shape == (6, 256)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(6), atol=1e-5)
+    assert torch.isfinite(out.mask_logits).all()
+
+
+def test_different_prompts_give_different_masks(tiny):
+    emb = tiny.embed(torch.rand(1, 3, 64, 64))
+    out = tiny.decode(emb, prompt_batch(_fake_text(2), [0, 0], n_tiles=1))
+    assert not torch.allclose(out.mask_logits[0], out.mask_logits[1])
+
+
+def test_merge_is_cps4_argmax_with_background_threshold():
+    probs = torch.tensor([[[0.9, 0.2, 0.4]], [[0.6, 0.7, 0.1]]])  # (K=2, 1, 3)
+    assert merge_classes(probs, 0.5).tolist() == [[1, 2, 0]]
+
+
+def test_checkpoint_roundtrip_is_exact_and_pickle_free(tiny, tmp_path):
+    cache = {"nucleus": _fake_text(1)[0]}
+    save_checkpoint(tiny, tmp_path / "ck", classes=["nucleus"], prompt_cache=cache)
+    files = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert files == ["config.json", "model.safetensors"]
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert cfg["classes"] == ["nucleus"] and cfg["model"]["backbone"] == "unet"
+    model2, cfg2, cache2 = load_checkpoint(tmp_path / "ck")
+    x = torch.rand(1, 3, 64, 64)
+    pb = prompt_batch(_fake_text(1), [0], 1)
+    with torch.no_grad():
+        a = tiny.decode(tiny.embed(x), pb).mask_logits
+        b = model2.decode(model2.embed(x), pb).mask_logits
+    assert torch.equal(a, b)
+    assert np.array_equal(cache2["nucleus"].tokens, cache["nucleus"].tokens)
+
+
+def test_corrupt_checkpoint_is_refused_with_a_message(tiny, tmp_path):
+    save_checkpoint(tiny, tmp_path / "ck")
+    w = tmp_path / "ck" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(tmp_path / "ck")
+    with pytest.raises(FileNotFoundError, match="not a promptseg checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_litemedsam_backbone_and_decoder_start_from_pretrained_weights():
+    from promptseg.model.backbones.litemedsam import sub_state
+
+    model = PromptSegModel(ModelConfig())
+    assert model.backbone.pretrained
+    assert model.backbone.weights_sha256.startswith("79d8c9dc")
+    enc = sub_state("image_encoder.")
+    assert torch.equal(model.backbone.encoder.state_dict()["patch_embed.seq.0.c.weight"], enc["patch_embed.seq.0.c.weight"])
+    dec = sub_state("mask_decoder.")
+    assert torch.equal(model.decoder.transformer.layers[0].self_attn.q_proj.weight,
+                       dec["transformer.layers.0.self_attn.q_proj.weight"])
+    # The frozen backbone is not trainable and not stored in checkpoints.
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert not any(k.startswith("backbone.") for k in model.trainable_state_dict())
+    with torch.no_grad():
+        emb = model.embed(torch.rand(1, 3, 256, 256))
+    assert emb.shape == (1, 256, 64, 64)

@@ -1,0 +1,93 @@
+"""The public Predictor facade on the real default model (pretrained LiteMedSAM + MiniLM)."""
+import numpy as np
+import pytest
+
+from promptseg import Predictor
+
+
+def test_info_reports_the_pretrained_backbone(default_predictor):
+    info = default_predictor.info
+    assert info["backbone"] == "litemedsam" and info["pretrained"] is True
+    assert info["weights_sha256"].startswith("79d8c9dc")
+    assert info["text_model"] and info["version"]
+
+
+def test_predict_shapes_ranges_and_multiclass(default_predictor, nuclei):
+    img = nuclei.items[0].image
+    default_predictor.set_image(img)
+    r = default_predictor.predict(["nucleus", "background tissue"])
+    assert r.probs.shape == (2, *img.shape[:2]) and r.probs.dtype == np.float32
+    assert 0.0 <= r.probs.min() and r.probs.max() <= 1.0
+    assert r.labels.shape == img.shape[:2] and set(np.unique(r.labels)) <= {0, 1, 2}
+    assert r.presence.shape == (2,) and ((0 <= r.presence) & (r.presence <= 1)).all()
+    # The label map is the CPS4 merge of the probabilities.
+    best = r.probs.max(0)
+    assert ((r.labels == 0) == (best < 0.5)).all()
+
+
+def test_large_image_is_tiled_at_native_resolution(default_predictor, rng):
+    img = (rng.random((300, 520)) * 4000).astype(np.uint16)   # 16-bit, not a multiple of the tile
+    default_predictor.set_image(img)
+    assert default_predictor._current.grid.n_tiles == 6
+    r = default_predictor.predict("nucleus")
+    assert r.probs.shape == (1, 300, 520)
+
+
+def test_embedding_is_cached_by_image_hash(default_predictor, nuclei):
+    img = nuclei.items[1].image
+    default_predictor.set_image(img)
+    first = default_predictor._current
+    default_predictor.set_image(nuclei.items[2].image)
+    default_predictor.set_image(img.copy())          # same content, new array
+    assert default_predictor._current is first
+
+
+def test_rgba_and_float_inputs_are_accepted(default_predictor, rng):
+    rgba = (rng.random((64, 80, 4)) * 255).astype(np.uint8)
+    default_predictor.set_image(rgba)
+    assert default_predictor.predict("nucleus").labels.shape == (64, 80)
+    default_predictor.set_image(rng.random((70, 50)))
+    assert default_predictor.predict("nucleus").labels.shape == (70, 50)
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((2, 3, 16, 16)), "4-D"),
+    (np.zeros((0, 16)), "zero-size|empty"),
+    (np.full((16, 16), np.nan), "NaN"),
+    (np.zeros((16, 16, 5)), "channels"),
+])
+def test_bad_images_raise_clear_errors(default_predictor, image, match):
+    with pytest.raises(ValueError, match=match):
+        default_predictor.set_image(image)
+
+
+@pytest.mark.parametrize("prompts, match", [([], "no prompts"), ("", "empty prompt"), (["  "], "empty prompt"),
+                                            ([3], "must be a string"), ("???", "no letters")])
+def test_bad_prompts_raise_clear_errors(default_predictor, nuclei, prompts, match):
+    default_predictor.set_image(nuclei.items[0].image)
+    with pytest.raises(ValueError, match=match):
+        default_predictor.predict(prompts)
+
+
+def test_predict_before_set_image_is_an_error():
+    p = Predictor.__new__(Predictor)
+    p._current = None
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict("nucleus")
+
+
+def test_points_box_mask_and_exemplars_refine_on_the_cached_embedding(default_predictor, nuclei):
+    item = nuclei.items[0]
+    default_predictor.set_image(item.image)
+    base = default_predictor.predict("nucleus")
+    ex = default_predictor.exemplar_vector(item.mask > 0)
+    assert ex.shape == (256,)
+    r = default_predictor.predict("nucleus", points=np.array([[40, 40], [200, 10]]), point_labels=np.array([1, 0]),
+                                  box=(10, 10, 120, 120), mask_prompt=base.probs,
+                                  exemplars={"nucleus": ex[None]}, grounding=True)
+    assert r.probs.shape == base.probs.shape and r.grounding.shape == base.probs.shape
+    assert not np.allclose(r.probs, base.probs)
+    with pytest.raises(ValueError, match="box"):
+        default_predictor.predict("nucleus", box=(50, 50, 10, 10))
+    with pytest.raises(ValueError, match="mask_prompt"):
+        default_predictor.predict("nucleus", mask_prompt=base.probs[:, :10])
