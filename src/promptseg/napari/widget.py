@@ -6,6 +6,7 @@ responsive; the threshold slider re-merges cached probabilities without re-runni
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 
 HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
         "'thalamus; putamen') and press Enter or Propose.")
+
+
+@dataclass
+class _Failed:
+    message: str
 
 
 class PromptSegWidget(QWidget):
@@ -126,21 +132,26 @@ class PromptSegWidget(QWidget):
             self.status.setText(f"⚠ {exc}")
             return
         device = self.device_combo.currentText()
+        # Heavy imports on the main thread, once; the worker then only computes.
+        from ..predictor import Predictor, preload_modules
+
+        preload_modules()
         self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
         t0 = time.perf_counter()
 
         def job():
-            from ..predictor import Predictor
-
-            if self._predictor is None or self._predictor_device != device:
-                self._predictor = Predictor.load(self.checkpoint, device=device)
-                self._predictor_device = device
-            self._predictor.set_image(img)
-            return self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
+            # Errors come back as values: the widget shows them; nothing is raised into Qt.
+            try:
+                if self._predictor is None or self._predictor_device != device:
+                    self._predictor = Predictor.load(self.checkpoint, device=device)
+                    self._predictor_device = device
+                self._predictor.set_image(img)
+                return self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
+            except (ValueError, RuntimeError, OSError) as exc:
+                return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
         worker = create_worker(job)
         worker.returned.connect(lambda r: self._show(name, layer, r, time.perf_counter() - t0))
-        worker.errored.connect(lambda e: self.status.setText(f"⚠ {e}"))
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
@@ -150,6 +161,9 @@ class PromptSegWidget(QWidget):
         self._set_busy(False)
 
     def _show(self, name: str, image_layer, r, seconds: float) -> None:
+        if isinstance(r, _Failed):
+            self.status.setText(f"⚠ {r.message}")
+            return
         out = f"{name} promptseg"
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence,
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
