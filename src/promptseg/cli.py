@@ -132,6 +132,15 @@ def cmd_gui(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench.latency import run_latency
+    from .predictor import resolve_device
+
+    _torch_threads()
+    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
@@ -159,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="print a project summary")
     n.add_argument("project")
     n.set_defaults(fn=cmd_info)
+    b = sub.add_parser("bench", help="benchmarks (latency)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
+    bl.add_argument("--device", default="cpu")
+    bl.add_argument("--size", type=int, default=512)
+    bl.add_argument("--runs", type=int, default=20)
+    bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
+    bl.add_argument("--out", default="bench-out")
+    bl.set_defaults(fn=cmd_bench)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

@@ -110,8 +110,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
             scores.append(per_class_dice(pred, it.mask, len(sample.classes)))
         summary = summarise(scores, sample.classes)
         with tempfile.TemporaryDirectory(dir=project.root) as tmp:
-            save_checkpoint(model, tmp, classes=sample.classes, prompt_cache=dict(zip(
-                [p for p in sample.classes], prompts.embs)), extra={"version": f"demo-round-{r}"})
+            save_checkpoint(model, tmp, classes=sample.classes, prompt_cache=prompts.as_cache(), extra={"version": f"demo-round-{r}"})
             rec = project.register_model(Path(tmp), config={"round": r, "train": tcfg.to_dict()},
                                          metrics={"val_dice": summary["dice"]}, parent=version)
         version = rec.version

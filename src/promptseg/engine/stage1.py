@@ -65,6 +65,12 @@ class ClassPrompts:
     embs: list[TextEmbedding]
     laterality: list[int]
 
+    def as_cache(self) -> dict[str, TextEmbedding]:
+        """Embeddings keyed as the TextEncoder caches them (laterality words stripped)."""
+        from ..model.text import parse_prompt
+
+        return {parse_prompt(n).text: e for n, e in zip(self.names, self.embs)}
+
     def tensors(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         pooled = torch.from_numpy(np.stack([e.pooled for e in self.embs])).float().to(device)
         tokens = torch.from_numpy(np.stack([e.tokens for e in self.embs])).float().to(device)

@@ -48,11 +48,14 @@ def _atomic(path: Path, write) -> None:
 
 def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list[str] | None = None,
                     prompt_cache: dict[str, TextEmbedding] | None = None,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint folder (each file atomically). Returns the folder."""
+                    extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write the checkpoint folder (each file atomically). Returns the folder.
+    ``half`` stores float16 weights (half the size; loaded back as float32)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.trainable_state_dict().items()}
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.trainable_state_dict().items()}
     names = sorted(prompt_cache or {})
     for i, name in enumerate(names):
         e = prompt_cache[name]
@@ -110,6 +113,7 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu"
         pooled = tensors.pop(f"prompt_cache.{i}.pooled").numpy()
         tokens = tensors.pop(f"prompt_cache.{i}.tokens").numpy()
         cache[entry["text"]] = TextEmbedding(pooled, tokens.reshape(MAX_TOKENS, -1), int(entry["n_tokens"]))
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.") or mcfg.train_backbone or not mcfg.pretrained_backbone]
     if missing or unexpected:
