@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="print a project summary")
     n.add_argument("project")
     n.set_defaults(fn=cmd_info)
+    t = sub.add_parser("train", help="run a training round as JSON lines (see engine/round.py)",
+                       add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(fn=lambda a: __import__("promptseg.engine.round", fromlist=["main"]).main(a.rest))
     b = sub.add_parser("bench", help="benchmarks (latency)")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
