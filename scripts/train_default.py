@@ -18,7 +18,7 @@ from promptseg.engine.dataset import class_prompts, make_item
 from promptseg.engine.embeddings import EmbeddingCache
 from promptseg.engine.stage1 import TrainConfig, train_stage1
 from promptseg.io import list_samples, load_sample
-from promptseg.model.checkpoint import save_checkpoint
+from promptseg.model.checkpoint import load_checkpoint, save_checkpoint
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 
@@ -28,10 +28,16 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "promptseg" / "weights" / "d
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--resume", action="store_true", help="continue from the current default checkpoint")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "promptseg-default-emb"))
     a = ap.parse_args()
     torch.manual_seed(0)
-    model = PromptSegModel(ModelConfig())
+    prior = 0
+    if a.resume and (OUT / "config.json").exists():
+        model, cfg, _ = load_checkpoint(OUT)
+        prior = int(cfg.get("steps", 0))
+    else:
+        model = PromptSegModel(ModelConfig())
     cache = EmbeddingCache(a.cache, model)
     samples = [load_sample(n) for n in list_samples()]
     classes = [c for s in samples for c in s.classes]
@@ -43,13 +49,13 @@ def main() -> None:
     text = TextEncoder()
     prompts = class_prompts(classes, text)
     t0 = time.time()
-    last = train_stage1(model, items, prompts, TrainConfig(steps=a.steps),
+    last = train_stage1(model, items, prompts, TrainConfig(steps=a.steps, seed=prior),
                         on_step=lambda d: print(f"step {d['step']} loss {d['total']:.3f}") if d["step"] % 50 == 0 else None)
     print(f"trained {a.steps} steps in {time.time() - t0:.0f} s, last loss {last['total']:.3f}")
     tmp = OUT.with_name("default.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tmp, classes=classes, prompt_cache=prompts.as_cache(), half=True,
-                    extra={"version": "default-1", "trained_on": [s.name for s in samples], "steps": a.steps})
+                    extra={"version": "default-1", "trained_on": [s.name for s in samples], "steps": prior + a.steps})
     shutil.rmtree(OUT, ignore_errors=True)
     tmp.rename(OUT)
     print(f"wrote {OUT}")
