@@ -61,7 +61,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     _shot(viewer, "propose.png")
 
     # The threshold slider re-merges cached probabilities without re-running the model.
-    _, r = widget._last
+    _, r = widget._last[:2]
     widget.threshold.setValue(95)
     assert np.array_equal(layer.data > 0, r.probs[0] >= 0.95)
     widget.threshold.setValue(5)
@@ -89,3 +89,54 @@ def test_widget_reports_bad_layers(make_napari_viewer, qtbot):
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: "NaN" in widget.status.text(), timeout=120_000)  # status: see widget
     assert "nan promptseg" not in viewer.layers
+
+
+def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path):
+    from promptseg.model.checkpoint import save_checkpoint
+    from promptseg.model.segmenter import ModelConfig, PromptSegModel
+    from promptseg.project import Project
+
+    # A project whose active model is tiny, so a CPU round takes seconds.
+    with Project.create(tmp_path / "proj") as p:
+        save_checkpoint(PromptSegModel(ModelConfig.tiny()), tmp_path / "tiny")
+        p.register_model(tmp_path / "tiny", config={"seed": "tiny"})
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-promptseg", "nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    panel = widget.project_panel
+    panel.path_edit.setText(str(tmp_path / "proj"))
+    panel.open_btn.click()
+    assert widget.model_version == 1 and "model v1" in panel.info.text()
+
+    widget.prompt_edit.setText("nucleus")
+    widget.propose_btn.click()
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and widget.propose_btn.isEnabled(), timeout=180_000)
+    layer = viewer.layers["nuclei_00 promptseg"]
+    painted = layer.data.copy()
+    painted[:40, :40] = 1                       # the annotator paints a corner
+    painted[200:, 200:] = 0                     # and erases another
+    layer.data = painted
+    panel.accept_btn.click()
+    assert "accepted nuclei_00" in panel.info.text()
+    with Project.open(tmp_path / "proj") as p:
+        rec = p.latest_label("nuclei_00")
+        assert rec.kind == "corrected" and rec.prompt == "nucleus" and rec.model_version == 1
+        assert rec.edited_fraction == pytest.approx(float((painted != widget.proposal_labels()).mean()))
+        saved, classes = p.read_label(rec)
+        assert classes == ["nucleus"] and np.array_equal(saved, painted)
+
+    panel.steps.setValue(6)
+    panel.retrain_btn.click()
+    qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
+    kinds = [e["event"] for e in panel.events]
+    assert "step" in kinds and kinds[-1] == "done", panel.info.text()
+    assert widget.model_version == 2 and "v2 is active" in panel.info.text()
+    assert panel.progress.value() == 6
+
+    panel.steps.setValue(100000)
+    panel.retrain_btn.click()
+    qtbot.waitUntil(lambda: any(e["event"] == "step" for e in panel.events), timeout=300_000)
+    panel.cancel_btn.click()
+    qtbot.waitUntil(lambda: panel.proc is None, timeout=120_000)
+    assert panel.events[-1]["event"] == "cancelled" and widget.model_version == 2
+    _shot(viewer, "retrain.png")

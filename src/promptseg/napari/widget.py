@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit
                             QSlider, QVBoxLayout, QWidget)
 
 from .layers import show_labels
+from .project_panel import ProjectPanel
 
 if TYPE_CHECKING:
     import napari
@@ -36,7 +37,7 @@ class PromptSegWidget(QWidget):
         self.checkpoint = checkpoint
         self._predictor = None
         self._predictor_device = None
-        self._last = None          # (layer name, Prediction) of the latest proposal
+        self._last = None          # (labels layer, Prediction, image name, image layer)
         self._worker = None
         self.setObjectName("PromptSegWidget")
 
@@ -65,9 +66,12 @@ class PromptSegWidget(QWidget):
         form.addRow("", self.threshold_label)
         form.addRow("Device", self.device_combo)
         lay = QVBoxLayout(self)
+        self.model_version: int | None = None
+        self.project_panel = ProjectPanel(self)
         lay.addWidget(box)
         lay.addWidget(self.presence)
         lay.addWidget(self.status)
+        lay.addWidget(self.project_panel)
         lay.addStretch(1)
 
         self.propose_btn.clicked.connect(self.propose)
@@ -100,17 +104,11 @@ class PromptSegWidget(QWidget):
         if not name or name not in self.viewer.layers:
             raise ValueError("open an image first (File > Open, or File > Open Sample > PromptSeg)")
         layer = self.viewer.layers[name]
-        data = np.asarray(layer.data)
-        if layer.rgb:
-            img = data
-        elif data.ndim == 2:
-            img = data
-        elif data.ndim == 3:  # a volume: the slice on screen
-            z = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
-            img = data[min(max(z, 0), data.shape[0] - 1)]
-        else:
-            raise ValueError(f"layer {name!r} has {data.ndim} dimensions; PromptSeg works on 2-D images "
+        ndim = np.ndim(layer.data) - (1 if layer.rgb else 0)
+        if ndim not in (2, 3):
+            raise ValueError(f"layer {name!r} has {ndim} dimensions; PromptSeg works on 2-D images "
                              "and on the current slice of a 3-D volume")
+        img = self._image_for(layer)
         return name, img, layer
 
     # -- actions -----------------------------------------------------------------------
@@ -169,16 +167,42 @@ class PromptSegWidget(QWidget):
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
                     metadata={"image": name, "prompt": "; ".join(r.prompts),
                               "model": self._predictor.info.get("version")})
-        self._last = (out, r)
+        self._last = (out, r, name, image_layer)
+        self._last_image = self._image_for(image_layer)
+        self.project_panel.note_proposal(name)
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
         self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s.")
+
+    # -- used by the project panel --------------------------------------------------------
+    def _image_for(self, layer) -> np.ndarray:
+        data = np.asarray(layer.data)
+        if data.ndim == 3 and not layer.rgb:
+            z = int(self.viewer.dims.current_step[0])
+            data = data[min(max(z, 0), data.shape[0] - 1)]
+        return data
+
+    def last_proposal(self):
+        """(labels layer name, image name, Prediction, image array) of the latest proposal."""
+        if self._last is None:
+            return None
+        out, r, name, _ = self._last
+        return out, name, r, self._last_image
+
+    def proposal_labels(self) -> np.ndarray:
+        _, r = self._last[:2]
+        tau = self.threshold.value() / 100
+        return np.where(r.probs.max(0) >= tau, r.probs.argmax(0) + 1, 0).astype(np.int32)
+
+    def use_checkpoint(self, path: str, version: int | None) -> None:
+        """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
+        self.checkpoint = path
+        self.model_version = version
+        self._predictor = None
 
     def _on_threshold(self, value: int) -> None:
         tau = value / 100
         self.threshold_label.setText(f"{tau:.2f}")
         if self._last is None or self._last[0] not in self.viewer.layers:
             return
-        name, r = self._last
-        best = r.probs.max(0)
-        labels = np.where(best >= tau, r.probs.argmax(0) + 1, 0).astype(np.int32)
-        self.viewer.layers[name].data = labels
+        name, r = self._last[:2]
+        self.viewer.layers[name].data = self.proposal_labels()
