@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton,
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QSlider, QVBoxLayout, QWidget)
 
 from .layers import show_labels
@@ -62,8 +62,12 @@ class PromptSegWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Classes", self.prompt_edit)
         form.addRow(self.propose_btn)
-        form.addRow("Threshold", self.threshold)
-        form.addRow("", self.threshold_label)
+        thr = QWidget()
+        thr_lay = QHBoxLayout(thr)
+        thr_lay.setContentsMargins(0, 0, 0, 0)
+        thr_lay.addWidget(self.threshold, 1)
+        thr_lay.addWidget(self.threshold_label)
+        form.addRow("Threshold", thr)
         form.addRow("Device", self.device_combo)
         lay = QVBoxLayout(self)
         self.model_version: int | None = None
