@@ -123,12 +123,10 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 def cmd_gui(a: argparse.Namespace) -> int:
     try:
-        import napari
+        from .napari.launch import open_viewer
     except ImportError:
         raise SystemExit("error: the GUI needs napari: pip install 'napari-promptseg[napari]'") from None
-    viewer = napari.Viewer()
-    viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
-    napari.run()
+    open_viewer()
     return 0
 
 

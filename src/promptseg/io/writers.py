@@ -8,12 +8,12 @@ target folder, is fsync'ed and then swapped in with os.replace.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..fsutil import atomic_path
 
 __all__ = ["write_labels", "LABEL_SUFFIXES"]
 
@@ -28,45 +28,6 @@ def _suffix(path: Path) -> str | None:
         if name.endswith(suf):
             return suf
     return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Persist the rename itself; not possible on Windows, where it is skipped.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, suffix: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then fsync and atomically move tmp over ``path``."""
-    folder = path.parent
-    # Same folder so os.replace is a rename on one filesystem; keep the real
-    # suffix because tifffile/nibabel choose the format (and gzip) from it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    try:
-        # mkstemp makes 0600 files; keep the old file's mode, else a normal 0644.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(folder)
 
 
 def _compact(labels: np.ndarray) -> np.ndarray:
@@ -149,5 +110,6 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray,
         def write(tmp: str) -> None:
             nib.save(img, tmp)
 
-    _atomic_write(p, suffix, write)
+    with atomic_path(p, keep_suffix=True) as tmp:
+        write(str(tmp))
     return p

@@ -6,10 +6,7 @@ classes are stored too, so a machine without the text encoder weights can still 
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +14,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..fsutil import atomic_path, file_sha256
 from .segmenter import ModelConfig, PromptSegModel
 from .text import MAX_TOKENS, TextEmbedding
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list[str] | None = None,
@@ -61,17 +38,19 @@ def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list
         e = prompt_cache[name]
         tensors[f"prompt_cache.{i}.pooled"] = torch.from_numpy(np.ascontiguousarray(e.pooled, np.float32))
         tensors[f"prompt_cache.{i}.tokens"] = torch.from_numpy(np.ascontiguousarray(e.tokens, np.float32))
-    _atomic(out / WEIGHTS, lambda p: save_file(tensors, p))
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
     cfg = {
         "format_version": FORMAT_VERSION,
         "model": model.cfg.to_dict(),
         "backbone_sha256": getattr(model.backbone, "weights_sha256", None),
         "classes": list(classes or []),
         "prompt_cache": [{"text": n, "n_tokens": prompt_cache[n].n_tokens} for n in names],
-        "weights_sha256": _sha256(out / WEIGHTS),
+        "weights_sha256": file_sha256(out / WEIGHTS),
         **(extra or {}),
     }
-    _atomic(out / CONFIG, lambda p: Path(p).write_text(json.dumps(cfg, indent=2, sort_keys=True)))
+    with atomic_path(out / CONFIG) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
     return out
 
 
@@ -96,7 +75,7 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu"
     weights = ckpt / WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"checkpoint {ckpt} has no {WEIGHTS}")
-    if cfg.get("weights_sha256") and _sha256(weights) != cfg["weights_sha256"]:
+    if cfg.get("weights_sha256") and file_sha256(weights) != cfg["weights_sha256"]:
         raise ValueError(f"checkpoint {weights} is corrupt (SHA-256 mismatch)")
     mcfg = ModelConfig.from_dict(cfg["model"])
     # The decoder's pretrained init is overwritten by the stored weights: skip re-reading it.

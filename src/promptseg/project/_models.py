@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import shutil
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..fsutil import file_sha256
 from .atomic import atomic_replace_dir
 from .errors import ProjectError
 from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dumps
@@ -19,14 +19,6 @@ from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dump
 __all__ = ["ModelsMixin"]
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ModelsMixin:
@@ -66,7 +58,7 @@ class ModelsMixin:
                 try:
                     shutil.copytree(src, tmp)
                     weights = tmp / "model.safetensors"
-                    sha = _file_sha256(weights) if weights.is_file() else None
+                    sha = file_sha256(weights) if weights.is_file() else None
                     final = atomic_replace_dir(tmp, models_root / str(version))
                     break
                 except FileExistsError:
