@@ -139,4 +139,11 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     panel.cancel_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=120_000)
     assert panel.events[-1]["event"] == "cancelled" and widget.model_version == 2
+
+    # Rollback: pick v1 in the model combo; the project and the widget both switch.
+    assert [panel.versions.itemData(i) for i in range(panel.versions.count())] == [1, 2]
+    panel.versions.activated.emit(0)
+    assert widget.model_version == 1
+    with Project.open(tmp_path / "proj") as p:
+        assert p.active_model().version == 1
     _shot(viewer, "retrain.png")

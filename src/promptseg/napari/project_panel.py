@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QProcess
-from qtpy.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QSpinBox, QWidget)
 
 
@@ -36,6 +36,8 @@ class ProjectPanel(QGroupBox):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
+        self.versions = QComboBox()
+        self.versions.setToolTip("Active model version; pick an older one to roll back")
         self.info = QLabel("No project open.")
         self.info.setWordWrap(True)
         row = QWidget()
@@ -50,11 +52,13 @@ class ProjectPanel(QGroupBox):
         form.addRow("Steps", self.steps)
         form.addRow(row)
         form.addRow(self.progress)
+        form.addRow("Model", self.versions)
         form.addRow(self.info)
         self.open_btn.clicked.connect(self.open_project)
         self.accept_btn.clicked.connect(self.accept)
         self.retrain_btn.clicked.connect(self.retrain)
         self.cancel_btn.clicked.connect(self.cancel)
+        self.versions.activated.connect(self._pick_version)
 
     # -- project -------------------------------------------------------------------------
     def open_project(self) -> None:
@@ -76,7 +80,28 @@ class ProjectPanel(QGroupBox):
         if active:
             self.owner.use_checkpoint(str(self.project.model_dir(active.version)), active.version)
 
+    def _refresh_versions(self) -> None:
+        self.versions.blockSignals(True)
+        self.versions.clear()
+        active = self.project.active_model()
+        for m in self.project.models():
+            dice = m.metrics.get("val_dice")
+            self.versions.addItem(f"v{m.version}" + (f"  Dice {dice:.3f}" if dice is not None else ""), m.version)
+            if active and m.version == active.version:
+                self.versions.setCurrentIndex(self.versions.count() - 1)
+        self.versions.blockSignals(False)
+
+    def _pick_version(self, index: int) -> None:
+        """Roll back (or forward) to another registered model version."""
+        version = self.versions.itemData(index)
+        if self.project is None or version is None or self.proc is not None:
+            return
+        self.project.set_active_model(version)
+        self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
+        self._show_summary()
+
     def _show_summary(self) -> None:
+        self._refresh_versions()
         s = self.project.summary()
         self.info.setText(f"{s['images']} images, {s['labelled']} labelled, model v{s['active_model'] or '-'}")
 
@@ -171,6 +196,7 @@ class ProjectPanel(QGroupBox):
         elif kind == "done":
             version = ev["model_version"]
             self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
+            self._refresh_versions()
             self.info.setText(f"Round done: model v{version} is active.")
         elif kind in ("error", "cancelled"):
             self.info.setText("Round cancelled; the previous model stays active." if kind == "cancelled"
