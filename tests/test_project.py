@@ -337,3 +337,24 @@ def test_sigkill_mid_write_leaves_old_file_and_healthy_db(proj: Project) -> None
         # A leftover temp file does not block or confuse the next save.
         nxt = p2.save_label("ct", np.ones((16, 20), np.uint8), ["a"], "corrected")
         assert nxt.version == 2
+
+
+def test_image_status_and_uncertainty(proj: Project) -> None:
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        proj.add_image(_img(i), name=name)
+    lab = np.zeros((16, 20), np.uint8)
+    proj.save_label("b", lab, ["liver"], "proposal")
+    proj.save_label("c", lab, ["liver"], "proposal")
+    proj.save_label("c", lab, ["liver"], "corrected")
+    proj.save_label("d", lab, ["liver"], "gold")
+    proj.set_uncertainty("b", 0.25, model_version=3)
+    proj.set_uncertainty("b", 0.5, model_version=4)      # replaces the previous value
+    rows = {r["name"]: r for r in proj.image_status()}
+    assert [rows[n]["status"] for n in "abcd"] == ["unlabelled", "proposed", "corrected", "gold"]
+    assert rows["b"]["uncertainty"] == 0.5 and rows["b"]["model_version"] == 4
+    assert rows["a"]["uncertainty"] is None
+    with pytest.raises(ProjectError, match="finite"):
+        proj.set_uncertainty("a", float("nan"))
+    with pytest.raises(ProjectError, match="no image"):
+        proj.set_uncertainty("zzz", 0.1)
+    assert proj.summary()["images"] == 4          # meta rows do not disturb anything else

@@ -21,6 +21,7 @@ import numpy as np
 from . import schema
 from ._labels import LabelsMixin
 from ._models import ModelsMixin
+from ._status import StatusMixin
 from .atomic import atomic_write_tiff
 from .errors import ProjectError
 from .records import ClassRecord, ImageRecord, dumps
@@ -77,7 +78,7 @@ def _read_image_file(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-class Project(LabelsMixin, ModelsMixin):
+class Project(LabelsMixin, ModelsMixin, StatusMixin):
     """A promptseg project folder.  Use ``create``/``open``/``open_or_create``."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
