@@ -61,7 +61,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     _shot(viewer, "propose.png")
 
     # The threshold slider re-merges cached probabilities without re-running the model.
-    _, r = widget._last[:2]
+    r = widget.current
     widget.threshold.setValue(95)
     assert np.array_equal(layer.data > 0, r.probs[0] >= 0.95)
     widget.threshold.setValue(5)

@@ -12,8 +12,11 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QProcess
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                            QSpinBox, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QSpinBox, QWidget)
+
+from .drafts import delete_draft
+from .image_list import ImageList
 
 
 class ProjectPanel(QGroupBox):
@@ -29,6 +32,9 @@ class ProjectPanel(QGroupBox):
         self.path_edit.setPlaceholderText("folder of a new or existing project")
         self.open_btn = QPushButton("Open / create")
         self.accept_btn = QPushButton("Accept")
+        self.next_after_accept = QCheckBox("then Next")
+        self.next_after_accept.setToolTip("After Accept, open the suggested next image")
+        self.images = ImageList(self)
         self.steps = QSpinBox()
         self.steps.setRange(1, 100000)
         self.steps.setValue(200)
@@ -48,7 +54,13 @@ class ProjectPanel(QGroupBox):
         form = QFormLayout(self)
         form.addRow("Folder", self.path_edit)
         form.addRow(self.open_btn)
-        form.addRow(self.accept_btn)
+        form.addRow(self.images)
+        acc = QWidget()
+        ah = QHBoxLayout(acc)
+        ah.setContentsMargins(0, 0, 0, 0)
+        ah.addWidget(self.accept_btn, 1)
+        ah.addWidget(self.next_after_accept)
+        form.addRow(acc)
         form.addRow("Steps", self.steps)
         form.addRow(row)
         form.addRow(self.progress)
@@ -75,7 +87,7 @@ class ProjectPanel(QGroupBox):
         except ProjectError as exc:
             self.info.setText(f"⚠ {exc}")
             return
-        self._show_summary()
+        self.show_summary()
         active = self.project.active_model()
         if active:
             self.owner.use_checkpoint(str(self.project.model_dir(active.version)), active.version)
@@ -98,15 +110,35 @@ class ProjectPanel(QGroupBox):
             return
         self.project.set_active_model(version)
         self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
-        self._show_summary()
+        self.show_summary()
 
-    def _show_summary(self) -> None:
+    def show_summary(self) -> None:
         self._refresh_versions()
+        self.images.refresh()
         s = self.project.summary()
         self.info.setText(f"{s['images']} images, {s['labelled']} labelled, model v{s['active_model'] or '-'}")
 
-    def note_proposal(self, image_name: str) -> None:
-        self._opened_at.setdefault(image_name, time.time())
+    def class_colors(self) -> dict[str, str]:
+        return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}
+
+    def on_proposed(self, p, uncertainty: float, image_layer) -> None:
+        """A proposal appeared: for a project image, store it and its uncertainty."""
+        from ..project import ProjectError
+
+        if self.project is None or image_layer.metadata.get("project_image") != p.image:
+            return
+        try:
+            labels = p.labels()
+            rec = self.project.image(p.image)
+            if labels.shape == rec.spatial_shape:
+                self.project.save_label(rec, labels, p.prompts, "proposal", model_version=p.model_version,
+                                        prompt=p.prompt)
+                p.saved_proposal = labels
+            self.project.set_uncertainty(rec, uncertainty, model_version=p.model_version)
+        except ProjectError as exc:
+            self.info.setText(f"⚠ proposal not stored: {exc}")
+            return
+        self.images.refresh()
 
     # -- accept --------------------------------------------------------------------------
     def accept(self) -> None:
@@ -114,34 +146,45 @@ class ProjectPanel(QGroupBox):
         from ..engine.evaluate import dice, edited_fraction
         from ..project import ProjectError
 
-        last = self.owner.last_proposal()
-        if self.project is None or last is None:
+        p = self.owner.current
+        if self.project is None or p is None:
             self.info.setText("⚠ open a project and propose on an image first")
             return
-        layer_name, image_name, r, image = last
         viewer = self.owner.viewer
-        if layer_name not in viewer.layers:
-            self.info.setText(f"⚠ the layer {layer_name!r} was removed")
+        if p.layer not in viewer.layers:
+            self.info.setText(f"⚠ the layer {p.layer!r} was removed")
             return
-        final = np.asarray(viewer.layers[layer_name].data).astype(np.int32)
-        proposal = self.owner.proposal_labels()
-        fg = [dice(proposal == k + 1, final == k + 1) for k in range(len(r.prompts))
+        final = np.asarray(viewer.layers[p.layer].data).astype(np.int32)
+        proposal = p.labels()
+        if final.shape != proposal.shape or final.min() < 0 or final.max() > len(p.prompts):
+            self.info.setText(f"⚠ not accepted: the layer must keep shape {proposal.shape} and values "
+                              f"0..{len(p.prompts)} ({', '.join(p.prompts)}); nothing was saved")
+            return
+        fg = [dice(proposal == k + 1, final == k + 1) for k in range(len(p.prompts))
               if (proposal == k + 1).any() or (final == k + 1).any()]
         try:
-            rec = self.project.add_image(image, name=image_name)
-            version = self.owner.model_version
-            prompt = "; ".join(r.prompts)
-            self.project.save_label(rec, proposal, r.prompts, "proposal", model_version=version, prompt=prompt)
+            rec = self.project.add_image(p.image_array, name=p.image)
+            if p.saved_proposal is None or not np.array_equal(p.saved_proposal, proposal):
+                self.project.save_label(rec, proposal, p.prompts, "proposal", model_version=p.model_version,
+                                        prompt=p.prompt)
+                p.saved_proposal = proposal
             lab = self.project.save_label(
-                rec, final, r.prompts, "corrected", model_version=version, prompt=prompt,
+                rec, final, p.prompts, "corrected", model_version=p.model_version, prompt=p.prompt,
                 dice_vs_proposal=float(np.mean(fg)) if fg else 1.0, edited_fraction=edited_fraction(proposal, final),
-                seconds=time.time() - self._opened_at.pop(image_name, time.time()))
+                seconds=time.time() - p.shown_at)
         except ProjectError as exc:
             self.info.setText(f"⚠ {exc}")
             return
-        self._show_summary()
-        self.info.setText(self.info.text() + f" — accepted {image_name} (v{lab.version}, "
+        p.accepted = final
+        delete_draft(self.project.root, p.image)
+        image_layer = viewer.layers[p.image] if p.image in viewer.layers else None
+        if image_layer is not None:
+            image_layer.metadata["project_image"] = rec.name
+        self.show_summary()
+        self.info.setText(self.info.text() + f" — accepted {p.image} (v{lab.version}, "
                           f"{100 * lab.edited_fraction:.1f}% of pixels edited)")
+        if self.next_after_accept.isChecked():
+            self.images.next_image()
 
     # -- retrain -------------------------------------------------------------------------
     def retrain(self) -> None:

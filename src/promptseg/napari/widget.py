@@ -5,18 +5,20 @@ responsive; the threshold slider re-merges cached probabilities without re-runni
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QSlider, QVBoxLayout, QWidget)
 
 from .layers import show_labels
 from .project_panel import ProjectPanel
+from .state import Proposal, mean_entropy
 
 if TYPE_CHECKING:
     import napari
@@ -37,7 +39,7 @@ class PromptSegWidget(QWidget):
         self.checkpoint = checkpoint
         self._predictor = None
         self._predictor_device = None
-        self._last = None          # (labels layer, Prediction, image name, image layer)
+        self.current: Proposal | None = None   # the proposal on screen
         self._worker = None
         self.setObjectName("PromptSegWidget")
 
@@ -84,6 +86,27 @@ class PromptSegWidget(QWidget):
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_images)
         self._refresh_images()
+        # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
+        # layers first) or the window closes.
+        self.viewer.layers.events.removing.connect(self._on_removing)
+        qt_window = getattr(self.viewer.window, "_qt_window", None)
+        if qt_window is not None:
+            qt_window.installEventFilter(self)
+
+    def _stash(self) -> None:
+        try:
+            self.project_panel.images.stash_edits()
+        except Exception as exc:  # never block closing; say what happened
+            print(f"promptseg: could not save a draft: {exc}", file=sys.stderr)
+
+    def _on_removing(self, event) -> None:
+        if self.current is not None and self.viewer.layers[event.index].name == self.current.layer:
+            self._stash()
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Close:
+            self._stash()
+        return False
 
     # -- layers ------------------------------------------------------------------------
     def _image_layers(self):
@@ -148,12 +171,13 @@ class PromptSegWidget(QWidget):
                     self._predictor = Predictor.load(self.checkpoint, device=device)
                     self._predictor_device = device
                 self._predictor.set_image(img)
-                return self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
+                r = self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
+                return r, mean_entropy(r.probs)
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
         worker = create_worker(job)
-        worker.returned.connect(lambda r: self._show(name, layer, r, time.perf_counter() - t0))
+        worker.returned.connect(lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
@@ -162,20 +186,23 @@ class PromptSegWidget(QWidget):
         self._worker = None
         self._set_busy(False)
 
-    def _show(self, name: str, image_layer, r, seconds: float) -> None:
-        if isinstance(r, _Failed):
-            self.status.setText(f"⚠ {r.message}")
+    def _show(self, name: str, image_layer, img: np.ndarray, result, seconds: float) -> None:
+        if isinstance(result, _Failed):
+            self.status.setText(f"⚠ {result.message}")
             return
+        r, uncertainty = result
         out = f"{name} promptseg"
+        prompt = "; ".join(r.prompts)
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence,
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
-                    metadata={"image": name, "prompt": "; ".join(r.prompts),
-                              "model": self._predictor.info.get("version")})
-        self._last = (out, r, name, image_layer)
-        self._last_image = self._image_for(image_layer)
-        self.project_panel.note_proposal(name)
+                    metadata={"image": name, "prompt": prompt, "model": self._predictor.info.get("version")})
+        self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
+                                presence=r.presence, model_version=self.model_version, prompt=prompt,
+                                tau=self.threshold.value() / 100)
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
-        self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s.")
+        self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s "
+                            f"(uncertainty {uncertainty:.3f}).")
+        self.project_panel.on_proposed(self.current, uncertainty, image_layer)
 
     # -- used by the project panel --------------------------------------------------------
     def _image_for(self, layer) -> np.ndarray:
@@ -185,17 +212,25 @@ class PromptSegWidget(QWidget):
             data = data[min(max(z, 0), data.shape[0] - 1)]
         return data
 
-    def last_proposal(self):
-        """(labels layer name, image name, Prediction, image array) of the latest proposal."""
-        if self._last is None:
-            return None
-        out, r, name, _ = self._last
-        return out, name, r, self._last_image
-
     def proposal_labels(self) -> np.ndarray:
-        _, r = self._last[:2]
-        tau = self.threshold.value() / 100
-        return np.where(r.probs.max(0) >= tau, r.probs.argmax(0) + 1, 0).astype(np.int32)
+        """The current proposal's label map as shown (before any edit)."""
+        return self.current.labels()
+
+    def edited_labels(self) -> np.ndarray | None:
+        """The current proposal layer's data if the annotator changed it, else None."""
+        p = self.current
+        if p is None or p.layer not in self.viewer.layers:
+            return None
+        data = np.asarray(self.viewer.layers[p.layer].data)
+        return None if np.array_equal(data, self.proposal_labels()) else data
+
+    def unsaved_edits(self) -> np.ndarray | None:
+        """Edits of the current proposal that are neither the proposal nor already accepted."""
+        data = self.edited_labels()
+        acc = self.current.accepted if self.current is not None else None
+        if data is None or (acc is not None and np.array_equal(data, acc)):
+            return None
+        return data
 
     def use_checkpoint(self, path: str, version: int | None) -> None:
         """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
@@ -206,7 +241,11 @@ class PromptSegWidget(QWidget):
     def _on_threshold(self, value: int) -> None:
         tau = value / 100
         self.threshold_label.setText(f"{tau:.2f}")
-        if self._last is None or self._last[0] not in self.viewer.layers:
+        p = self.current
+        if p is None or p.probs is None or p.layer not in self.viewer.layers:
             return
-        name, r = self._last[:2]
-        self.viewer.layers[name].data = self.proposal_labels()
+        if self.edited_labels() is not None:   # never overwrite the annotator's edits
+            self.status.setText("⚠ threshold not applied: the layer has edits (Accept them, or Propose again)")
+            return
+        p.tau = tau
+        self.viewer.layers[p.layer].data = self.proposal_labels()

@@ -1,0 +1,242 @@
+"""The project's image list: status and uncertainty per image, add images, open, Next.
+
+Opening another image (double-click, Next) first saves an edited, un-accepted proposal as a
+draft (see drafts.py), then swaps the image layer it had opened before for the new one and
+shows the image's draft, or else its latest label, as the editable Labels layer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from .drafts import load_draft, save_draft
+from .layers import show_labels
+from .state import Proposal, suggest_next
+
+COLUMNS = ("Image", "Status", "Uncertainty")
+
+
+class ImageList(QWidget):
+    def __init__(self, panel) -> None:
+        super().__init__()
+        self.panel = panel                 # ProjectPanel (holds .project and .owner)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for j in (1, 2):
+            header.setSectionResizeMode(j, QHeaderView.ResizeToContents)
+        self.table.setMinimumHeight(110)
+        self.table.setToolTip("Double-click an image to open it")
+        self.add_layers_btn = QPushButton("Add open layers")
+        self.add_folder_btn = QPushButton("Add folder…")
+        self.next_btn = QPushButton("Next")
+        self.next_btn.setToolTip("Open the suggested image: not accepted yet, and where the model is least sure")
+        self.reason = QLabel("")
+        self.reason.setWordWrap(True)
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        for b in (self.add_layers_btn, self.add_folder_btn, self.next_btn):
+            h.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.table)
+        lay.addWidget(row)
+        lay.addWidget(self.reason)
+        self.table.cellDoubleClicked.connect(lambda r, _c: self.open_image(self.table.item(r, 0).text()))
+        self.add_layers_btn.clicked.connect(self.add_open_layers)
+        self.add_folder_btn.clicked.connect(lambda: self.add_folder())
+        self.next_btn.clicked.connect(self.next_image)
+
+    @property
+    def owner(self):
+        return self.panel.owner
+
+    @property
+    def project(self):
+        return self.panel.project
+
+    def _say(self, text: str) -> None:
+        self.reason.setText(text)
+
+    # -- table ---------------------------------------------------------------------------
+    def rows(self) -> list[dict]:
+        return self.project.image_status() if self.project is not None else []
+
+    def refresh(self) -> None:
+        rows = self.rows()
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            u = r["uncertainty"]
+            cells = (r["name"], r["status"], "" if u is None else f"{u:.3f}")
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if j == 2:
+                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                    if u is not None:
+                        item.setToolTip(f"mean binary entropy of model v{r['model_version'] or '-'}'s probabilities")
+                self.table.setItem(i, j, item)
+
+    # -- adding images ---------------------------------------------------------------------
+    def add_open_layers(self) -> None:
+        """Copy every open image layer into the project (idempotent); report what was skipped."""
+        from napari.layers import Image
+
+        from ..project import ProjectError
+
+        if self.project is None:
+            self._say("⚠ open a project first")
+            return
+        added, skipped = [], []
+        for layer in [ly for ly in self.owner.viewer.layers if isinstance(ly, Image)]:
+            data = np.asarray(layer.data)
+            ndim = data.ndim - (1 if layer.rgb else 0)
+            if ndim not in (2, 3):
+                skipped.append(f"{layer.name}: {ndim}-D (PromptSeg takes 2-D images and 3-D volumes)")
+                continue
+            spacing = tuple(float(s) for s in layer.scale[-ndim:])
+            try:
+                rec = self.project.add_image(data, name=layer.name,
+                                             spacing=None if all(s == 1.0 for s in spacing) else spacing)
+            except ProjectError as exc:
+                skipped.append(f"{layer.name}: {exc}")
+                continue
+            layer.metadata["project_image"] = rec.name
+            added.append(rec.name)
+        self.refresh()
+        self.panel.show_summary()
+        self._say(f"Added {len(added)} layer(s)" + (f"; skipped {len(skipped)}: " + "; ".join(skipped) if skipped else "."))
+
+    def add_folder(self, folder: str | None = None) -> None:
+        """Add every readable image file of ``folder`` (asks for one when None)."""
+        from ..io import SUPPORTED_SUFFIXES, read_image
+        from ..project import ProjectError
+
+        if self.project is None:
+            self._say("⚠ open a project first")
+            return
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Add a folder of images")
+            if not folder:
+                return
+        root = Path(folder)
+        if not root.is_dir():
+            self._say(f"⚠ not a folder: {root}")
+            return
+        files = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES)]
+        added, skipped = [], []
+        for path in files:
+            try:
+                data, meta = read_image(path)
+                ndim = np.ndim(data) - (1 if np.ndim(data) == 3 and np.shape(data)[-1] in (3, 4) else 0)
+                if ndim not in (2, 3):
+                    raise ValueError(f"{ndim}-D image (PromptSeg takes 2-D images and 3-D volumes)")
+                spacing = tuple(float(s) for s in meta.get("spacing") or ()) or None
+                rec = self.project.add_image(np.asarray(data), name=path.name.split(".")[0], spacing=spacing)
+                added.append(rec.name)
+            except (ValueError, OSError, ProjectError) as exc:
+                skipped.append(f"{path.name}: {exc}")
+        self.refresh()
+        self.panel.show_summary()
+        msg = f"Added {len(added)} image(s) from {root.name}"
+        if not files:
+            msg = f"⚠ no image files ({', '.join(SUPPORTED_SUFFIXES)}) in {root}"
+        self._say(msg + (f"; skipped {len(skipped)}: " + "; ".join(skipped) if skipped else ("." if files else "")))
+
+    # -- navigation --------------------------------------------------------------------------
+    def stash_edits(self) -> str:
+        """Save the current proposal's unsaved edits as a draft; returns a note ('' if none)."""
+        w, proj = self.owner, self.project
+        edited = w.unsaved_edits()
+        if edited is None or proj is None:
+            return ""
+        save_draft(proj.root, w.current, edited, w.current.tau)
+        return f"draft of {w.current.image} saved. "
+
+    def next_image(self) -> None:
+        if self.project is None:
+            self._say("⚠ open a project first")
+            return
+        current = self.owner.current.image if self.owner.current else self.owner.image_combo.currentText()
+        row, why = suggest_next(self.rows(), exclude=current or None)
+        if row is None:
+            self._say(f"Nothing to do: {why}.")
+            return
+        self.open_image(row["name"], why=f"Next → {why}")
+
+    def open_image(self, name: str, why: str = "") -> None:
+        from ..project import ProjectError
+
+        w, viewer, proj = self.owner, self.owner.viewer, self.project
+        if proj is None:
+            return
+        try:
+            rec = proj.image(name)
+            note = self.stash_edits()
+            for ly in list(viewer.layers):     # the image opened before, and its proposal layer
+                if ly.metadata.get("promptseg_opened") and ly.name != name:
+                    for gone in (f"{ly.name} promptseg", ly.name):
+                        if gone in viewer.layers:
+                            viewer.layers.remove(gone)
+            if w.current is not None and w.current.layer not in viewer.layers:
+                w.current = None
+            if name in viewer.layers:
+                layer = viewer.layers[name]
+            else:
+                data = proj.read_image(rec)
+                rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+                kw = {}
+                if rec.spacing and len(rec.spacing) == data.ndim - (1 if rgb else 0):
+                    kw["scale"] = rec.spacing
+                layer = viewer.add_image(data, name=name, rgb=rgb, **kw,
+                                         metadata={"project_image": name, "promptseg_opened": True})
+            w.image_combo.setCurrentText(name)
+            viewer.layers.selection.active = layer
+            note += self._restore(rec, layer)
+        except (ProjectError, OSError, ValueError) as exc:
+            self._say(f"⚠ could not open {name}: {exc}")
+            return
+        self._select_row(name)
+        self._say((why + "\n" if why else "") + note)
+
+    def _restore(self, rec, layer) -> str:
+        """Show the image's draft, else its latest label, as the editable proposal layer."""
+        w, proj = self.owner, self.project
+        image = w._image_for(layer)
+        out = f"{rec.name} promptseg"
+        scale = layer.scale[-2:]
+        draft = load_draft(proj.root, rec.name, image, out)
+        if draft is not None:
+            p, edited = draft
+            show_labels(w.viewer, out, edited, p.prompts, scale=scale, known_colors=self.panel.class_colors(),
+                        metadata={"image": rec.name, "prompt": p.prompt})
+            w.current = p
+            return "Restored your unsaved draft."
+        lab = proj.latest_label(rec, ("proposal", "corrected", "gold"))
+        if lab is None or np.ndim(image) != 2:
+            return ""
+        arr, classes = proj.read_label(lab)
+        if arr.shape != np.shape(image)[:2]:
+            return ""
+        show_labels(w.viewer, out, arr.astype(np.int32), classes, scale=scale, known_colors=self.panel.class_colors(),
+                    metadata={"image": rec.name, "prompt": lab.prompt or ""})
+        w.current = Proposal(layer=out, image=rec.name, prompts=classes, image_array=image, fixed=arr.astype(np.int32),
+                             model_version=lab.model_version, prompt=lab.prompt or "; ".join(classes),
+                             saved_proposal=arr if lab.kind == "proposal" else None,
+                             accepted=arr.astype(np.int32) if lab.kind != "proposal" else None)
+        return f"Showing its {lab.kind} label (version {lab.version})."
+
+    def _select_row(self, name: str) -> None:
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).text() == name:
+                self.table.selectRow(i)
+                return

@@ -1,0 +1,56 @@
+"""The proposal on screen: which image, which layer, what the model said (no Qt here)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Proposal:
+    """A proposal shown as a Labels layer. ``probs`` is None for one restored from the project
+    or a draft: then ``fixed`` holds the proposal's label map and the threshold cannot re-merge."""
+    layer: str                       # name of the Labels layer
+    image: str                       # image name (= project image name when in a project)
+    prompts: list[str]
+    image_array: np.ndarray          # the 2-D image (slice) the proposal is for
+    probs: np.ndarray | None = None  # (K, H, W)
+    presence: np.ndarray | None = None
+    fixed: np.ndarray | None = None  # (H, W) proposal label map when probs is None
+    model_version: int | None = None
+    prompt: str = ""
+    tau: float = 0.5                 # threshold the layer was merged at
+    shown_at: float = field(default_factory=time.time)
+    saved_proposal: np.ndarray | None = None  # proposal label map already stored in the project
+    accepted: np.ndarray | None = None        # label map last accepted (stored) for this image
+
+    def labels(self, tau: float | None = None) -> np.ndarray:
+        tau = self.tau if tau is None else tau
+        if self.probs is None:
+            return np.asarray(self.fixed, np.int32)
+        return np.where(self.probs.max(0) >= tau, self.probs.argmax(0) + 1, 0).astype(np.int32)
+
+
+def mean_entropy(probs: np.ndarray) -> float:
+    """Mean binary entropy (bits) of per-class probabilities: 0 = certain, 1 = coin flip."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-6, 1 - 1e-6)
+    return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
+
+
+def suggest_next(rows: list[dict], exclude: str | None = None) -> tuple[dict | None, str]:
+    """Pick the next image to annotate from ``Project.image_status()`` rows, with the reason.
+
+    Accepted images (corrected, gold) are skipped. Images the model has not scored yet come
+    first (nothing is known about them), in project order; then the highest uncertainty."""
+    todo = [r for r in rows if r["status"] in ("unlabelled", "proposed") and r["name"] != exclude]
+    if not todo:
+        return None, "every image has an accepted label"
+    unscored = [r for r in todo if r["uncertainty"] is None]
+    if unscored:
+        r = unscored[0]
+        return r, (f"{r['name']}: not yet scored by the model ({len(unscored)} unscored, "
+                   f"{len(todo)} not accepted)")
+    r = max(todo, key=lambda r: r["uncertainty"])
+    return r, (f"{r['name']}: highest uncertainty {r['uncertainty']:.3f} "
+               f"(mean entropy of model v{r['model_version'] or '-'}) among {len(todo)} not accepted")

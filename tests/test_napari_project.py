@@ -1,0 +1,141 @@
+"""Project image list in a real napari viewer: add images, status, uncertainty, Next, drafts."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+
+def shot(viewer, name):
+    folder = os.environ.get("PROMPTSEG_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(Path(folder) / name), canvas_only=False)
+
+
+def tiny_project(root: Path) -> Path:
+    from promptseg.model.checkpoint import save_checkpoint
+    from promptseg.model.segmenter import ModelConfig, PromptSegModel
+    from promptseg.project import Project
+
+    with Project.create(root / "proj") as p:
+        save_checkpoint(PromptSegModel(ModelConfig.tiny()), root / "tiny")
+        p.register_model(root / "tiny", config={"seed": "tiny"})
+    return root / "proj"
+
+
+def open_dock(make_napari_viewer, project: Path):
+    viewer = make_napari_viewer()
+    viewer.window.resize(1300, 950)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    widget.project_panel.path_edit.setText(str(project))
+    widget.project_panel.open_btn.click()
+    return viewer, widget
+
+
+def propose(widget, qtbot, text="nucleus"):
+    widget.prompt_edit.setText(text)
+    widget.propose_btn.click()
+    qtbot.waitUntil(lambda: widget._worker is None and widget.propose_btn.isEnabled(), timeout=180_000)
+    assert "⚠" not in widget.status.text(), widget.status.text()
+
+
+def table(widget):
+    t = widget.project_panel.images.table
+    return {t.item(i, 0).text(): (t.item(i, 1).text(), t.item(i, 2).text()) for i in range(t.rowCount())}
+
+
+def test_suggest_next_prefers_unscored_then_most_uncertain():
+    from promptseg.napari.state import mean_entropy, suggest_next
+
+    rows = [{"name": "a", "status": "gold", "uncertainty": None, "model_version": None},
+            {"name": "b", "status": "proposed", "uncertainty": 0.2, "model_version": 1},
+            {"name": "c", "status": "unlabelled", "uncertainty": None, "model_version": None},
+            {"name": "d", "status": "proposed", "uncertainty": 0.7, "model_version": 1}]
+    row, why = suggest_next(rows)
+    assert row["name"] == "c" and "not yet scored" in why
+    row, why = suggest_next(rows, exclude="c")
+    assert row["name"] == "d" and "0.700" in why
+    assert suggest_next(rows[:1])[0] is None
+    assert mean_entropy(np.full((2, 4, 4), 0.5)) == pytest.approx(1.0)
+    assert mean_entropy(np.zeros((1, 4, 4))) < 1e-3
+
+
+def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tmp_path):
+    from promptseg.project import Project
+
+    project = tiny_project(tmp_path)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("img_a", "img_b"):
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 4000, (96, 80), dtype=np.uint16))
+    (folder / "broken.tif").write_bytes(b"II*\x00 this is not a tiff")
+    viewer, widget = open_dock(make_napari_viewer, project)
+    images = widget.project_panel.images
+
+    images.add_folder(str(folder))                 # the corrupt file is reported, the rest added
+    assert "Added 2 image(s)" in images.reason.text() and "broken.tif" in images.reason.text()
+    viewer.add_image(rng.random((64, 64)).astype(np.float32), name="layer_c")
+    viewer.add_image(np.zeros((2, 2, 8, 8)), name="four_d")
+    images.add_layers_btn.click()
+    assert "Added 1 layer" in images.reason.text() and "four_d" in images.reason.text()
+    assert table(widget) == {"img_a": ("unlabelled", ""), "img_b": ("unlabelled", ""),
+                             "layer_c": ("unlabelled", "")}
+
+    images.next_btn.click()                         # nothing scored yet: the first image
+    assert widget.image_combo.currentText() == "img_a" and "not yet scored" in images.reason.text()
+    propose(widget, qtbot)
+    status, unc = table(widget)["img_a"]
+    assert status == "proposed" and float(unc) >= 0
+    layer = viewer.layers["img_a promptseg"]
+    edited = layer.data.copy()
+    edited[:10, :10] = 1
+    edited[50:, 50:] = 0
+    layer.data = edited
+    assert widget.unsaved_edits() is not None
+
+    images.next_btn.click()                         # leaves img_a: its edits become a draft
+    assert widget.image_combo.currentText() == "img_b"
+    assert "draft of img_a saved" in images.reason.text()
+    assert "img_a" not in viewer.layers and "img_a promptseg" not in viewer.layers
+    assert (project / "drafts" / "img_a.npz").is_file()
+    propose(widget, qtbot)
+    shot(viewer, "image_list.png")
+
+    row = [i for i in range(images.table.rowCount()) if images.table.item(i, 0).text() == "img_a"][0]
+    images.table.cellDoubleClicked.emit(row, 0)    # back to img_a: the draft comes back
+    assert "Restored your unsaved draft" in images.reason.text()
+    assert np.array_equal(viewer.layers["img_a promptseg"].data, edited)
+    widget.project_panel.accept_btn.click()
+    assert "accepted img_a" in widget.project_panel.info.text()
+    assert not (project / "drafts" / "img_a.npz").exists()
+    assert table(widget)["img_a"][0] == "corrected"
+    with Project.open(project) as p:
+        rec = p.latest_label("img_a")
+        saved, _ = p.read_label(rec)
+        assert np.array_equal(saved, edited) and rec.edited_fraction > 0
+        assert [lab.kind for lab in p.labels("img_a")] == ["proposal", "corrected"]  # proposal stored once
+        scores = {r["name"]: r["uncertainty"] for r in p.image_status()}
+    # Now every not-accepted image but layer_c is scored: Next goes to the unscored one, then
+    # (layer_c scored) to the most uncertain one.
+    images.next_btn.click()
+    assert widget.image_combo.currentText() == "layer_c"
+    propose(widget, qtbot)
+    images.next_btn.click()
+    with Project.open(project) as p:
+        scores = {r["name"]: r["uncertainty"] for r in p.image_status()}
+    assert widget.image_combo.currentText() == "img_b"     # the only other not-accepted image
+    assert "highest uncertainty" in images.reason.text() and f"{scores['img_b']:.3f}" in images.reason.text()
+
+    # Closing napari with un-accepted edits saves a draft too.
+    layer = viewer.layers["img_b promptseg"]
+    edited_b = layer.data.copy()
+    edited_b[5:20, 5:20] = 1
+    layer.data = edited_b
+    viewer.close()
+    assert (project / "drafts" / "img_b.npz").is_file()
