@@ -13,10 +13,11 @@ import time
 import numpy as np
 from qtpy.QtCore import QProcess
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                            QPushButton, QSpinBox, QWidget)
+                            QPushButton, QSpinBox, QTabWidget, QWidget)
 
 from .drafts import delete_draft
 from .image_list import ImageList
+from .retrain_view import LossPlot, RoundsTable
 
 
 class ProjectPanel(QGroupBox):
@@ -42,6 +43,11 @@ class ProjectPanel(QGroupBox):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
+        self.plot = LossPlot()
+        self.rounds_table = RoundsTable()
+        self.monitor = QTabWidget()
+        self.monitor.addTab(self.plot, "Loss / Dice")
+        self.monitor.addTab(self.rounds_table, "Rounds")
         self.versions = QComboBox()
         self.versions.setToolTip("Active model version; pick an older one to roll back")
         self.info = QLabel("No project open.")
@@ -64,6 +70,7 @@ class ProjectPanel(QGroupBox):
         form.addRow("Steps", self.steps)
         form.addRow(row)
         form.addRow(self.progress)
+        form.addRow(self.monitor)
         form.addRow("Model", self.versions)
         form.addRow(self.info)
         self.open_btn.clicked.connect(self.open_project)
@@ -115,6 +122,7 @@ class ProjectPanel(QGroupBox):
     def show_summary(self) -> None:
         self._refresh_versions()
         self.images.refresh()
+        self.rounds_table.refresh(self.project)
         s = self.project.summary()
         self.info.setText(f"{s['images']} images, {s['labelled']} labelled, model v{s['active_model'] or '-'}")
 
@@ -195,6 +203,8 @@ class ProjectPanel(QGroupBox):
             return
         self.events.clear()
         self._buf = ""
+        self.plot.reset()
+        self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
         self.proc.setProgram(sys.executable)
         self.proc.setArguments(["-m", "promptseg.cli", "train", str(self.project.root),
@@ -227,6 +237,7 @@ class ProjectPanel(QGroupBox):
 
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        self.plot.add_event(ev)
         if kind == "embed":
             self.info.setText(f"Embedding labelled images {ev['done']}/{ev['total']} …")
         elif kind == "step":
@@ -240,6 +251,7 @@ class ProjectPanel(QGroupBox):
             version = ev["model_version"]
             self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
             self._refresh_versions()
+            self.rounds_table.refresh(self.project)
             self.info.setText(f"Round done: model v{version} is active.")
         elif kind in ("error", "cancelled"):
             self.info.setText("Round cancelled; the previous model stays active." if kind == "cancelled"
@@ -248,6 +260,8 @@ class ProjectPanel(QGroupBox):
     def _finished(self, *_) -> None:
         self._read()
         self.proc = None
+        if self.project is not None:
+            self.rounds_table.refresh(self.project)
         self.retrain_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         if self.project is not None and not any(e.get("event") in ("done", "error", "cancelled") for e in self.events):

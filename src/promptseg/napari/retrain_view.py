@@ -1,0 +1,110 @@
+"""Retrain monitoring: a live loss / validation-Dice plot and the table of past rounds.
+
+The plot follows the round's JSON lines (``step`` events: ``total`` loss; ``eval`` events:
+``dice``); the table is read from the project (rounds, models, corrected labels).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+ROUND_COLUMNS = ("Round", "Date", "Labels", "Val Dice", "Status", "Model", "Edited")
+BG, FG, LOSS, DICE = "#262930", "#d6d6d6", "#6fa8ff", "#ff6b81"   # napari dark theme colours
+
+
+class LossPlot(FigureCanvasQTAgg):
+    """Loss per step (left axis) and validation Dice (right axis) of the running round."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, layout="constrained", facecolor=BG)
+        super().__init__(self.figure)
+        self.ax = self.figure.add_subplot(111)
+        self.ax_dice = self.ax.twinx()
+        self.setMinimumHeight(150)
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps: list[int] = []
+        self.loss: list[float] = []
+        self.dice: list[tuple[int, float]] = []
+        self._redraw()
+
+    def add_event(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "step" and "total" in ev:
+            loss = float(ev["total"])
+            if math.isfinite(loss):
+                self.steps.append(int(ev["step"]))
+                self.loss.append(loss)
+                self._redraw()
+        elif kind == "eval" and ev.get("dice") is not None:
+            step = int(ev.get("step", self.steps[-1] if self.steps else 0))
+            self.dice.append((step, float(ev["dice"])))
+            self._redraw()
+
+    def _redraw(self) -> None:
+        ax, ax2 = self.ax, self.ax_dice
+        ax.clear()
+        ax2.clear()
+        ax2.yaxis.tick_right()                    # clear() puts a twin's axis back on the left
+        ax2.yaxis.set_label_position("right")
+        ax.set_xlabel("step", fontsize=8, color=FG)
+        ax.set_ylabel("loss", fontsize=8, color=LOSS)
+        ax2.set_ylabel("val Dice", fontsize=8, color=DICE)
+        ax2.set_ylim(0, 1)
+        ax.set_facecolor(BG)
+        for a in (ax, ax2):
+            a.tick_params(labelsize=7, colors=FG)
+            for spine in a.spines.values():
+                spine.set_color("#5a5f6b")
+        if self.loss:
+            ax.plot(self.steps, self.loss, color=LOSS, lw=1.2)
+        if self.dice:
+            xs, ys = zip(*self.dice)
+            ax2.plot(xs, ys, "o-", color=DICE, ms=4)
+            ax2.annotate(f"{ys[-1]:.3f}", (xs[-1], ys[-1]), fontsize=7, color=DICE,
+                         textcoords="offset points", xytext=(-18, 5))
+        if not self.loss and not self.dice:
+            ax.text(0.5, 0.5, "no round running yet", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes, color="gray")
+        self.draw_idle()
+
+
+class RoundsTable(QTableWidget):
+    """One row per training round: when, how many labels, validation Dice, outcome, the model
+    version it produced, and how much annotators edited that model's proposals."""
+
+    def __init__(self) -> None:
+        super().__init__(0, len(ROUND_COLUMNS))
+        self.setHorizontalHeaderLabels(ROUND_COLUMNS)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.setMinimumHeight(90)
+        self.setToolTip("Edited: mean fraction of pixels annotators changed in the proposals of that "
+                        "round's model (lower = the model helps more)")
+
+    def refresh(self, project) -> None:
+        rounds = project.rounds() if project is not None else []
+        edits: dict[int, list[float]] = {}
+        if project is not None:
+            for lab in project.labels(kinds=("corrected",)):
+                if lab.model_version is not None and lab.edited_fraction is not None:
+                    edits.setdefault(lab.model_version, []).append(lab.edited_fraction)
+        self.setRowCount(len(rounds))
+        for i, r in enumerate(reversed(rounds)):          # newest first
+            cfg, m = r.config, r.metrics
+            labels = cfg.get("labelled")
+            used = "" if labels is None else f"{labels}" + (f" + {cfg['val']} val" if cfg.get("val") else "")
+            dice = m.get("val_dice")
+            e = edits.get(r.model_version) if r.model_version is not None else None
+            cells = (str(r.id), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), used,
+                     "" if dice is None else f"{dice:.3f}", r.status,
+                     "" if r.model_version is None else f"v{r.model_version}",
+                     "" if not e else f"{100 * sum(e) / len(e):.1f}% ({len(e)})")
+            for j, text in enumerate(cells):
+                self.setItem(i, j, QTableWidgetItem(text))
