@@ -80,3 +80,47 @@ def test_round_without_labels_reports_an_error_event(tmp_path):
     assert proc.returncode == 1
     last = json.loads(out.splitlines()[-1])
     assert last["event"] == "error" and "no accepted labels" in last["message"]
+
+
+def test_interrupted_round_resumes_and_finishes(project):
+    proc = _start(project, "--max-steps", "12", "--save-every", "4")
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "step":   # step 5: a state was saved at step 4
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    cancelled = json.loads(out.splitlines()[-1])
+    assert cancelled["event"] == "cancelled" and cancelled["resumable"] and 5 <= cancelled["steps"] < 12
+    proc = _start(project, "--resume")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed_from"] == cancelled["steps"] and start["round"] == cancelled["round"]
+    assert [e["step"] for e in events if e["event"] == "step"][-1] == 12
+    assert events[-1]["event"] == "done" and events[-1]["round"] == cancelled["round"]
+    with Project.open(project) as p:
+        assert p.active_model().version == 2 and p.rounds()[-1].status == "done"
+        assert not (project / "rounds" / str(cancelled["round"])).exists()   # the state is cleaned up
+
+
+def test_resume_without_an_interrupted_round_is_a_clear_error(project):
+    out, _ = _start(project, "--resume").communicate(timeout=600)
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "error" and "no interrupted round" in last["message"]
+
+
+def test_two_process_gloo_ddp_round_ends_with_identical_weights_on_both_ranks(project):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29531", "-m", "promptseg.engine.round", str(project),
+                           "--max-steps", "4"], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["world_size"] == 2
+    done = events[-1]
+    assert done["event"] == "done" and len(done["rank_weights_sha256"]) == 2
+    assert done["rank_weights_sha256"][0] == done["rank_weights_sha256"][1]
+    with Project.open(project) as p:
+        assert p.active_model().version == 2 and len(p.rounds()) == 1

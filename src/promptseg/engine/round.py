@@ -1,18 +1,22 @@
 """A training round as its own process: ``promptseg train PROJECT`` (or ``python -m
-promptseg.engine.round PROJECT``).
+promptseg.engine.round PROJECT``, or ``torchrun --nproc_per_node N -m promptseg.engine.round``).
 
-Prints one JSON object per line on stdout with an ``"event"`` key: ``start``, ``step``,
-``eval``, ``checkpoint``, ``done`` or ``error``/``cancelled``. The new model version is
-registered in the project only once its files are complete, so a killed round leaves the
-previous model active. SIGTERM stops cleanly at the next step.
-
-This round is supervised (stage 1) on the project's accepted labels, continuing from the
-active model; the semi-supervised teacher-student round builds on this process contract.
+Prints one JSON object per line on stdout with an ``"event"`` key: ``embed``, ``start``,
+``step``, ``eval``, ``checkpoint``, ``done`` or ``error``/``cancelled``. The round is
+semi-supervised (ssl.py) over the accepted labels and every other project image, continuing
+from the active model. Its training state is saved every ``--save-every`` steps and on
+SIGTERM, so ``--resume`` continues an interrupted round. The new model version is
+registered only once its files are complete: a killed round leaves the previous model
+active. Under torchrun, DistributedDataParallel syncs gradients and only rank 0 writes.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -24,20 +28,89 @@ import torch
 
 
 def emit(event: str, **data) -> None:
-    print(json.dumps({"event": event, "time": round(time.time(), 3), **data}, default=float), flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"event": event, "time": round(time.time(), 3), **data}, default=float), flush=True)
 
 
-def run_round(project_dir: str, device: str = "cpu", max_steps: int = 200, val_fraction: float = 0.2,
-              seed: int = 0) -> int:
+def _dist_setup(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) -- initialises torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
+    from .augment import photometric_view
+    from .ssl import UnlabelledItem
+
+    recs = proj.unlabelled_images()
+    out = []
+    for i, rec in enumerate(recs):
+        image = proj.read_image(rec)
+        emb, _ = cache.get(image, rec.sha256)
+        strong = None
+        if strong_views > 0:   # one photometric view per image, reproducible per image and seed
+            rng = np.random.default_rng([seed, int(rec.sha256[:8], 16)])
+            strong, _ = cache.get(photometric_view(image, rng))
+        out.append(UnlabelledItem(rec.name, emb, strong))
+        progress(i + 1, len(recs), rec.name)
+    return out
+
+
+def _resumable_round(proj) -> tuple[int, Path] | None:
+    from .train_state import read_meta
+
+    for r in reversed(proj.rounds()):
+        folder = proj.root / "rounds" / str(r.id)
+        if r.status in ("running", "cancelled") and read_meta(folder) is not None:
+            return r.id, folder
+        if r.status == "done":
+            return None
+    return None
+
+
+def _weights_sha(model) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.trainable_state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _gather_shas(sha: str, world: int) -> list[str]:
+    """Every rank's weight hash on rank 0, sent as bytes in a tensor (no pickling)."""
+    if world <= 1:
+        return [sha]
+    import torch.distributed as dist
+
+    mine = torch.tensor(list(bytes.fromhex(sha)), dtype=torch.uint8)
+    allv = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(allv, mine)
+    return [bytes(t.tolist()).hex() for t in allv]
+
+
+def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200, epochs: float | None = None,
+              method: str = "promptseg", resume: bool = False, save_every: int = 25, strong_views: int = 0,
+              val_fraction: float = 0.2, seed: int = 0) -> int:
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..model.segmenter import ModelConfig, PromptSegModel
     from ..model.text import TextEncoder
     from ..project import Project
     from .dataset import class_prompts, labelled_items
     from .embeddings import EmbeddingCache
-    from .evaluate import per_class_dice, predict_labels, summarise
-    from .stage1 import TrainConfig, train_stage1
+    from .ssl import SSLConfig, SSLTrainer, method_config
+    from .train_state import load_state, save_state
+    from .validate import validate
 
+    rank, world, device = _dist_setup(device)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     proj = Project.open(project_dir)
@@ -48,77 +121,107 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int = 200, val_f
         model, cache_t = PromptSegModel(ModelConfig()), {}
     model.to(device)
     cache = EmbeddingCache(proj.root / "embeddings", model, device)
-    items, classes = labelled_items(proj, cache, progress=lambda i, n, name: emit("embed", done=i, total=n, image=name))
+    progress = lambda i, n, name: emit("embed", done=i, total=n, image=name)  # noqa: E731
+    items, classes = labelled_items(proj, cache, progress=progress)
     if not items:
         raise ValueError("no accepted labels in the project yet: accept (or seed with `promptseg init --masks`) "
                          "at least one label before training")
+    unlabelled = _unlabelled_items(proj, cache, strong_views, seed, progress) if method != "supervised" else []
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
     n_val = int(round(len(items) * val_fraction)) if len(items) >= 5 else 0
     val, train = [items[i] for i in order[:n_val]], [items[i] for i in order[n_val:]]
     prompts = class_prompts(classes, TextEncoder(model.cfg.text_model, cache=cache_t))
-    cfg = TrainConfig(steps=max_steps, seed=seed)
-    round_id = proj.start_round({"stage": 1, "train": cfg.to_dict(), "labelled": len(train), "val": len(val),
-                                 "parent": active.version if active else None})
-    emit("start", round=round_id, config=cfg.to_dict(), labelled=len(train), val=len(val), classes=classes,
-         parent=active.version if active else None, device=device)
-    last = train_stage1(model, train, prompts, cfg, device=device, should_stop=lambda: stop["flag"],
-                        on_step=lambda d: emit("step", **d) if d["step"] % 5 == 0 or d["step"] == cfg.steps else None)
-    if stop["flag"]:
-        proj.finish_round(round_id, "cancelled", {"steps": last.get("step", 0)})
-        emit("cancelled", round=round_id, steps=last.get("step", 0))
+
+    found = _resumable_round(proj) if resume else None
+    if resume and found is None:
+        raise ValueError("--resume: no interrupted round with a saved state in this project")
+    if found:
+        round_id, state_dir = found
+        cfg = SSLConfig.from_dict(json.loads((state_dir / "state.json").read_text())["config"])
+    else:
+        steps = max_steps or 200
+        if epochs:   # one epoch = every labelled tile once
+            per_epoch = math.ceil(sum(it.emb.shape[0] for it in train) / 2)
+            steps = min(steps, max(1, int(epochs * per_epoch))) if max_steps else max(1, int(epochs * per_epoch))
+        cfg = method_config(method, steps, seed)
+        round_id = proj.start_round({"stage": 2, "method": method, "ssl": cfg.to_dict(), "labelled": len(train),
+                                     "unlabelled": len(unlabelled), "val": len(val), "world_size": world,
+                                     "parent": active.version if active else None}) if rank == 0 else 0
+        state_dir = proj.root / "rounds" / str(round_id)
+    if world > 1:   # every rank must agree on the round (rank 0 owns the DB)
+        import torch.distributed as dist
+
+        rid = torch.tensor([round_id])
+        dist.broadcast(rid, 0)
+        round_id, state_dir = int(rid), proj.root / "rounds" / str(int(rid))
+    wrap = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrap = lambda m: DDP(m, find_unused_parameters=True,  # noqa: E731
+                             device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    trainer = SSLTrainer(model, train, unlabelled, prompts, cfg, device, rank=rank, wrap=wrap)
+    if found:
+        load_state(trainer, state_dir)
+    emit("start", round=round_id, method=method, config=cfg.to_dict(), labelled=len(train), val=len(val),
+         unlabelled=len(unlabelled), classes=classes, parent=active.version if active else None, device=device,
+         world_size=world, resumed_from=trainer.step_count if found else None)
+    t0, start_step, last = time.time(), trainer.step_count, {}
+    while trainer.step_count < cfg.steps and not stop["flag"]:
+        last = trainer.step()
+        last["it_s"] = (trainer.step_count - start_step) / (time.time() - t0)
+        if trainer.step_count % 5 == 0 or trainer.step_count == cfg.steps:
+            emit("step", **last)
+        if rank == 0 and save_every and trainer.step_count % save_every == 0 and trainer.step_count < cfg.steps:
+            save_state(trainer, state_dir)
+    if stop["flag"] and trainer.step_count < cfg.steps:
+        if rank == 0:
+            save_state(trainer, state_dir)
+            proj.finish_round(round_id, "cancelled", {"steps": trainer.step_count, "resumable": True})
+        emit("cancelled", round=round_id, steps=trainer.step_count, resumable=True)
         return 0
-    metrics = {"loss": last.get("total")}
+    trainer.finish()
+    shas = _gather_shas(_weights_sha(model), world)
+    if rank != 0:
+        return 0
+    metrics = {"loss": last.get("total"), "steps": trainer.step_count, "seconds": round(time.time() - t0, 1)}
     if val:
-        scores = []
-        for it in val:
-            lab = torch.where(it.labels < 0, 0, it.labels)
-            emb, grid = it.emb, _grid_of(proj, it.name, model.tile)
-            pred, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device)
-            gt = _untile(lab, grid, it.classes)
-            scores.append(per_class_dice(pred, gt, len(classes)))
-        s = summarise(scores, classes)
+        s = validate(proj, model, val, prompts, classes, device)
         metrics.update(val_dice=s["dice"], val_dice_per_class=s["per_class"])
         emit("eval", dice=s["dice"], per_class=s["per_class"])
     with tempfile.TemporaryDirectory(dir=proj.root / "models") as tmp:
         save_checkpoint(model, tmp, classes=classes, prompt_cache=prompts.as_cache(),
                         extra={"round": round_id, "metrics": metrics})
         emit("checkpoint", path=tmp)
-        rec = proj.register_model(Path(tmp), config={"round": round_id, "train": cfg.to_dict()}, metrics=metrics,
-                                  parent=active.version if active else None)
+        rec = proj.register_model(Path(tmp), config={"round": round_id, "method": method, "ssl": cfg.to_dict()},
+                                  metrics=metrics, parent=active.version if active else None)
     proj.finish_round(round_id, "done", metrics, model_version=rec.version)
-    emit("done", round=round_id, model_version=rec.version, metrics=metrics)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    emit("done", round=round_id, model_version=rec.version, metrics=metrics, rank_weights_sha256=shas)
     return 0
 
 
-def _grid_of(proj, name: str, tile: int):
-    from ..io.tiling import make_grid
-
-    h, w = proj.image(name).spatial_shape[:2]
-    return make_grid(h, w, tile)
-
-
-def _untile(labels: torch.Tensor, grid, classes: list[int]) -> np.ndarray:
-    """Tile label maps (local ids) back to an (H, W) map of global class ids (+1)."""
-    out = np.zeros((grid.height, grid.width), np.int64)
-    lut = np.array([0] + [k + 1 for k in classes])
-    for i, (y, x) in enumerate(grid.starts):
-        hh, ww = min(grid.tile, grid.height - y), min(grid.tile, grid.width - x)
-        out[y:y + hh, x:x + ww] = lut[labels[i, :hh, :ww].numpy()]
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
+    from .ssl import METHODS
+
     ap = argparse.ArgumentParser(prog="promptseg train")
     ap.add_argument("project")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    ap.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default 200)")
+    ap.add_argument("--epochs", type=float, default=None, help="passes over the labelled tiles")
+    ap.add_argument("--method", default="promptseg", choices=METHODS)
+    ap.add_argument("--resume", action="store_true", help="continue the last interrupted round")
+    ap.add_argument("--save-every", type=int, default=25, help="steps between saved training states")
+    ap.add_argument("--strong-views", type=int, default=0, choices=(0, 1),
+                    help="embed one photometric strong view per unlabelled image (an encoder pass each)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
         from ..predictor import resolve_device
 
-        return run_round(a.project, resolve_device(a.device), a.max_steps, seed=a.seed)
+        return run_round(a.project, resolve_device(a.device), a.max_steps, a.epochs, a.method, a.resume,
+                         a.save_every, a.strong_views, seed=a.seed)
     except Exception as exc:  # the parent process reads this line instead of a traceback
         emit("error", message=f"{type(exc).__name__}: {exc}")
         return 1

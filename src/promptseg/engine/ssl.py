@@ -1,0 +1,387 @@
+"""Stage 2: the semi-supervised round (student + EMA teacher) on cached tile embeddings.
+
+Per step, with labelled crops (accepted labels) and unlabelled crops sampled independently
+(never tied to the labelled index, seed-methods §12.7):
+- labelled: every stage-1 term (stage1.py) on a weak view, plus the exemplar-assistant path
+  supervised by the label (the template bank with the image itself left out), which trains
+  the decoder to read exemplar prompts (VESSA's stage 1);
+- unlabelled: the teacher decodes the weak view; the text expert (grounding map) and the
+  exemplar expert (exemplars.py; after ``feedback_after`` the student's own mask is its dense
+  prompt) are fused in logit space (pseudo.py); the CPS4 merge gives one label per pixel,
+  confident pixels supervise the student on a strong view, weighted by a sigmoid ramp; plus
+  DuSSS's student-vs-text term and L_tg with the pseudo masks.
+Every expert and loss has a switch, so a benchmark can ablate it (``method_config``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model.decoder import PromptBatch
+from ..model.losses import dice_bce_loss, text_guided_loss
+from ..model.segmenter import PromptSegModel
+from .augment import Geometry, apply_geometry, scaled_side, strong_features
+from .exemplars import TemplateBank, global_feature
+from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
+from .stage1 import ClassPrompts, LossWeights, TrainConfig, TrainItem, _sample_crop, stage1_losses
+
+
+@dataclass
+class UnlabelledItem:
+    name: str
+    emb: torch.Tensor                  # (T, C, g, g)
+    strong_emb: torch.Tensor | None = None  # embedding of a photometric strong view (augment.py)
+
+
+@dataclass
+class SSLConfig:
+    steps: int = 300
+    supervised: TrainConfig = field(default_factory=TrainConfig)   # lr, crops, stage-1 loss weights
+    unlabelled_tiles: int = 2
+    unlabelled_queries: int = 8        # cap on crops x classes decoded per unlabelled batch
+    ema: float = 0.99
+    unlabelled_weight: float = 1.0
+    ramp_steps: int = 0                # 0 -> a third of the steps
+    confidence: float = 0.75
+    geometric: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    noise: float = 0.1
+    channel_drop: float = 0.1
+    cutout: float = 0.25
+    text_expert: bool = True
+    w_grounding: float = 1.0
+    exemplar_expert: bool = True
+    w_exemplar: float = 1.0
+    exemplar_k: int = 3
+    exemplar_supervision: float = 0.5
+    student_feedback: bool = True
+    feedback_after: float = 0.3        # fraction of the steps before the student's mask is fed back
+    student_vs_text: float = 0.5
+    text_guided_u: float = 0.1
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SSLConfig":
+        d = dict(d)
+        sup = dict(d.pop("supervised", {}))
+        sup["weights"] = LossWeights(**sup.get("weights", {}))
+        d["scale_range"] = tuple(d.get("scale_range", (0.8, 1.25)))
+        return cls(supervised=TrainConfig(**sup), **d)
+
+
+METHODS = ("supervised", "mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
+           "promptseg-no_feedback", "promptseg-no_contrastive")
+
+
+def method_config(name: str, steps: int, seed: int = 0, **overrides) -> SSLConfig:
+    """The SSL variants a benchmark compares; ablations switch one expert or loss off."""
+    if name not in METHODS:
+        raise ValueError(f"unknown SSL method {name!r}; choose from {', '.join(METHODS)}")
+    cfg = SSLConfig(steps=steps, seed=seed, supervised=TrainConfig(steps=steps, seed=seed), **overrides)
+    if name == "supervised":   # labelled images only, no teacher: the same-backbone baseline
+        cfg = replace(cfg, unlabelled_weight=0.0, exemplar_supervision=0.0, text_expert=False,
+                      exemplar_expert=False, student_feedback=False)
+    elif name == "mean_teacher":
+        cfg = replace(cfg, text_expert=False, exemplar_expert=False, exemplar_supervision=0.0,
+                      student_feedback=False, student_vs_text=0.0, text_guided_u=0.0)
+    elif name == "promptseg-no_text":
+        cfg = replace(cfg, text_expert=False, student_vs_text=0.0, text_guided_u=0.0)
+    elif name == "promptseg-no_exemplar":
+        cfg = replace(cfg, exemplar_expert=False, exemplar_supervision=0.0, student_feedback=False)
+    elif name == "promptseg-no_feedback":
+        cfg = replace(cfg, student_feedback=False)
+    elif name == "promptseg-no_contrastive":
+        w = replace(cfg.supervised.weights, contrastive=0.0)
+        cfg = replace(cfg, supervised=replace(cfg.supervised, weights=w))
+    return cfg
+
+
+def _pb_select(pb: PromptBatch, idx: torch.Tensor) -> PromptBatch:
+    return PromptBatch(**{f: (v[idx] if isinstance(v, torch.Tensor) else v) for f, v in vars(pb).items()})
+
+
+class SSLTrainer:
+    """One object per round; ``step()`` runs one optimiser step. Holds the student (the
+    model passed in), the EMA teacher, the optimiser and every random stream, so a round can
+    be saved and resumed exactly (train_state.py). ``wrap`` lets DDP wrap the student."""
+
+    def __init__(self, model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[UnlabelledItem],
+                 prompts: ClassPrompts, cfg: SSLConfig, device: str = "cpu", rank: int = 0,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None):
+        if not labelled:
+            raise ValueError("a semi-supervised round needs at least one labelled image")
+        self.model, self.labelled, self.unlabelled, self.cfg, self.device = model, labelled, unlabelled, cfg, device
+        self.rng_l = random.Random(cfg.seed * 7919 + rank)
+        self.rng_u = random.Random(cfg.seed * 104729 + rank + 1)   # independent unlabelled stream
+        self.gen = torch.Generator().manual_seed(cfg.seed * 31 + rank)
+        torch.manual_seed(cfg.seed)
+        model.to(device).train()
+        self.step_module = _StudentLoss(self)
+        self.ddp = wrap(self.step_module) if wrap else self.step_module
+        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        sup = cfg.supervised
+        self.opt = torch.optim.AdamW(self.params, lr=sup.lr, weight_decay=sup.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+        self.step_count = 0
+        self.prompt_tensors = prompts.tensors(device)
+        self.stride = int(model.backbone.stride)
+        self.full_pe = model.decoder.dense_pe(model.grid_size, model.grid_size).to(device)
+        self.bank = TemplateBank.from_items(labelled)
+        self._retrieved = {}
+        self.ramp_steps = cfg.ramp_steps or max(1, cfg.steps // 3)
+        cuda = str(device).startswith("cuda")
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    # -- pieces ----------------------------------------------------------------------------
+    def templates_for(self, name: str, emb: torch.Tensor, exclude_self: bool):
+        key = (name, exclude_self)
+        if key not in self._retrieved:
+            self._retrieved[key] = self.bank.retrieve(global_feature(emb), self.cfg.exemplar_k,
+                                                      exclude=name if exclude_self else None)
+        return self._retrieved[key]
+
+    def geometry(self) -> Geometry:
+        return Geometry.sample(self.rng_l, self.cfg.scale_range) if self.cfg.geometric else Geometry()
+
+    def labelled_batch(self, geo: Geometry):
+        sup = self.cfg.supervised
+        crops, names = [], []
+        for _ in range(sup.batch_tiles):
+            item = self.rng_l.choice(self.labelled)
+            emb, glob, (_, _, c) = _sample_crop(item, sup.crop, self.stride, self.rng_l)
+            c2 = scaled_side(c, geo, item.emb.shape[-1])
+            crops.append((apply_geometry(emb, geo, c2), apply_geometry(glob, geo, c2 * self.stride, nearest=True),
+                          (0, 0, c2)))
+            names.append(item)
+        return crops, names
+
+    def unlabelled_batch(self, geo: Geometry):
+        """Weak and strong views of crops from the unlabelled pool (or, if there is none, from
+        the labelled images with their labels unused)."""
+        pool = self.unlabelled or [UnlabelledItem(it.name, it.emb) for it in self.labelled]
+        k = self.prompt_tensors[0].shape[0]
+        n = max(1, min(self.cfg.unlabelled_tiles, self.cfg.unlabelled_queries // max(1, k)))
+        g = pool[0].emb.shape[-1]
+        c = g if self.cfg.supervised.crop <= 0 else min(g, self.cfg.supervised.crop)
+        c2 = scaled_side(c, geo, g)
+        weak, strong, items = [], [], []
+        for _ in range(n):
+            it = self.rng_u.choice(pool)
+            t = self.rng_u.randrange(it.emb.shape[0])
+            y, x = self.rng_u.randint(0, g - c), self.rng_u.randint(0, g - c)
+            weak.append(apply_geometry(it.emb[t, :, y:y + c, x:x + c], geo, c2))
+            src = it.strong_emb if it.strong_emb is not None else it.emb
+            strong.append(apply_geometry(src[t, :, y:y + c, x:x + c], geo, c2))
+            items.append(it)
+        fmt = torch.channels_last if str(self.device).startswith("cuda") else torch.contiguous_format
+        weak = torch.stack(weak).to(self.device, memory_format=fmt)
+        strong = torch.stack(strong).to(self.device, memory_format=fmt)
+        strong = strong_features(strong, self.rng_u, self.gen, self.cfg.noise, self.cfg.channel_drop, self.cfg.cutout)
+        return weak, strong, items
+
+    def all_class_queries(self, n_crops: int) -> PromptBatch:
+        pooled, tokens, tmask, lat = self.prompt_tensors
+        k = pooled.shape[0]
+        qc = torch.arange(k, device=self.device).repeat(n_crops)
+        qi = torch.arange(n_crops, device=self.device).repeat_interleave(k)
+        return PromptBatch(qi, pooled[qc], tokens[qc], tmask[qc], lat[qc])
+
+    def exemplar_batch(self, pb: PromptBatch, embs: torch.Tensor, items, classes: torch.Tensor,
+                       exclude_self: bool, feedback: torch.Tensor | None = None):
+        """Add exemplar prompts to the queries of ``pb``; returns (batch, has_prompt (N,))."""
+        n = pb.image_index.shape[0]
+        got = []
+        for q in range(n):
+            b = int(pb.image_index[q])
+            it = items[b]
+            temps = self.templates_for(it.name, it.emb, exclude_self)
+            got.append(self.bank.prompts(embs[b].detach().cpu(), int(classes[q]), temps))
+        has = torch.tensor([g is not None for g in got], device=self.device)
+        if not has.any():
+            return None, has
+        ref = next(g for g in got if g is not None)
+        e_max = max(g.exemplars.shape[0] for g in got if g is not None)
+
+        def pad(g, attr, shape, fill, dtype=torch.float32):
+            if g is None:
+                return torch.full(shape, fill, dtype=dtype)
+            v = getattr(g, attr)
+            if attr.startswith("exemplar") and v.shape[0] < e_max:
+                v = torch.cat([v, torch.full((e_max - v.shape[0], *v.shape[1:]), fill, dtype=v.dtype)])
+            return v
+
+        pts = torch.stack([pad(g, "points", ref.points.shape, 0.0) for g in got]).to(self.device)
+        lab = torch.stack([pad(g, "point_labels", ref.point_labels.shape, -1, torch.long) for g in got]).to(self.device)
+        box = torch.stack([pad(g, "box", (4,), float("nan")) for g in got]).to(self.device)
+        mask = torch.stack([pad(g, "mask", ref.mask.shape, 0.0) for g in got]).to(self.device)
+        ex = torch.stack([pad(g, "exemplars", (e_max, ref.exemplars.shape[1]), 0.0) for g in got]).to(self.device)
+        exm = torch.stack([pad(g, "exemplar_mask", (e_max,), False, torch.bool) for g in got]).to(self.device)
+        if feedback is not None:
+            mask = feedback[:, None].to(mask.dtype)
+        full = PromptBatch(**{**vars(pb), "points": pts, "point_labels": lab, "boxes": box, "mask_prompt": mask,
+                              "exemplars": ex.to(pb.text_pooled.dtype), "exemplar_mask": exm})
+        return full, has
+
+    @torch.no_grad()
+    def pseudo_labels(self, weak: torch.Tensor, items, pb: PromptBatch, pe: torch.Tensor):
+        """Fused logits (N, H, W), the grounding logits, and what each expert contributed."""
+        cfg = self.cfg
+        t = self.teacher
+        z_t = t.decode(weak, pb, pe).mask_logits.float()
+        size = z_t.shape[-2:]
+        z_g = F.interpolate(t.grounding_logits(weak, pb)[:, None].float(), size=size, mode="bilinear",
+                            align_corners=False)[:, 0]
+        z_x = None
+        if cfg.exemplar_expert and len(self.bank):
+            fb = None
+            if cfg.student_feedback and self.step_count >= cfg.feedback_after * cfg.steps:
+                fb = self.model.decode(weak, pb, pe).mask_logits.float()   # the student's current mask
+            classes = torch.arange(pb.text_pooled.shape[0], device=self.device) % self.prompt_tensors[0].shape[0]
+            xb, has = self.exemplar_batch(pb, weak, items, classes, exclude_self=False, feedback=fb)
+            if xb is not None:
+                z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe).mask_logits.float(), 0.0)
+        z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, cfg.w_grounding, cfg.w_exemplar)
+        return z, z_g
+
+    # -- one step --------------------------------------------------------------------------
+    def step(self) -> dict:
+        cfg = self.cfg
+        geo = self.geometry()
+        crops, litems = self.labelled_batch(geo)
+        with self.autocast:
+            if cfg.unlabelled_weight > 0:
+                weak, strong, uitems = self.unlabelled_batch(geo)
+                pe = self.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
+                pb = self.all_class_queries(weak.shape[0])
+                self.model.eval()
+                z, z_g = self.pseudo_labels(weak, uitems, pb, pe)
+                self.model.train()
+                k = self.prompt_tensors[0].shape[0]
+                labels, onehot, conf = multiclass_pseudo_label(z.reshape(-1, k, *z.shape[-2:]), cfg.confidence)
+                unl = (strong, pb, pe, onehot, conf, z_g)
+            else:
+                unl, labels, conf = None, torch.zeros(1), torch.zeros(1)
+            lam = cfg.unlabelled_weight * sigmoid_ramp(self.step_count, self.ramp_steps)
+            losses = self.ddp(crops, litems, unl, lam)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        ema_update(self.teacher, self.model, ema_alpha(self.step_count, cfg.ema))
+        self.step_count += 1
+        out = {name: float(v.detach()) for name, v in losses.items()}
+        out.update(step=self.step_count, lr=self.sched.get_last_lr()[0], unlabelled_weight=lam,
+                   confident_fraction=float(conf.mean()), pseudo_foreground=float((labels > 0).float().mean()))
+        return out
+
+    def finish(self) -> None:
+        """The round's result is the EMA teacher (the student for supervised-only training)."""
+        if self.cfg.unlabelled_weight > 0:
+            self.model.load_state_dict(self.teacher.state_dict())
+        self.model.eval()
+
+
+class _StudentLoss(nn.Module):
+    """Everything the student's gradient flows through, as one ``forward`` so that
+    DistributedDataParallel can wrap it."""
+
+    def __init__(self, trainer: SSLTrainer):
+        super().__init__()
+        self.model = trainer.model
+        self.trainer = trainer
+
+    def forward(self, crops, litems, unl, lam) -> dict:
+        tr, cfg = self.trainer, self.trainer.cfg
+        losses = stage1_losses(self.model, crops, tr.prompt_tensors, tr.full_pe, cfg.supervised, tr.rng_l, tr.device)
+        total = losses.pop("total")
+        if cfg.exemplar_supervision > 0 and len(tr.bank):
+            losses["exemplar_supervised"] = self._exemplar_supervised(crops, litems, pe_side=crops[0][0].shape[-1])
+            total = total + cfg.exemplar_supervision * losses["exemplar_supervised"]
+        if unl is None:
+            losses["total"] = total
+            return losses
+        strong, pb, pe, onehot, conf, z_g = unl
+        out = self.model.decode(strong, pb, pe).mask_logits.float()
+        target = onehot.reshape(-1, *onehot.shape[-2:])
+        k = onehot.shape[-3]
+        valid = conf.repeat_interleave(k, dim=0)
+        lu = dice_bce_loss(out, target, valid) if valid.any() else out.sum() * 0.0
+        losses["unlabelled"] = lu
+        if cfg.student_vs_text > 0:
+            p_text = torch.sigmoid(z_g)
+            text_valid = (torch.maximum(p_text, 1 - p_text) >= cfg.confidence).float()
+            losses["student_vs_text"] = dice_bce_loss(out, (p_text > 0.5).float(), text_valid)
+            lu = (lu + cfg.student_vs_text * losses["student_vs_text"]) / (1 + cfg.student_vs_text)
+        if cfg.text_guided_u > 0:
+            g_logits, pix, txt = self.model.grounding(strong, tr.prompt_tensors[0])
+            grid = F.adaptive_avg_pool2d(onehot * conf[:, None], g_logits.shape[-2:])
+            present = grid.flatten(2).amax(2) > 0
+            if present.any():
+                losses["text_guided_u"] = text_guided_loss(pix, txt, grid, present,
+                                                           self.model.grounding.clamped_logit_scale())
+                lu = lu + cfg.text_guided_u * losses["text_guided_u"]
+        losses["total"] = total + lam * lu
+        return losses
+
+    def _exemplar_supervised(self, crops, litems, pe_side: int) -> torch.Tensor:
+        """Decode labelled crops from exemplar prompts of *other* accepted images and
+        supervise with the label: teaches the decoder to use the assistant's prompts."""
+        tr = self.trainer
+        embs = torch.stack([c[0] for c in crops]).to(tr.device)
+        glob = torch.stack([c[1] for c in crops]).to(tr.device)
+        qi, qc = [], []
+        for b, item in enumerate(litems):
+            present = [k for k in item.classes if (glob[b] == k + 1).any()]
+            if present:
+                qi.append(b)
+                qc.append(tr.rng_l.choice(present))
+        if not qi:
+            return embs.sum() * 0.0
+        pooled, tokens, tmask, lat = tr.prompt_tensors
+        qi_t, qc_t = torch.tensor(qi, device=tr.device), torch.tensor(qc, device=tr.device)
+        pb = PromptBatch(qi_t, pooled[qc_t], tokens[qc_t], tmask[qc_t], lat[qc_t])
+        xb, has = tr.exemplar_batch(pb, embs, litems, qc_t, exclude_self=True)
+        if xb is None:
+            return embs.sum() * 0.0
+        idx = has.nonzero()[:, 0]
+        xb = _pb_select(xb, idx)
+        out = self.model.decode(embs, xb, tr.full_pe[:, :pe_side, :pe_side]).mask_logits.float()
+        target = (glob[xb.image_index] == (qc_t[idx] + 1)[:, None, None]).float()
+        valid = (glob[xb.image_index] >= 0).float()
+        if out.shape[-1] != target.shape[-1]:
+            out = F.interpolate(out[:, None], size=target.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return dice_bce_loss(out, target, valid)
+
+
+def train_ssl(model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[UnlabelledItem],
+              prompts: ClassPrompts, cfg: SSLConfig, device: str = "cpu",
+              on_step: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train in place; the model ends with the EMA teacher's weights. Returns the last
+    step's losses (``on_step`` gets every step's dict)."""
+    tr = SSLTrainer(model, labelled, unlabelled, prompts, cfg, device)
+    t0, last = time.time(), {}
+    while tr.step_count < cfg.steps:
+        if should_stop and should_stop():
+            break
+        last = tr.step()
+        last["it_s"] = tr.step_count / (time.time() - t0)
+        if on_step:
+            on_step(last)
+    tr.finish()
+    return last
