@@ -139,6 +139,28 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_monuseg(a: argparse.Namespace) -> int:
+    from .bench.monuseg import MonusegConfig, labels_arg, run_monuseg, seeds_arg
+    from .predictor import resolve_device
+
+    _torch_threads()
+    kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
+              unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
+              device=resolve_device(a.device), cache=a.cache,
+              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
+    if a.quick:
+        cfg = MonusegConfig.quick_defaults(a.data, **kw)
+    else:
+        cfg = MonusegConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
+    if a.methods:
+        from .bench.methods import ALL_METHODS, parse_methods
+
+        parse_methods(a.methods, ALL_METHODS, strict=True)  # asked for by name: must be runnable
+    run_monuseg(cfg)
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
@@ -170,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(fn=lambda a: __import__("promptseg.engine.round", fromlist=["main"]).main(a.rest))
-    b = sub.add_parser("bench", help="benchmarks (latency)")
+    b = sub.add_parser("bench", help="benchmarks: latency, monuseg, effort, aal")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
     bl.add_argument("--device", default="cpu")
@@ -179,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
+    bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
+    bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")
+    bm.add_argument("--labels", default="0.25", help="labelled fraction of the train rows (0.25, 0.5)")
+    bm.add_argument("--eval-split", default="val", choices=["val", "test"])
+    bm.add_argument("--quick", action="store_true", help="CPU-affordable: 300 steps, seed 0, main methods")
+    bm.add_argument("--device", default="cpu")
+    bm.add_argument("--methods", default=None, help="comma-separated (default: all; --quick: the main ones)")
+    bm.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 300)")
+    bm.add_argument("--unet-steps", type=int, default=None, help="steps of the pixel U-Net (default: --steps)")
+    bm.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick 0)")
+    bm.add_argument("--subset-seed", type=int, default=0, help="seed of the labelled-subset draw")
+    bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
+    bm.add_argument("--out", default="bench-monuseg")
+    bm.set_defaults(fn=cmd_bench_monuseg)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

@@ -1,0 +1,77 @@
+"""The methods a benchmark run compares, and how each is trained on cached embeddings.
+
+``supervised``      stage-1 training (engine/stage1.py) on the labelled subset only;
+``supervised_100``  the same on every training image (the fully supervised reference);
+``unet``            a plain pixel-trained U-Net on the labelled subset (bench/unet_baseline.py);
+SSL methods         engine/ssl.py's teacher-student training with the labelled subset plus
+                    the other training images unlabelled (``mean_teacher``: EMA teacher only;
+                    ``promptseg``: full; ``promptseg-no_*``: one expert or loss off).
+All prompt-model methods share the backbone, decoder, initial weights and step budget.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..engine.stage1 import ClassPrompts, TrainConfig, TrainItem, train_stage1
+from ..model.segmenter import PromptSegModel
+
+SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
+               "promptseg-no_feedback", "promptseg-no_contrastive")
+ALL_METHODS = ("supervised", "supervised_100", "unet") + SSL_METHODS
+QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "promptseg", "promptseg-no_text",
+                 "promptseg-no_exemplar")
+
+
+def ssl_missing_reason() -> str | None:
+    """None when engine/ssl.py can be imported, else why not."""
+    try:
+        from ..engine.ssl import SSLConfig, UnlabelledItem, method_config, train_ssl  # noqa: F401
+    except ImportError as exc:
+        return f"promptseg.engine.ssl is not available ({exc})"
+    return None
+
+
+def parse_methods(spec: str | None, default: tuple[str, ...], strict: bool) -> tuple[list[str], dict[str, str]]:
+    """Methods to run and {skipped method: reason}. Unknown names are an error; an SSL method
+    without the SSL engine is an error when asked for explicitly (``strict``), else skipped."""
+    names = [m.strip() for m in spec.split(",") if m.strip()] if spec else list(default)
+    unknown = [m for m in names if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    reason = ssl_missing_reason()
+    skipped = {m: reason for m in names if m in SSL_METHODS and reason}
+    if skipped and strict:
+        raise ValueError(f"cannot run {sorted(skipped)}: {reason}")
+    return [m for m in names if m not in skipped], skipped
+
+
+def uses_all_labels(method: str) -> bool:
+    return method == "supervised_100"
+
+
+def progress_printer(tag: str, steps: int, log: Callable[[str], None], every: int | None = None):
+    every = every or max(1, steps // 5)
+
+    def on_step(d: dict) -> None:
+        s = d.get("step", 0)
+        if s % every == 0 or s == steps:
+            log(f"    {tag} step {s}/{steps} loss {d.get('total', float('nan')):.4f} ({d.get('it_s', 0):.2f} it/s)")
+    return on_step
+
+
+def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[TrainItem],
+                       prompts: ClassPrompts, steps: int, seed: int, device: str = "cpu",
+                       on_step: Callable[[dict], None] | None = None, train_cfg: TrainConfig | None = None) -> dict:
+    """Train ``model`` in place with ``method``; returns the last step's losses. ``unlabelled``
+    items only lend their embeddings (their labels are never read)."""
+    if method in ("supervised", "supervised_100"):
+        cfg = train_cfg or TrainConfig()
+        cfg.steps, cfg.seed = steps, seed
+        return train_stage1(model, labelled, prompts, cfg, device=device, on_step=on_step)
+    if method in SSL_METHODS:
+        from ..engine.ssl import UnlabelledItem, method_config, train_ssl
+
+        cfg = method_config(method, steps, seed)
+        pool = [UnlabelledItem(it.name, it.emb) for it in unlabelled]
+        return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
+    raise ValueError(f"{method} is not a prompt-model method")

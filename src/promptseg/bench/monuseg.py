@@ -1,0 +1,191 @@
+"""`promptseg bench monuseg`: label efficiency on MoNuSeg-format data, baselines in the same run.
+
+The labelled subset is a fixed-seed draw from the ``train`` rows; the other training images
+are the unlabelled pool of the semi-supervised methods. Evaluation uses only the rows of
+``eval_split``, which never enter training or model selection (the last weights are scored).
+Embeddings are computed once per image and shared by every method; every prompt-model
+method starts from the same initial weights for a given seed.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..engine.dataset import class_prompts, make_item
+from ..engine.embeddings import EmbeddingCache
+from ..engine.evaluate import predict_labels
+from ..engine.stage1 import ClassPrompts, TrainItem
+from ..io.tiling import TileGrid
+from ..model.segmenter import ModelConfig, PromptSegModel
+from ..model.text import TextEncoder
+from .data import SegImage, by_split, labelled_subset, load_seg_dir
+from .methods import ALL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
+    train_prompt_model, uses_all_labels
+from .metrics import binary_scores, mean_scores
+from .report import bar_plot, markdown_table, run_environment, write_results
+from .unet_baseline import UNetTrainConfig, predict_unet, train_unet
+
+CLASS_NAME = "nucleus"
+
+
+@dataclass
+class MonusegConfig:
+    data: str
+    out: str = "bench-monuseg"
+    labels: float = 0.25
+    eval_split: str = "val"
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    steps: int = 1500
+    unet_steps: int | None = None      # default: steps
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    subset_seed: int = 0
+    device: str = "cpu"
+    cache: str | None = None           # embedding cache folder (default OUT/embeddings)
+    quick: bool = False
+
+    @classmethod
+    def quick_defaults(cls, data: str, **kw) -> "MonusegConfig":
+        base = dict(steps=300, seeds=[0], methods=list(QUICK_METHODS), quick=True)
+        base.update({k: v for k, v in kw.items() if v is not None})
+        return cls(data=data, **base)
+
+
+@dataclass
+class Prepared:
+    ref: PromptSegModel                       # backbone shared by every prompt model
+    embs: dict[str, tuple[torch.Tensor, TileGrid]]
+    prompts: ClassPrompts
+
+
+def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path, device: str,
+            log: Callable[[str], None] = print, class_names: tuple[str, ...] = (CLASS_NAME,)) -> Prepared:
+    """Embed every row once (disk cache) and encode the class prompts."""
+    torch.manual_seed(0)
+    ref = PromptSegModel(model_cfg).to(device)
+    cache = EmbeddingCache(cache_dir, ref, device)
+    embs = {}
+    t0 = time.time()
+    for i, r in enumerate(rows):
+        t1 = time.time()
+        embs[r.name] = cache.get(r.image)
+        log(f"  embedding {i + 1}/{len(rows)} {r.name} ({time.time() - t1:.1f} s)")
+    log(f"embedded {len(rows)} images in {time.time() - t0:.0f} s")
+    prompts = class_prompts(list(class_names), TextEncoder(model_cfg.text_model))
+    return Prepared(ref, embs, prompts)
+
+
+def fresh_model(prep: Prepared, model_cfg: ModelConfig, seed: int, device: str) -> PromptSegModel:
+    """The seed's initial weights, with the reference backbone (the one the cache embedded with)."""
+    torch.manual_seed(seed)
+    model = PromptSegModel(model_cfg)
+    model.backbone.load_state_dict(prep.ref.backbone.state_dict())
+    return model.to(device)
+
+
+def item_of(r: SegImage, prep: Prepared) -> TrainItem:
+    emb, grid = prep.embs[r.name]
+    return make_item(r.name, emb, grid, r.mask, [CLASS_NAME], [CLASS_NAME])
+
+
+def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepared, device: str) -> list[dict]:
+    out = []
+    for r in rows:
+        emb, grid = prep.embs[r.name]
+        pred, _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality, device=device)
+        out.append({"image": r.name, **binary_scores(pred == 1, r.mask)})
+    return out
+
+
+def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Run every method for every seed; writes OUT/results.json (after each method), results.md
+    and OUT/monuseg_dice.png. Returns the results.json content."""
+    model_cfg = model_cfg or ModelConfig()
+    methods, skipped = parse_methods(",".join(cfg.methods), ALL_METHODS, strict=False)
+    for m, why in skipped.items():
+        log(f"skipping {m}: {why}")
+    if not methods:
+        raise ValueError("no method left to run")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_seg_dir(cfg.data)
+    if cfg.eval_split == "train":
+        raise ValueError("--eval-split must not be the training split")
+    train, evals = by_split(rows, "train"), by_split(rows, cfg.eval_split)
+    if not evals:
+        raise ValueError(f"no rows with split {cfg.eval_split!r} in {cfg.data}/captions.csv")
+    labelled_names = labelled_subset([r.name for r in train], cfg.labels, cfg.subset_seed)
+    labelled = [r for r in train if r.name in labelled_names]
+    unlabelled = [r for r in train if r.name not in labelled_names]
+    assert not {r.name for r in train} & {r.name for r in evals}, "evaluation images leaked into training"
+    log(f"MoNuSeg bench: {len(train)} train ({len(labelled)} labelled = {cfg.labels:.0%}), "
+        f"{len(evals)} {cfg.eval_split} for evaluation; methods {', '.join(methods)}; seeds {cfg.seeds}; "
+        f"{cfg.steps} steps; device {cfg.device}")
+    config = {**asdict(cfg), "methods": methods, "skipped_methods": skipped, "prompt": CLASS_NAME,
+              "n_train": len(train), "labelled_images": labelled_names,
+              "unlabelled_images": [r.name for r in unlabelled], "eval_images": [r.name for r in evals],
+              "captions": {r.name: r.caption for r in rows}, "model": model_cfg.to_dict(),
+              "unet": UNetTrainConfig(steps=cfg.unet_steps or cfg.steps).to_dict(),
+              "metric_note": "per-image foreground Dice / IoU averaged over eval images; *_224: pred and GT "
+                             "resized to 224x224 (nearest) first", **run_environment(cfg.device)}
+    t0 = time.time()
+    prep = prepare(train + evals, model_cfg, cfg.cache or out / "embeddings", cfg.device, log)
+    config["embed_seconds"] = round(time.time() - t0, 1)
+    items = {r.name: item_of(r, prep) for r in train}
+    results: list[dict] = []
+    for seed in cfg.seeds:
+        base = fresh_model(prep, model_cfg, seed, cfg.device)
+        for method in methods:
+            tag = f"[{method} seed {seed}]"
+            log(f"{tag} training")
+            t1 = time.time()
+            if method == "unet":
+                ucfg = UNetTrainConfig(steps=cfg.unet_steps or cfg.steps, seed=seed)
+                net = train_unet([r.image for r in labelled], [r.mask for r in labelled], ucfg, cfg.device,
+                                 on_step=progress_printer(tag, ucfg.steps, log))
+                train_s = time.time() - t1
+                per_image = [{"image": r.name, **binary_scores(predict_unet(net, r.image, cfg.device), r.mask)}
+                             for r in evals]
+                n_lab, steps = len(labelled), ucfg.steps
+            else:
+                model = copy.deepcopy(base)
+                lab = train if uses_all_labels(method) else labelled
+                unl = [items[r.name] for r in unlabelled] if method in SSL_METHODS else []
+                train_prompt_model(method, model, [items[r.name] for r in lab], unl, prep.prompts, cfg.steps,
+                                   seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log))
+                train_s = time.time() - t1
+                per_image = score_prompt_model(model, evals, prep, cfg.device)
+                n_lab, steps = len(lab), cfg.steps
+                del model
+            res = {"method": method, "seed": seed, **mean_scores(per_image), "seconds": round(time.time() - t1, 1),
+                   "train_seconds": round(train_s, 1), "steps": steps, "labelled": n_lab, "per_image": per_image}
+            results.append(res)
+            write_results(out, results, config)
+            log(f"{tag} Dice {100 * res['dice']:.2f}  mIoU {100 * res['miou']:.2f}  Dice224 "
+                f"{100 * res['dice_224']:.2f}  ({res['seconds']:.0f} s)")
+    config["seconds"] = round(time.time() - t0, 1)
+    write_results(out, results, config)
+    title = (f"MoNuSeg, {cfg.labels:.0%} labels ({len(labelled)}/{len(train)} train images), "
+             f"{cfg.eval_split} split ({len(evals)} images){' — CPU --quick' if cfg.quick else ''}")
+    table = markdown_table(results, title=title)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    bar_plot(results, out / "monuseg_dice.png", title)
+    log("\n" + table)
+    return {"results": results, "config": config}
+
+
+def seeds_arg(text: str | None) -> list[int] | None:
+    return None if not text else [int(s) for s in text.split(",") if s.strip()]
+
+
+def labels_arg(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1:
+        raise ValueError(f"--labels must be a fraction in (0, 1], got {text}")
+    return v
+

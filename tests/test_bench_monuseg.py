@@ -1,0 +1,130 @@
+"""`promptseg bench monuseg` plumbing on a tiny MoNuSeg-format set cut from the bundled nuclei
+sample, with the tiny test model (real numbers come from docs/benchmarks.md runs)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from promptseg.bench import monuseg as mb
+from promptseg.bench.data import labelled_subset, load_seg_dir
+from promptseg.bench.metrics import binary_scores, resize_nearest
+from promptseg.model.segmenter import ModelConfig
+
+
+def make_monuseg_like(folder, sample, n_val=4):
+    """16 images of 128² (four crops of each 256² nuclei tile), masks {0,255}, captions.csv."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rows = []
+    k = 0
+    for it in sample.items:
+        img = np.asarray(it.image)
+        img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
+        for y in (0, 128):
+            for x in (0, 128):
+                name = f"img{k:02d}.png"
+                Image.fromarray(img[y:y + 128, x:x + 128].astype(np.uint8)).save(folder / "images" / name)
+                Image.fromarray(((it.mask[y:y + 128, x:x + 128] > 0) * 255).astype(np.uint8)).save(folder / "masks" / name)
+                rows.append((name, "train", f"caption {k}"))
+                k += 1
+    for i in range(len(rows) - n_val, len(rows)):
+        rows[i] = (rows[i][0], "val", rows[i][2])
+    with open(folder / "captions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "split", "caption"])
+        w.writerows(rows)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, nuclei):
+    return make_monuseg_like(tmp_path_factory.mktemp("monuseg"), nuclei)
+
+
+def tiny_cfg() -> ModelConfig:
+    cfg = ModelConfig.tiny()
+    cfg.train_backbone = False   # frozen random U-Net: embeddings are cached like LiteMedSAM's
+    return cfg
+
+
+def test_loader_and_subset_are_deterministic(tiny_data):
+    rows = load_seg_dir(tiny_data)
+    assert len(rows) == 16 and {r.split for r in rows} == {"train", "val"}
+    assert rows[0].image.shape == (128, 128, 3) and set(np.unique(rows[0].mask)) <= {0, 1}
+    names = [r.name for r in rows if r.split == "train"]
+    a = labelled_subset(names, 0.25, seed=0)
+    assert len(a) == 3 and a == labelled_subset(list(reversed(names)), 0.25, seed=0)
+    assert labelled_subset(names, 0.5, seed=0) != labelled_subset(names, 0.5, seed=1)
+    with pytest.raises(ValueError):
+        labelled_subset(names, 0.0)
+
+
+def test_scores_at_native_and_224():
+    gt = np.zeros((512, 512), np.uint8)
+    gt[100:200, 100:200] = 1
+    s = binary_scores(gt, gt)
+    assert s == {"dice": 1.0, "miou": 1.0, "dice_224": 1.0, "miou_224": 1.0}
+    pred = np.zeros_like(gt)
+    pred[100:200, 150:250] = 1
+    s = binary_scores(pred, gt)
+    assert s["dice"] == pytest.approx(0.5) and s["miou"] == pytest.approx(1 / 3)
+    assert abs(s["dice_224"] - 0.5) < 0.02 and resize_nearest(gt).shape == (224, 224)
+
+
+def test_bench_monuseg_plumbing(tiny_data, tmp_path, monkeypatch):
+    seen = []
+    real_train = mb.train_prompt_model
+
+    def spy(method, model, labelled, unlabelled, *args, **kw):
+        seen.append((method, [it.name for it in labelled], [it.name for it in unlabelled]))
+        return real_train(method, model, labelled, unlabelled, *args, **kw)
+
+    monkeypatch.setattr(mb, "train_prompt_model", spy)
+    methods = ["supervised", "supervised_100", "unet"]
+    if mb.parse_methods("promptseg", mb.ALL_METHODS, strict=False)[0]:
+        methods += ["mean_teacher", "promptseg"]
+    cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=methods, steps=4,
+                           unet_steps=2, seeds=[0, 1], cache=str(tmp_path / "cache"))
+    res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk["results"] == json.loads(json.dumps(res["results"]))
+    assert len(on_disk["results"]) == len(methods) * 2
+    for r in on_disk["results"]:
+        assert {"method", "dice", "miou", "dice_224", "miou_224", "seconds", "seed"} <= set(r)
+        assert all(0.0 <= r[k] <= 1.0 for k in ("dice", "miou", "dice_224", "miou_224"))
+        assert len(r["per_image"]) == 4   # every eval image is scored, not only the last one
+    c = on_disk["config"]
+    assert c["labelled_images"] == labelled_subset([f"img{k:02d}" for k in range(12)], 0.25, 0)
+    evals = set(c["eval_images"])
+    assert evals == {f"img{k:02d}" for k in range(12, 16)}
+    assert not evals & (set(c["labelled_images"]) | set(c["unlabelled_images"]))
+    assert c["captions"]["img00"] == "caption 0" and c["prompt"] == "nucleus"
+    for method, lab, unl in seen:   # the eval split never reaches a trainer
+        assert not evals & (set(lab) | set(unl))
+        assert len(lab) == (12 if method == "supervised_100" else 3)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| supervised | 2 |" in md and "±" in md and "Δ Dice" in md
+    assert (tmp_path / "out" / "monuseg_dice.png").stat().st_size > 1000
+
+
+def test_cli_parses_bench_monuseg():
+    from promptseg.cli import build_parser
+
+    a = build_parser().parse_args(["bench", "monuseg", "--data", "D", "--labels", "0.5", "--eval-split", "test",
+                                   "--quick", "--methods", "supervised,unet", "--seeds", "0,1"])
+    assert a.fn.__name__ == "cmd_bench_monuseg" and a.quick and a.eval_split == "test"
+    cfg = mb.MonusegConfig.quick_defaults("D", seeds=mb.seeds_arg(a.seeds), methods=None, steps=None)
+    assert cfg.seeds == [0, 1] and cfg.steps == 300 and "promptseg" in cfg.methods
