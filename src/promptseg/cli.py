@@ -161,6 +161,23 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_effort(a: argparse.Namespace) -> int:
+    from .bench.effort import EffortConfig, run_effort
+    from .predictor import resolve_device
+
+    _torch_threads()
+    kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
+              steps_per_round=a.steps_per_round, method=a.method, eval_split=a.eval_split, seed=a.seed,
+              device=resolve_device(a.device), cache=a.cache)
+    if a.quick:
+        cfg = EffortConfig.quick_defaults(a.data, **kw)
+    else:
+        cfg = EffortConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
+    run_effort(cfg)
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
@@ -215,6 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     bm.add_argument("--out", default="bench-monuseg")
     bm.set_defaults(fn=cmd_bench_monuseg)
+    be = bsub.add_parser("effort", help="simulated annotator: edited fraction per round on MoNuSeg-format data")
+    be.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")
+    be.add_argument("--quick", action="store_true", help="CPU-affordable: 4 rounds x 3 images, short training")
+    be.add_argument("--rounds", type=int, default=None, help="proposal rounds (default 5; --quick 4)")
+    be.add_argument("--per-round", type=int, default=None, help="images proposed per round (default 4; --quick 3)")
+    be.add_argument("--initial", type=int, default=None, help="labelled images to start with (default 2)")
+    be.add_argument("--steps-first", type=int, default=None)
+    be.add_argument("--steps-per-round", type=int, default=None)
+    be.add_argument("--method", default=None, help="supervised or an SSL method (default promptseg if available)")
+    be.add_argument("--eval-split", default="val", choices=["val", "test"])
+    be.add_argument("--seed", type=int, default=None)
+    be.add_argument("--device", default="cpu")
+    be.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
+    be.add_argument("--out", default="bench-effort")
+    be.set_defaults(fn=cmd_bench_effort)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap
