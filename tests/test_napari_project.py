@@ -139,3 +139,17 @@ def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tm
     layer.data = edited_b
     viewer.close()
     assert (project / "drafts" / "img_b.npz").is_file()
+
+
+def test_closing_the_window_saves_a_draft(make_napari_viewer, qtbot, tmp_path):
+    project = tiny_project(tmp_path)
+    viewer, widget = open_dock(make_napari_viewer, project)
+    viewer.add_image(np.random.default_rng(1).random((48, 48)).astype(np.float32), name="im")
+    widget.project_panel.images.add_layers_btn.click()
+    propose(widget, qtbot)
+    layer = viewer.layers["im promptseg"]
+    layer.data = np.where(np.arange(48)[:, None] < 20, 1, 0).astype(layer.data.dtype)
+    widget.window().close()                         # the main window's close button, layers still there
+    assert (project / "drafts" / "im.npz").is_file()
+    with np.load(project / "drafts" / "im.npz") as z:
+        assert np.array_equal(z["edited"], layer.data)

@@ -206,6 +206,7 @@ class ImageList(QWidget):
             self._say(f"⚠ could not open {name}: {exc}")
             return
         self._select_row(name)
+        w.watch_window()
         self._say((why + "\n" if why else "") + note)
 
     def _restore(self, rec, layer) -> str:

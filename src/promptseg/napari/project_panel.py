@@ -57,22 +57,24 @@ class ProjectPanel(QGroupBox):
         h.setContentsMargins(0, 0, 0, 0)
         h.addWidget(self.retrain_btn)
         h.addWidget(self.cancel_btn)
+        # Three sections, placed by the dock in the order of the work: Project (this box),
+        # then Prompt and Refine, then Accept and Retrain.
         form = QFormLayout(self)
         form.addRow("Folder", self.path_edit)
         form.addRow(self.open_btn)
         form.addRow(self.images)
-        acc = QWidget()
-        ah = QHBoxLayout(acc)
-        ah.setContentsMargins(0, 0, 0, 0)
+        form.addRow(self.info)
+        self.accept_box = QGroupBox("Accept")
+        ah = QHBoxLayout(self.accept_box)
         ah.addWidget(self.accept_btn, 1)
         ah.addWidget(self.next_after_accept)
-        form.addRow(acc)
-        form.addRow("Steps", self.steps)
-        form.addRow(row)
-        form.addRow(self.progress)
-        form.addRow(self.monitor)
-        form.addRow("Model", self.versions)
-        form.addRow(self.info)
+        self.retrain_box = QGroupBox("Retrain")
+        rf = QFormLayout(self.retrain_box)
+        rf.addRow("Steps", self.steps)
+        rf.addRow(row)
+        rf.addRow(self.progress)
+        rf.addRow(self.monitor)
+        rf.addRow("Model", self.versions)
         self.open_btn.clicked.connect(self.open_project)
         self.accept_btn.clicked.connect(self.accept)
         self.retrain_btn.clicked.connect(self.retrain)
@@ -133,7 +135,7 @@ class ProjectPanel(QGroupBox):
         """A proposal appeared: for a project image, store it and its uncertainty."""
         from ..project import ProjectError
 
-        if self.project is None or image_layer.metadata.get("project_image") != p.image:
+        if self.project is None or image_layer is None or image_layer.metadata.get("project_image") != p.image:
             return
         try:
             labels = p.labels()

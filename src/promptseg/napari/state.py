@@ -24,6 +24,7 @@ class Proposal:
     shown_at: float = field(default_factory=time.time)
     saved_proposal: np.ndarray | None = None  # proposal label map already stored in the project
     accepted: np.ndarray | None = None        # label map last accepted (stored) for this image
+    refine: dict | None = None                # points / box / exemplars of the last Refine
 
     def labels(self, tau: float | None = None) -> np.ndarray:
         tau = self.tau if tau is None else tau

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QSlider, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                            QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 from .layers import show_labels
 from .project_panel import ProjectPanel
+from .refine import RefinePanel
 from .state import Proposal, mean_entropy
 
 if TYPE_CHECKING:
@@ -71,14 +73,26 @@ class PromptSegWidget(QWidget):
         thr_lay.addWidget(self.threshold_label)
         form.addRow("Threshold", thr)
         form.addRow("Device", self.device_combo)
-        lay = QVBoxLayout(self)
         self.model_version: int | None = None
         self.project_panel = ProjectPanel(self)
-        lay.addWidget(box)
-        lay.addWidget(self.presence)
-        lay.addWidget(self.status)
-        lay.addWidget(self.project_panel)
+        self.refine_panel = RefinePanel(self)
+        # Sections in the order of the work, in a scroll area (the dock can be short).
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        lay.setContentsMargins(2, 2, 2, 2)
+        for section in (self.project_panel, box, self.presence, self.status, self.refine_panel,
+                        self.project_panel.accept_box, self.project_panel.retrain_box):
+            lay.addWidget(section)
         lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(inner)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._scroll = scroll
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         self.propose_btn.clicked.connect(self.propose)
         self.prompt_edit.returnPressed.connect(self.propose)
@@ -89,9 +103,24 @@ class PromptSegWidget(QWidget):
         # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
         # layers first) or the window closes.
         self.viewer.layers.events.removing.connect(self._on_removing)
-        qt_window = getattr(self.viewer.window, "_qt_window", None)
-        if qt_window is not None:
-            qt_window.installEventFilter(self)
+        self._watched_window = None
+
+    def watch_window(self) -> None:
+        """Watch the main window's Close event (called once docked, and whenever a proposal appears)."""
+        top = self.window()
+        old = self._watched_window() if self._watched_window is not None else None
+        if top is not self and top is not old:
+            if old is not None:
+                old.removeEventFilter(self)
+            top.installEventFilter(self)
+            self._watched_window = weakref.ref(top)   # no strong reference to napari's window
+
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Show:
+            self.watch_window()
+            inner = self._scroll.widget()   # wide enough for every section, scroll vertically only
+            self._scroll.setMinimumWidth(inner.minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width() + 4)
+        return super().event(event)
 
     def _stash(self) -> None:
         try:
@@ -203,6 +232,7 @@ class PromptSegWidget(QWidget):
         self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s "
                             f"(uncertainty {uncertainty:.3f}).")
         self.project_panel.on_proposed(self.current, uncertainty, image_layer)
+        self.watch_window()
 
     # -- used by the project panel --------------------------------------------------------
     def _image_for(self, layer) -> np.ndarray:
