@@ -127,4 +127,4 @@ def test_cli_parses_bench_monuseg():
                                    "--quick", "--methods", "supervised,unet", "--seeds", "0,1"])
     assert a.fn.__name__ == "cmd_bench_monuseg" and a.quick and a.eval_split == "test"
     cfg = mb.MonusegConfig.quick_defaults("D", seeds=mb.seeds_arg(a.seeds), methods=None, steps=None)
-    assert cfg.seeds == [0, 1] and cfg.steps == 300 and "promptseg" in cfg.methods
+    assert cfg.seeds == [0, 1] and cfg.steps == 200 and "promptseg" in cfg.methods

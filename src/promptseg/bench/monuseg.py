@@ -42,6 +42,8 @@ class MonusegConfig:
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
     steps: int = 1500
     unet_steps: int | None = None      # default: steps
+    unet_batch: int = 4
+    unet_crop: int = 256
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     subset_seed: int = 0
     device: str = "cpu"
@@ -50,7 +52,8 @@ class MonusegConfig:
 
     @classmethod
     def quick_defaults(cls, data: str, **kw) -> "MonusegConfig":
-        base = dict(steps=300, seeds=[0], methods=list(QUICK_METHODS), quick=True)
+        base = dict(steps=200, unet_steps=300, unet_batch=2, unet_crop=192, seeds=[0], methods=list(QUICK_METHODS),
+                    quick=True)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(data=data, **base)
 
@@ -101,6 +104,10 @@ def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepar
     return out
 
 
+def unet_config(cfg: MonusegConfig, seed: int) -> UNetTrainConfig:
+    return UNetTrainConfig(steps=cfg.unet_steps or cfg.steps, batch=cfg.unet_batch, crop=cfg.unet_crop, seed=seed)
+
+
 def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 log: Callable[[str], None] = print) -> dict:
     """Run every method for every seed; writes OUT/results.json (after each method), results.md
@@ -130,7 +137,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
               "n_train": len(train), "labelled_images": labelled_names,
               "unlabelled_images": [r.name for r in unlabelled], "eval_images": [r.name for r in evals],
               "captions": {r.name: r.caption for r in rows}, "model": model_cfg.to_dict(),
-              "unet": UNetTrainConfig(steps=cfg.unet_steps or cfg.steps).to_dict(),
+              "unet": unet_config(cfg, 0).to_dict(),
               "metric_note": "per-image foreground Dice / IoU averaged over eval images; *_224: pred and GT "
                              "resized to 224x224 (nearest) first", **run_environment(cfg.device)}
     t0 = time.time()
@@ -145,7 +152,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
             log(f"{tag} training")
             t1 = time.time()
             if method == "unet":
-                ucfg = UNetTrainConfig(steps=cfg.unet_steps or cfg.steps, seed=seed)
+                ucfg = unet_config(cfg, seed)
                 net = train_unet([r.image for r in labelled], [r.mask for r in labelled], ucfg, cfg.device,
                                  on_step=progress_printer(tag, ucfg.steps, log))
                 train_s = time.time() - t1
