@@ -122,6 +122,7 @@ class ProjectPanel(QGroupBox):
         self.show_summary()
 
     def show_summary(self) -> None:
+        self.owner.refresh_completions()
         self._refresh_versions()
         self.images.refresh()
         self.rounds_table.refresh(self.project)
@@ -130,6 +131,24 @@ class ProjectPanel(QGroupBox):
 
     def class_colors(self) -> dict[str, str]:
         return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}
+
+    def class_synonyms(self) -> dict[str, list[str]]:
+        return {c.name: list(c.synonyms) for c in self.project.classes()} if self.project is not None else {}
+
+    def register_prompts(self, mapped) -> None:
+        """New names become classes; a prompt mapped onto a class by similarity becomes a synonym."""
+        from ..project import ProjectError
+
+        if self.project is None:
+            return
+        for m in mapped:
+            try:
+                if m.is_new:
+                    self.project.add_class(m.name)
+                elif m.typed.strip().lower() != m.name.lower():
+                    self.project.add_synonym(m.name, m.typed.strip())
+            except ProjectError as exc:
+                self.info.setText(f"⚠ {exc}")
 
     def on_proposed(self, p, uncertainty: float, image_layer) -> None:
         """A proposal appeared: for a project image, store it and its uncertainty."""

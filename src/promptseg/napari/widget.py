@@ -17,7 +17,9 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QScrollArea, QSlider, QVBoxLayout, QWidget)
 
+from .class_map import map_prompts, unique_names
 from .layers import show_labels
+from .prompt_assist import SegmentCompleter, completion_words
 from .project_panel import ProjectPanel
 from .refine import RefinePanel
 from .state import Proposal, mean_entropy
@@ -52,6 +54,8 @@ class PromptSegWidget(QWidget):
         self.prompt_edit.setPlaceholderText("nucleus   or   thalamus; putamen")
         self.prompt_edit.setToolTip(HELP)
         self.propose_btn = QPushButton("Propose")
+        self.completer = SegmentCompleter(self.prompt_edit)
+        self.history: list[str] = []
         self.threshold = QSlider(Qt.Horizontal)
         self.threshold.setRange(5, 95)
         self.threshold.setValue(50)
@@ -186,6 +190,8 @@ class PromptSegWidget(QWidget):
             self.status.setText(f"⚠ {exc}")
             return
         device = self.device_combo.currentText()
+        tau = self.threshold.value() / 100
+        classes = self.project_panel.class_synonyms()
         # Heavy imports on the main thread, once; the worker then only computes.
         from ..predictor import Predictor, preload_modules
 
@@ -199,9 +205,10 @@ class PromptSegWidget(QWidget):
                 if self._predictor is None or self._predictor_device != device:
                     self._predictor = Predictor.load(self.checkpoint, device=device)
                     self._predictor_device = device
+                mapped = map_prompts(prompts, classes, self._predictor.text)
                 self._predictor.set_image(img)
-                r = self._predictor.predict(prompts, threshold=self.threshold.value() / 100)
-                return r, mean_entropy(r.probs)
+                r = self._predictor.predict(unique_names(mapped), threshold=tau)
+                return r, mean_entropy(r.probs), mapped
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
@@ -219,7 +226,7 @@ class PromptSegWidget(QWidget):
         if isinstance(result, _Failed):
             self.status.setText(f"⚠ {result.message}")
             return
-        r, uncertainty = result
+        r, uncertainty, mapped = result
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence,
@@ -229,8 +236,11 @@ class PromptSegWidget(QWidget):
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100)
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
-        self.status.setText(f"Proposed {len(r.prompts)} class(es) on {name} in {seconds:.1f} s "
+        self.status.setText(f"Proposed {'; '.join(m.describe() for m in mapped)} on {name} in {seconds:.1f} s "
                             f"(uncertainty {uncertainty:.3f}).")
+        self.history.append(self.prompt_edit.text())
+        self.project_panel.register_prompts(mapped)
+        self.refresh_completions()
         self.project_panel.on_proposed(self.current, uncertainty, image_layer)
         self.watch_window()
 
@@ -253,6 +263,9 @@ class PromptSegWidget(QWidget):
             return None
         data = np.asarray(self.viewer.layers[p.layer].data)
         return None if np.array_equal(data, self.proposal_labels()) else data
+
+    def refresh_completions(self) -> None:
+        self.completer.set_words(completion_words(self.project_panel.project, self.history))
 
     def unsaved_edits(self) -> np.ndarray | None:
         """Edits of the current proposal that are neither the proposal nor already accepted."""
