@@ -71,12 +71,14 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
     panel.open_btn.click()
 
     samples: dict[str, list[float]] = {"idle": [], "training": []}
-    state = {"phase": None, "last": None}
+    at: dict[str, list[float]] = {"idle": [], "training": []}       # seconds into the phase
+    state = {"phase": None, "last": None, "t0": 0.0}
 
     def tick() -> None:
         now = time.perf_counter()
         if state["phase"] and state["last"] is not None:
             samples[state["phase"]].append(max(0.0, now - state["last"] - TICK_MS / 1000))
+            at[state["phase"]].append(now - state["t0"])
         state["last"] = now
 
     timer = QTimer()
@@ -95,11 +97,11 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
         poll.stop()
 
     wait(2.0)                                  # let the window settle (first paints)
-    state.update(phase="idle", last=None)
+    state.update(phase="idle", last=None, t0=time.perf_counter())
     wait(idle_s)
     panel.steps.setValue(steps)
-    state.update(phase="training", last=None)
     t0 = time.perf_counter()
+    state.update(phase="training", last=None, t0=t0)
     panel.retrain_btn.click()
     wait(train_s, until=lambda: panel.proc is None)
     cancelled = panel.proc is not None
@@ -121,12 +123,17 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
                      "labelled_images": n_images, "max_steps": steps},
         "idle": _stats(samples["idle"]),
         "training": _stats(samples["training"]),
+        "worst_training_ticks": [{"at_s": round(at["training"][i], 2), "late_ms": round(samples["training"][i] * 1000, 1)}
+                                 for i in np.argsort(samples["training"])[::-1][:5]],
         "round": {"events": {k: events.count(k) for k in sorted(set(events))}, "steps_done": int(steps_done),
                   "cancelled_by_bench": cancelled, "seconds": round(train_wall, 1),
-                  "plot_points": len(panel.plot.loss)},
+                  "plot_points": len(panel.plot.loss),
+                  "error": next((e.get("message") for e in panel.events if e.get("event") == "error"), None)},
         "target_p95_ms": 50,
     }
-    result["pass"] = bool(result["training"].get("p95_ms", 1e9) <= 50)
+    # Only a round that really trained (steps arrived) makes the training numbers meaningful.
+    result["valid"] = bool(steps_done > 0)
+    result["pass"] = bool(result["valid"] and result["training"].get("p95_ms", 1e9) <= 50)
     (out / "event_loop.json").write_text(json.dumps(result, indent=2) + "\n")
     viewer.close()
     return result
@@ -143,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100000, help="round max steps (the bench cancels it)")
     a = ap.parse_args(argv)
     r = run(Path(a.out), a.idle_seconds, a.train_seconds, a.model, a.images, a.steps)
-    print(json.dumps({k: r[k] for k in ("idle", "training", "round", "pass")}, indent=2))
-    return 0
+    print(json.dumps({k: r[k] for k in ("idle", "training", "round", "valid", "pass")}, indent=2))
+    return 0 if r["valid"] else 1
 
 
 if __name__ == "__main__":

@@ -22,13 +22,15 @@ from .layers import show_labels
 from .prompt_assist import SegmentCompleter, completion_words
 from .project_panel import ProjectPanel
 from .refine import RefinePanel
+from .shortcuts import bind as bind_shortcuts
+from .shortcuts import help_text
 from .state import Proposal, mean_entropy
 
 if TYPE_CHECKING:
     import napari
 
 HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
-        "'thalamus; putamen') and press Enter or Propose.")
+        "'thalamus; putamen') and press Enter or Propose (Shift+P in the viewer).")
 
 
 @dataclass
@@ -80,12 +82,15 @@ class PromptSegWidget(QWidget):
         self.model_version: int | None = None
         self.project_panel = ProjectPanel(self)
         self.refine_panel = RefinePanel(self)
+        self.keys_help = QLabel(help_text())
+        self.keys_help.setWordWrap(True)
+        self.keys_help.setStyleSheet("color: gray")
         # Sections in the order of the work, in a scroll area (the dock can be short).
         inner = QWidget()
         lay = QVBoxLayout(inner)
         lay.setContentsMargins(2, 2, 2, 2)
         for section in (self.project_panel, box, self.presence, self.status, self.refine_panel,
-                        self.project_panel.accept_box, self.project_panel.retrain_box):
+                        self.project_panel.accept_box, self.project_panel.retrain_box, self.keys_help):
             lay.addWidget(section)
         lay.addStretch(1)
         scroll = QScrollArea()
@@ -107,6 +112,7 @@ class PromptSegWidget(QWidget):
         # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
         # layers first) or the window closes.
         self.viewer.layers.events.removing.connect(self._on_removing)
+        bind_shortcuts(self)
         self._watched_window = None
 
     def watch_window(self) -> None:
