@@ -178,6 +178,20 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_aal(a: argparse.Namespace) -> int:
+    from .bench.aal import AALConfig, run_aal
+    from .predictor import resolve_device
+
+    _torch_threads()
+    kw = dict(out=a.out, plane=a.plane, labelled=a.labelled, steps=a.steps, slice_step=a.slice_step, seed=a.seed,
+              device=resolve_device(a.device), cache=a.cache,
+              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
+    cfg = AALConfig.quick_defaults(**kw) if a.quick else AALConfig(**{k: v for k, v in kw.items() if v is not None})
+    run_aal(cfg)
+    print(f"results: {Path(cfg.out) / 'results.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
@@ -247,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     be.add_argument("--out", default="bench-effort")
     be.set_defaults(fn=cmd_bench_effort)
+    ba = bsub.add_parser("aal", help="Colin27 + AAL coarse classes from few labelled slices (mricron-data)")
+    ba.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"])
+    ba.add_argument("--labelled", type=float, default=None, help="labelled fraction of the slices (default 0.05)")
+    ba.add_argument("--quick", action="store_true", help="CPU-affordable: every 2nd slice, 200 steps")
+    ba.add_argument("--methods", default=None, help="comma-separated (default supervised,promptseg)")
+    ba.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
+    ba.add_argument("--slice-step", type=int, default=None, help="use every n-th slice (default 1; --quick 2)")
+    ba.add_argument("--seed", type=int, default=None)
+    ba.add_argument("--device", default="cpu")
+    ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
+    ba.add_argument("--out", default="bench-aal")
+    ba.set_defaults(fn=cmd_bench_aal)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

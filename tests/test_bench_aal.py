@@ -1,0 +1,34 @@
+"""`promptseg bench aal` plumbing: Colin27 + AAL from mricron-data, tiny model, few slices."""
+import json
+
+import numpy as np
+import pytest
+
+from promptseg.bench import aal as ba
+from test_bench_monuseg import one_thread, tiny_cfg  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.skipif(not (ba.MRICRON / "aal.nii.gz").is_file(),
+                                reason="Colin27/AAL need the Debian package mricron-data (scripts/setup.sh)")
+
+
+def test_volumes_merge_into_the_sample_classes():
+    t1, labels, classes = ba.load_volumes()
+    assert t1.shape == labels.shape and len(classes) == 14
+    assert set(np.unique(labels)) == set(range(15))        # every coarse class occurs
+    rows = ba.slices(t1, labels, "coronal", step=10)
+    assert rows and all(r.mask.shape == r.image.shape for r in rows)
+    assert ba.spread_indices(100, 5) == [16, 33, 50, 66, 82]
+
+
+def test_bench_aal_plumbing(tmp_path):
+    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["supervised", "promptseg"], steps=2, slice_step=25,
+                       labelled=0.05, cache=str(tmp_path / "cache"))
+    res = ba.run_aal(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    c = on_disk["config"]
+    assert len(c["labelled_slices"]) == 2 and c["eval_slices"] == c["n_slices"] - 2
+    assert [r["method"] for r in on_disk["results"]] == ["supervised", "promptseg"]
+    for r in res["results"]:
+        assert 0 <= r["dice"] <= 1 and set(r["per_class"]) <= set(c["classes"])
+    assert "**mean**" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "aal_dice.png").stat().st_size > 1000
