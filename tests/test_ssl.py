@@ -204,3 +204,22 @@ def test_saved_state_resumes_to_the_same_weights_as_an_uninterrupted_round(tiny_
         resumed.step()
     for (k, a), b in zip(straight.teacher.state_dict().items(), resumed.teacher.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_ema_update_copies_buffers_by_name_even_when_eval_adds_one():
+    class CachesInEval(torch.nn.Module):   # like TinyViT's attention-bias cache
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("running", torch.zeros(2))
+
+        def train(self, mode=True):
+            super().train(mode)
+            if not mode:
+                self.register_buffer("eval_cache", torch.ones(5))
+            return self
+
+    student, teacher = CachesInEval(), CachesInEval().eval()
+    student.running.fill_(7.0)
+    ema_update(teacher, student, 0.5)
+    assert torch.equal(teacher.running, torch.full((2,), 7.0)) and teacher.eval_cache.shape == (5,)

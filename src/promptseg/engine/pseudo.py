@@ -73,5 +73,10 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
         if not s.requires_grad:
             continue
         t.mul_(alpha).add_(s.detach(), alpha=1 - alpha)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        t.copy_(s)
+    # By name: some modules cache eval-only buffers (TinyViT's attention biases), so the
+    # teacher (eval) and the student (train) need not hold the same buffer list.
+    sb = dict(student.named_buffers())
+    for name, t in teacher.named_buffers():
+        s = sb.get(name)
+        if s is not None and s.shape == t.shape:
+            t.copy_(s)
