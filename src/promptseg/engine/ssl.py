@@ -50,7 +50,8 @@ class SSLConfig:
     unlabelled_queries: int = 8        # cap on crops x classes decoded per unlabelled batch
     ema: float = 0.99
     unlabelled_weight: float = 1.0
-    ramp_steps: int = 0                # 0 -> a third of the steps
+    warmup: float = 0.2                # fraction of the steps on labelled data only (the teacher needs a start)
+    ramp_steps: int = 0                # 0 -> a third of the steps, counted after the warm-up
     confidence: float = 0.75
     geometric: bool = True
     scale_range: tuple[float, float] = (0.8, 1.25)
@@ -263,7 +264,8 @@ class SSLTrainer:
         geo = self.geometry()
         crops, litems = self.labelled_batch(geo)
         with self.autocast:
-            if cfg.unlabelled_weight > 0:
+            warm = self.step_count < cfg.warmup * cfg.steps
+            if cfg.unlabelled_weight > 0 and not warm:
                 weak, strong, uitems = self.unlabelled_batch(geo)
                 pe = self.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
                 pb = self.all_class_queries(weak.shape[0])
@@ -275,7 +277,8 @@ class SSLTrainer:
                 unl = (strong, pb, pe, onehot, conf, z_g)
             else:
                 unl, labels, conf = None, torch.zeros(1), torch.zeros(1)
-            lam = cfg.unlabelled_weight * sigmoid_ramp(self.step_count, self.ramp_steps)
+            lam = 0.0 if warm else cfg.unlabelled_weight * sigmoid_ramp(
+                self.step_count - int(cfg.warmup * cfg.steps), self.ramp_steps)
             losses = self.ddp(crops, litems, unl, lam)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -286,7 +289,7 @@ class SSLTrainer:
         self.step_count += 1
         out = {name: float(v.detach()) for name, v in losses.items()}
         out.update(step=self.step_count, lr=self.sched.get_last_lr()[0], unlabelled_weight=lam,
-                   confident_fraction=float(conf.mean()), pseudo_foreground=float((labels > 0).float().mean()))
+                   confident_fraction=float(conf.float().mean()), pseudo_foreground=float((labels > 0).float().mean()))
         return out
 
     def finish(self) -> None:
