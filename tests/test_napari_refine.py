@@ -28,7 +28,9 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     widget.project_panel.images.add_layers_btn.click()
     widget.image_combo.setCurrentText("a")
     propose(widget, qtbot)
+    qtbot.waitUntil(lambda: not widget.prefetcher.busy, timeout=60_000)   # it embeds "b" meanwhile
     before = widget.current.probs.copy()
+    widget._predictor.set_image(img_a)
     cached = widget._predictor._current
 
     assert "nothing to refine with" in refine(widget, qtbot)
@@ -61,6 +63,7 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
 
     widget.project_panel.images.open_image("b")
     propose(widget, qtbot)
+    qtbot.waitUntil(lambda: not widget.prefetcher.busy, timeout=60_000)
     rp.exemplars.setChecked(True)
     msg = refine(widget, qtbot)
     assert "1 exemplar(s) of nucleus" in msg, msg

@@ -40,6 +40,11 @@ class ImageList(QWidget):
         self.add_folder_btn = QPushButton("Add folder…")
         self.next_btn = QPushButton("Next")
         self.next_btn.setToolTip("Open the suggested image: not accepted yet, and where the model is least sure")
+        self.batch_btn = QPushButton("Propose all")
+        self.batch_btn.setToolTip("Propose the prompt on every image not accepted yet (background, with "
+                                  "progress; click again to stop); Next then ranks them by uncertainty")
+        self.batch_info = QLabel("")
+        self.batch_info.setWordWrap(True)
         self.reason = QLabel("")
         self.reason.setWordWrap(True)
         row = QWidget()
@@ -51,11 +56,14 @@ class ImageList(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)
         lay.addWidget(row)
+        lay.addWidget(self.batch_btn)
+        lay.addWidget(self.batch_info)
         lay.addWidget(self.reason)
         self.table.cellDoubleClicked.connect(lambda r, _c: self.open_image(self.table.item(r, 0).text()))
         self.add_layers_btn.clicked.connect(self.add_open_layers)
         self.add_folder_btn.clicked.connect(lambda: self.add_folder())
         self.next_btn.clicked.connect(self.next_image)
+        self.batch_btn.clicked.connect(self.toggle_batch)
 
     @property
     def owner(self):
@@ -85,6 +93,26 @@ class ImageList(QWidget):
                     if u is not None:
                         item.setToolTip(f"mean binary entropy of model v{r['model_version'] or '-'}'s probabilities")
                 self.table.setItem(i, j, item)
+
+    # -- batch propose ----------------------------------------------------------------------
+    def toggle_batch(self) -> None:
+        batch = self.owner.batch
+        if batch.busy:
+            batch.stop()
+            self.batch_info.setText("Stopping after the image in progress …")
+            return
+        msg = batch.start()
+        self.batch_info.setText(msg)
+        if batch.busy:
+            self.batch_btn.setText("Stop")
+
+    def batch_note(self, text: str) -> None:
+        self.batch_info.setText(text)
+
+    def batch_finished(self, text: str) -> None:
+        self.batch_btn.setText("Propose all")
+        self.batch_info.setText(text)
+        self.panel.show_summary()
 
     # -- adding images ---------------------------------------------------------------------
     def add_open_layers(self) -> None:
@@ -207,6 +235,7 @@ class ImageList(QWidget):
             return
         self._select_row(name)
         w.watch_window()
+        w.prefetcher.schedule()
         self._say((why + "\n" if why else "") + note)
 
     def _restore(self, rec, layer) -> str:

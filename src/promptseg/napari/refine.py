@@ -156,10 +156,11 @@ class RefinePanel(QGroupBox):
         def job():
             try:
                 t0 = time.perf_counter()
-                ex = self._exemplar_vectors(predictor, proj, sources) if sources else None
-                predictor.set_image(image)           # cache hit: no encoder run
-                r = predictor.predict(p.prompts, threshold=tau, points=points, point_labels=labels, box=box,
-                                      exemplars=ex or None)
+                with w.predictor_lock:
+                    ex = self._exemplar_vectors(predictor, proj, sources) if sources else None
+                    predictor.set_image(image)           # cache hit: no encoder run
+                    r = predictor.predict(p.prompts, threshold=tau, points=points, point_labels=labels, box=box,
+                                          exemplars=ex or None)
                 return r, mean_entropy(r.probs), time.perf_counter() - t0, ex
             except (ValueError, RuntimeError, OSError) as exc:
                 return str(exc)

@@ -6,6 +6,7 @@ responsive; the threshold slider re-merges cached probabilities without re-runni
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QScrollArea, QSlider, QVBoxLayout, QWidget)
 
+from .background import BatchProposer, Prefetcher
 from .class_map import map_prompts, unique_names
 from .layers import show_labels
 from .prompt_assist import SegmentCompleter, completion_words
@@ -33,6 +35,13 @@ HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
         "'thalamus; putamen') and press Enter or Propose (Shift+P in the viewer).")
 
 
+def preload() -> None:
+    """Heavy imports on the main thread, once; worker threads then only compute."""
+    from ..predictor import preload_modules
+
+    preload_modules()
+
+
 @dataclass
 class _Failed:
     message: str
@@ -45,6 +54,11 @@ class PromptSegWidget(QWidget):
         self.checkpoint = checkpoint
         self._predictor = None
         self._predictor_device = None
+        # One predictor, used from worker threads (propose, refine, prefetch, batch): every
+        # set_image + predict pair runs under this lock.
+        self.predictor_lock = threading.RLock()
+        self.prefetcher = Prefetcher(self)
+        self.batch = BatchProposer(self)
         self.current: Proposal | None = None   # the proposal on screen
         self._worker = None
         self.setObjectName("PromptSegWidget")
@@ -198,22 +212,18 @@ class PromptSegWidget(QWidget):
         device = self.device_combo.currentText()
         tau = self.threshold.value() / 100
         classes = self.project_panel.class_synonyms()
-        # Heavy imports on the main thread, once; the worker then only computes.
-        from ..predictor import Predictor, preload_modules
-
-        preload_modules()
+        preload()
         self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
         t0 = time.perf_counter()
 
         def job():
             # Errors come back as values: the widget shows them; nothing is raised into Qt.
             try:
-                if self._predictor is None or self._predictor_device != device:
-                    self._predictor = Predictor.load(self.checkpoint, device=device)
-                    self._predictor_device = device
-                mapped = map_prompts(prompts, classes, self._predictor.text)
-                self._predictor.set_image(img)
-                r = self._predictor.predict(unique_names(mapped), threshold=tau)
+                with self.predictor_lock:
+                    predictor = self.predictor(device)
+                    mapped = map_prompts(prompts, classes, predictor.text)
+                    predictor.set_image(img)
+                    r = predictor.predict(unique_names(mapped), threshold=tau)
                 return r, mean_entropy(r.probs), mapped
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
@@ -223,6 +233,21 @@ class PromptSegWidget(QWidget):
         worker.finished.connect(self._done)
         self._worker = worker
         worker.start()
+
+    def predictor(self, device: str | None = None):
+        """The predictor for the active model (loaded on first use; call from a worker thread
+        holding ``predictor_lock``). Uses the project's embeddings/ folder as a disk cache."""
+        from ..predictor import Predictor
+
+        device = device or self.device_combo.currentText()
+        with self.predictor_lock:
+            if self._predictor is None or self._predictor_device != device:
+                p = Predictor.load(self.checkpoint, device=device)
+                project = self.project_panel.project
+                if project is not None:
+                    p.use_embedding_cache(project.root / "embeddings")
+                self._predictor, self._predictor_device = p, device
+            return self._predictor
 
     def _done(self) -> None:
         self._worker = None
@@ -249,6 +274,7 @@ class PromptSegWidget(QWidget):
         self.refresh_completions()
         self.project_panel.on_proposed(self.current, uncertainty, image_layer)
         self.watch_window()
+        self.prefetcher.schedule()          # embed the next images while the annotator corrects
 
     # -- used by the project panel --------------------------------------------------------
     def _image_for(self, layer) -> np.ndarray:
@@ -283,9 +309,11 @@ class PromptSegWidget(QWidget):
 
     def use_checkpoint(self, path: str, version: int | None) -> None:
         """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
-        self.checkpoint = path
-        self.model_version = version
-        self._predictor = None
+        self.prefetcher.stop()
+        with self.predictor_lock:
+            self.checkpoint = path
+            self.model_version = version
+            self._predictor = None
 
     def _on_threshold(self, value: int) -> None:
         tau = value / 100

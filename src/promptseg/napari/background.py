@@ -1,0 +1,200 @@
+"""Background work over the project's image list, off napari's GUI thread.
+
+- ``Prefetcher``: embeds the next suggested images (the order Next would take) into the
+  predictor's cache, so a prompt on the next image only runs the decoder. Keyed by image and
+  model hash: a new model version starts over.
+- ``BatchProposer``: proposes the current prompt on every image not accepted yet, storing each
+  proposal and its uncertainty (so Next can rank by it), with a napari progress bar and Stop.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils import progress
+
+from .class_map import map_prompts, unique_names
+from .state import mean_entropy, suggest_next
+
+
+def upcoming(rows: list[dict], current: str | None, n: int) -> list[str]:
+    """The next ``n`` images in the order Next would open them."""
+    out: list[str] = []
+    rows = list(rows)
+    for _ in range(n):
+        row, _ = suggest_next(rows, exclude=current)
+        if row is None:
+            break
+        out.append(row["name"])
+        rows = [r for r in rows if r["name"] != row["name"]]
+    return out
+
+
+class Prefetcher:
+    def __init__(self, widget, ahead: int = 2) -> None:
+        self.w = widget
+        self.ahead = ahead
+        self.embedded: set[tuple[str, str]] = set()   # (model hash, image name)
+        self.log: list[str] = []                      # image names embedded, in order
+        self._worker = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def schedule(self) -> None:
+        """Embed the upcoming images (no-op while running or without a project)."""
+        proj = self.w.project_panel.project
+        if proj is None or self._worker is not None or self.ahead <= 0 or self.w._predictor is None:
+            return                      # (no predictor yet: the first Propose loads it)
+        current = self.w.current.image if self.w.current else self.w.image_combo.currentText()
+        names = upcoming(proj.image_status(), current or None, self.ahead)
+        if not names:
+            return
+        device, w = self.w.device_combo.currentText(), self.w
+
+        def job():
+            for name in names:
+                try:
+                    image = proj.read_image(name)
+                    if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
+                        continue                      # volumes: the slice is only known when shown
+                    with w.predictor_lock:
+                        predictor = w.predictor(device)
+                        key = (predictor.model_hash, name)
+                        if key in self.embedded:
+                            continue
+                        predictor.set_image(image)
+                    yield key
+                except Exception as exc:  # a bad image must not stop the others; say so
+                    yield ("error", f"{name}: {exc}")
+
+        worker = create_worker(job)
+        worker.yielded.connect(self._got)
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        worker.start()
+
+    def _got(self, key) -> None:
+        if key[0] == "error":
+            self.w.status.setText(f"⚠ background embedding skipped {key[1]}")
+            return
+        self.embedded.add(key)
+        self.log.append(key[1])
+
+    def _finished(self) -> None:
+        self._worker = None
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+
+
+class BatchProposer:
+    """Propose on all not-accepted images of the project; one napari progress bar; Stop."""
+
+    def __init__(self, widget) -> None:
+        self.w = widget
+        self._worker = None
+        self._bar = None
+        self.done: list[str] = []
+        self.processed = 0
+        self.total = 0
+        self._stop_requested = False
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def start(self) -> str:
+        from ..model.text import split_prompts
+
+        w, panel = self.w, self.w.project_panel
+        proj = panel.project
+        if proj is None:
+            return "⚠ open a project first"
+        if self._worker is not None:
+            return "a batch is already running"
+        try:
+            prompts = split_prompts(w.prompt_edit.text())
+        except ValueError as exc:
+            return f"⚠ {exc}"
+        names = [r["name"] for r in proj.image_status() if r["status"] in ("unlabelled", "proposed")]
+        if not names:
+            return "Nothing to propose: every image has an accepted label."
+        from .widget import preload
+
+        preload()
+        classes, device, tau, version = panel.class_synonyms(), w.device_combo.currentText(), \
+            w.threshold.value() / 100, w.model_version
+        self.done, self.processed, self.total, self._stop_requested = [], 0, len(names), False
+        self._bar = progress(total=len(names), desc=f"PromptSeg: proposing {'; '.join(prompts)}")
+
+        def job():
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    image = proj.read_image(name)
+                    if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
+                        yield name, None, "a volume: open it and propose on a slice"
+                        continue
+                    with w.predictor_lock:
+                        predictor = w.predictor(device)
+                        mapped = map_prompts(prompts, classes, predictor.text)
+                        predictor.set_image(image)
+                        r = predictor.predict(unique_names(mapped), threshold=tau)
+                    yield name, (r, mean_entropy(r.probs), time.perf_counter() - t0, version), None
+                except (ValueError, RuntimeError, OSError) as exc:
+                    yield name, None, str(exc)
+
+        worker = create_worker(job)
+        worker.yielded.connect(self._got)
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        worker.start()
+        return f"Proposing on {len(names)} image(s) in the background …"
+
+    def _got(self, item) -> None:
+        from ..project import ProjectError
+
+        name, res, err = item
+        proj = self.w.project_panel.project
+        msg = ""
+        if res is not None and proj is not None:
+            r, unc, seconds, version = res
+            try:
+                proj.save_label(name, r.labels, r.prompts, "proposal", model_version=version,
+                                prompt="; ".join(r.prompts))
+                proj.set_uncertainty(name, unc, model_version=version)
+                self.done.append(name)
+            except ProjectError as exc:
+                err = str(exc)
+            msg = f"{name}: uncertainty {unc:.3f} ({seconds:.1f} s)"
+        self.processed += 1
+        if self._bar is not None and self._worker is not None:
+            self._bar.update(1)
+        self.w.project_panel.images.refresh()
+        if self._worker is None:            # a result queued behind the worker's finished signal
+            self.w.project_panel.images.batch_finished(self._summary())
+            return
+        self.w.project_panel.images.batch_note(
+            f"{len(self.done)}/{self.total} proposed" + (f" — {msg}" if msg else "")
+            + (f" — ⚠ {name}: {err}" if err else ""))
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._stop_requested = True
+            self._worker.quit()       # stops after the image in progress
+
+    def _finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._worker = None
+        self.w.project_panel.images.batch_finished(self._summary())
+
+    def _summary(self) -> str:
+        stopped = self._stop_requested and self.processed < self.total
+        return (f"{'Stopped' if stopped else 'Done'}: {len(self.done)}/{self.total} image(s) proposed; "
+                "Next now ranks them by uncertainty.")
