@@ -153,6 +153,10 @@ def effort_plot(rounds: list[dict], path: str | Path, title: str) -> Path | None
     a2.set_ylabel("Dice (%)")
     a2.legend(fontsize=8)
     a2.set_title("proposal quality")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
