@@ -69,6 +69,7 @@ def markdown_table(results: list[dict], baseline: str = "supervised", title: str
     rows = aggregate(results)
     base = next((r for r in rows if r["method"] == baseline), None)
     lines = [f"### {title}", ""] if title else []
+    lines += ["Scores in %, per image then averaged over the evaluation images; ± is the std over seeds.", ""]
     lines += ["| method | seeds | Dice | mIoU | Dice 224² | mIoU 224² | Δ Dice vs " + baseline + " | s / seed |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
