@@ -1,43 +1,161 @@
-"""Screenshots of the PromptSeg widget for docs/ (run under Xvfb: xvfb-run -a python ...)."""
+"""Screenshots of the PromptSeg widget for docs/ (run under Xvfb: xvfb-run -a python ...).
+
+    xvfb-run -a .venv/bin/python scripts/screenshots.py [propose] [project] [retrain]
+
+propose: a proposal on the brain and the nuclei sample (shipped default checkpoint).
+project: a project of the four nuclei tiles: Propose all, the image list with uncertainty,
+         Next, Refine with points and a box, a prompt mapped onto a class.
+retrain: a real `promptseg train` round from the dock (5 gold labels, so one is held out for
+         validation Dice), with the live plot and the rounds table.
+"""
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 
 
-def wait(pred, timeout=300):
+def wait(pred, timeout=600):
     t0 = time.time()
     while not pred() and time.time() - t0 < timeout:
         QApplication.processEvents()
         time.sleep(0.05)
+    if not pred():
+        raise TimeoutError("the widget did not finish in time")
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def settle(n=20):
+    for _ in range(n):
+        QApplication.processEvents()
+        time.sleep(0.05)
+
+
+def viewer_with_dock():
+    viewer = napari.Viewer()
+    viewer.window.resize(1500, 1000)
+    _, w = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    return viewer, w
+
+
+def propose(w, text):
+    w.prompt_edit.setText(text)
+    w.propose_btn.click()
+    wait(lambda: w._worker is None and w.propose_btn.isEnabled())
+    settle()
+    print(" ", w.status.text())
+
+
+def shot(viewer, name):
+    settle()
+    viewer.screenshot(str(OUT / name), canvas_only=False)
+    print("wrote", OUT / name)
+
+
+def scene_propose() -> None:
     for sample, prompt in [("brain", "thalamus; putamen; caudate; cerebellum"), ("nuclei", "nucleus")]:
-        viewer = napari.Viewer()
-        viewer.window.resize(1400, 900)
+        viewer, w = viewer_with_dock()
         viewer.open_sample("napari-promptseg", sample)
         for ly in viewer.layers:
             if ly.name.endswith("ground truth"):
                 ly.visible = False
-        _, w = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
-        w.prompt_edit.setText(prompt)
-        w.propose_btn.click()
-        wait(lambda: any(ly.name.endswith("promptseg") for ly in viewer.layers))
-        wait(lambda: w.propose_btn.isEnabled())
-        for _ in range(20):
-            QApplication.processEvents()
-            time.sleep(0.05)
-        viewer.screenshot(str(OUT / f"propose_{sample}.png"), canvas_only=False)
-        print(sample, w.status.text(), w.presence.text())
+        w.image_combo.setCurrentText([ly.name for ly in viewer.layers if not ly.name.endswith("truth")][0])
+        propose(w, prompt)
+        shot(viewer, f"propose_{sample}.png")
         viewer.close()
+
+
+def scene_project(root: Path) -> None:
+    from promptseg.io import load_sample
+    from promptseg.project import Project
+
+    sample = load_sample("nuclei")
+    with Project.create(root / "nuclei-project") as p:
+        for item in sample.items:
+            p.add_image(item.image, name=item.name)
+        p.add_class("nucleus")
+    viewer, w = viewer_with_dock()
+    panel, images = w.project_panel, w.project_panel.images
+    panel.path_edit.setText(str(root / "nuclei-project"))
+    panel.open_btn.click()
+    images.next_btn.click()
+    propose(w, "nucleus")                       # loads the model; the dock then embeds ahead
+    images.batch_btn.click()                    # Propose all: uncertainty for every image
+    wait(lambda: not w.batch.busy)
+    images.next_btn.click()                     # the most uncertain one
+    settle()
+    shot(viewer, "project_list.png")
+
+    # Refine the current image with two clicks inside nuclei, one outside and a box.
+    name = w.current.image if w.current else w.image_combo.currentText()
+    if w.current is None:
+        propose(w, "nucleus")
+    w.refine_panel.layers_btn.click()
+    lab = np.asarray(viewer.layers[f"{name} promptseg"].data)
+    ys, xs = np.nonzero(lab == 1) if (lab == 1).any() else (np.array([64]), np.array([64]))
+    viewer.layers[f"{name} points +"].add([[float(ys[0]), float(xs[0])], [float(ys[-1]), float(xs[-1])]])
+    viewer.layers[f"{name} points −"].add([[5.0, 5.0]])
+    viewer.layers[f"{name} box"].add_rectangles(np.array([[0.0, 0.0], [160.0, 160.0]]))
+    w.refine_panel.refine_btn.click()
+    wait(lambda: w.refine_panel._worker is None)
+    print(" ", w.refine_panel.info.text())
+    shot(viewer, "refine.png")
+
+    # A synonym typed as a prompt reuses the class.
+    for ly in [ly for ly in viewer.layers if ly.name.startswith(f"{name} ") and ly.name != f"{name} promptseg"]:
+        viewer.layers.remove(ly)
+    images.next_btn.click()
+    propose(w, "cell nucleus")
+    shot(viewer, "prompt_mapping.png")
+    viewer.close()
+
+
+def scene_retrain(root: Path) -> None:
+    from promptseg.io import load_sample
+    from promptseg.project import Project
+
+    sample = load_sample("nuclei")
+    with Project.create(root / "retrain-project") as p:
+        for i, item in enumerate(sample.items):  # 4 tiles split in quarters: 16 gold labels
+            for q in range(4):
+                y, x = 128 * (q // 2), 128 * (q % 2)
+                name = f"{item.name}_q{q}"
+                p.add_image(item.image[y:y + 128, x:x + 128], name=name)
+                if i < 2 or q < 2:
+                    p.save_label(name, (item.mask[y:y + 128, x:x + 128] > 0).astype(np.uint8), ["nucleus"], "gold")
+    viewer, w = viewer_with_dock()
+    panel = w.project_panel
+    panel.path_edit.setText(str(root / "retrain-project"))
+    panel.open_btn.click()
+    panel.steps.setValue(40)
+    panel.retrain_btn.click()
+    wait(lambda: panel.proc is None, timeout=1800)
+    print(" ", panel.info.text())
+    panel.images.next_btn.click()
+    propose(w, "nucleus")                       # the new model version answers
+    w.scroll_to(panel.retrain_box)
+    shot(viewer, "retrain_plot.png")
+    panel.monitor.setCurrentWidget(panel.rounds_table)
+    shot(viewer, "rounds_table.png")
+    viewer.close()
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    scenes = sys.argv[1:] or ["propose", "project", "retrain"]
+    root = Path(tempfile.mkdtemp(prefix="promptseg-shots-"))
+    if "propose" in scenes:
+        scene_propose()
+    if "project" in scenes:
+        scene_project(root)
+    if "retrain" in scenes:
+        scene_retrain(root)
     sys.exit(0)
 
 

@@ -7,6 +7,7 @@ previous model stays active.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 
@@ -18,6 +19,9 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxL
 from .drafts import delete_draft
 from .image_list import ImageList
 from .retrain_view import LossPlot, RoundsTable
+
+
+NICE = 10   # scheduling priority of the training process: annotation stays smooth on small machines
 
 
 class ProjectPanel(QGroupBox):
@@ -227,10 +231,13 @@ class ProjectPanel(QGroupBox):
         self.plot.reset()
         self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
-        self.proc.setProgram(sys.executable)
-        self.proc.setArguments(["-m", "promptseg.cli", "train", str(self.project.root),
-                                "--max-steps", str(self.steps.value()),
-                                "--device", self.owner.device_combo.currentText()])
+        cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),
+               "--max-steps", str(self.steps.value()), "--device", self.owner.device_combo.currentText()]
+        nice = shutil.which("nice")
+        if nice:   # the round yields the CPU to napari (nice execs, so Cancel's SIGTERM reaches the round)
+            cmd = [nice, "-n", str(NICE), *cmd]
+        self.proc.setProgram(cmd[0])
+        self.proc.setArguments(cmd[1:])
         self.proc.readyReadStandardOutput.connect(self._read)
         self.proc.finished.connect(self._finished)
         self.progress.setRange(0, self.steps.value())

@@ -10,6 +10,7 @@ import time
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 ROUND_COLUMNS = ("Round", "Date", "Labels", "Val Dice", "Status", "Model", "Edited")
@@ -17,13 +18,39 @@ BG, FG, LOSS, DICE = "#262930", "#d6d6d6", "#6fa8ff", "#ff6b81"   # napari dark 
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """Loss per step (left axis) and validation Dice (right axis) of the running round."""
+    """Loss per step (left axis) and validation Dice (right axis) of the running round.
+
+    Cheap on the GUI thread: fixed margins (no constrained layout), the two lines are updated
+    in place, and redraws are coalesced to at most one per ``MIN_REDRAW_S``."""
+
+    MIN_REDRAW_S = 0.5
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, layout="constrained", facecolor=BG)
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=BG)
         super().__init__(self.figure)
+        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.22, top=0.95)
         self.ax = self.figure.add_subplot(111)
         self.ax_dice = self.ax.twinx()
+        ax, ax2 = self.ax, self.ax_dice
+        ax.set_xlabel("step", fontsize=8, color=FG)
+        ax.set_ylabel("loss", fontsize=8, color=LOSS)
+        ax2.set_ylabel("val Dice", fontsize=8, color=DICE)
+        ax2.set_ylim(0, 1)
+        ax.set_facecolor(BG)
+        for a in (ax, ax2):
+            a.tick_params(labelsize=7, colors=FG)
+            for spine in a.spines.values():
+                spine.set_color("#5a5f6b")
+        (self._loss_line,) = ax.plot([], [], color=LOSS, lw=1.2)
+        (self._dice_line,) = ax2.plot([], [], "o-", color=DICE, ms=4)
+        self._dice_text = ax2.annotate("", (0, 0), fontsize=7, color=DICE, textcoords="offset points",
+                                       xytext=(-18, 5))
+        self._empty = ax.text(0.5, 0.5, "no round running yet", ha="center", va="center", fontsize=8,
+                              transform=ax.transAxes, color="gray")
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._redraw)
+        self._last_draw = 0.0
         self.setMinimumHeight(150)
         self.reset()
 
@@ -40,37 +67,34 @@ class LossPlot(FigureCanvasQTAgg):
             if math.isfinite(loss):
                 self.steps.append(int(ev["step"]))
                 self.loss.append(loss)
-                self._redraw()
+                self._schedule()
         elif kind == "eval" and ev.get("dice") is not None:
             step = int(ev.get("step", self.steps[-1] if self.steps else 0))
             self.dice.append((step, float(ev["dice"])))
-            self._redraw()
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            wait = max(0.0, self.MIN_REDRAW_S - (time.monotonic() - self._last_draw))
+            self._timer.start(int(wait * 1000))
 
     def _redraw(self) -> None:
-        ax, ax2 = self.ax, self.ax_dice
-        ax.clear()
-        ax2.clear()
-        ax2.yaxis.tick_right()                    # clear() puts a twin's axis back on the left
-        ax2.yaxis.set_label_position("right")
-        ax.set_xlabel("step", fontsize=8, color=FG)
-        ax.set_ylabel("loss", fontsize=8, color=LOSS)
-        ax2.set_ylabel("val Dice", fontsize=8, color=DICE)
-        ax2.set_ylim(0, 1)
-        ax.set_facecolor(BG)
-        for a in (ax, ax2):
-            a.tick_params(labelsize=7, colors=FG)
-            for spine in a.spines.values():
-                spine.set_color("#5a5f6b")
+        self._loss_line.set_data(self.steps, self.loss)
+        xs, ys = (list(v) for v in zip(*self.dice)) if self.dice else ([], [])
+        self._dice_line.set_data(xs, ys)
+        self._dice_text.set_text(f"{ys[-1]:.3f}" if ys else "")
+        if ys:
+            self._dice_text.xy = (xs[-1], ys[-1])
+        self._empty.set_visible(not self.loss and not self.dice)
+        all_x = self.steps + xs
+        if all_x:
+            lo, hi = min(all_x), max(all_x)
+            self.ax.set_xlim(lo - 0.5 if lo == hi else lo, hi + 0.5 if lo == hi else hi)
         if self.loss:
-            ax.plot(self.steps, self.loss, color=LOSS, lw=1.2)
-        if self.dice:
-            xs, ys = zip(*self.dice)
-            ax2.plot(xs, ys, "o-", color=DICE, ms=4)
-            ax2.annotate(f"{ys[-1]:.3f}", (xs[-1], ys[-1]), fontsize=7, color=DICE,
-                         textcoords="offset points", xytext=(-18, 5))
-        if not self.loss and not self.dice:
-            ax.text(0.5, 0.5, "no round running yet", ha="center", va="center", fontsize=8,
-                    transform=ax.transAxes, color="gray")
+            lo, hi = min(self.loss), max(self.loss)
+            pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
+            self.ax.set_ylim(lo - pad, hi + pad)
+        self._last_draw = time.monotonic()
         self.draw_idle()
 
 

@@ -129,6 +129,10 @@ class PromptSegWidget(QWidget):
         bind_shortcuts(self)
         self._watched_window = None
 
+    def scroll_to(self, section) -> None:
+        """Scroll the dock so ``section`` is visible."""
+        self._scroll.ensureWidgetVisible(section)
+
     def watch_window(self) -> None:
         """Watch the main window's Close event (called once docked, and whenever a proposal appears)."""
         top = self.window()
