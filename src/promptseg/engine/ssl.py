@@ -285,7 +285,9 @@ class SSLTrainer:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.sched.step()
-        ema_update(self.teacher, self.model, ema_alpha(self.step_count, cfg.ema))
+        # The teacher averages over at most about the last tenth of the round, so a short
+        # round's teacher does not lag far behind a student that is still improving.
+        ema_update(self.teacher, self.model, ema_alpha(self.step_count, min(cfg.ema, 1 - 10 / max(cfg.steps, 20))))
         self.step_count += 1
         out = {name: float(v.detach()) for name, v in losses.items()}
         out.update(step=self.step_count, lr=self.sched.get_last_lr()[0], unlabelled_weight=lam,
