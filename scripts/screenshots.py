@@ -97,11 +97,16 @@ def scene_project(root: Path) -> None:
     if w.current is None:
         propose(w, "nucleus")
     w.refine_panel.layers_btn.click()
-    lab = np.asarray(viewer.layers[f"{name} promptseg"].data)
-    ys, xs = np.nonzero(lab == 1) if (lab == 1).any() else (np.array([64]), np.array([64]))
-    viewer.layers[f"{name} points +"].add([[float(ys[0]), float(xs[0])], [float(ys[-1]), float(xs[-1])]])
-    viewer.layers[f"{name} points −"].add([[5.0, 5.0]])
-    viewer.layers[f"{name} box"].add_rectangles(np.array([[0.0, 0.0], [160.0, 160.0]]))
+    from scipy import ndimage
+
+    lab = np.asarray(viewer.layers[f"{name} promptseg"].data) == 1
+    comps, n = ndimage.label(lab)
+    sizes = ndimage.sum(lab, comps, range(1, n + 1)) if n else []
+    centres = [ndimage.center_of_mass(comps == i + 1) for i in np.argsort(sizes)[::-1][:2]] or [(64.0, 64.0)]
+    viewer.layers[f"{name} points +"].add([[float(y), float(x)] for y, x in centres])
+    bg = np.argwhere(~ndimage.binary_dilation(lab, iterations=15))
+    viewer.layers[f"{name} points −"].add([bg[len(bg) // 2].astype(float).tolist()])
+    viewer.layers[f"{name} box"].add_rectangles(np.array([[16.0, 16.0], [240.0, 240.0]]))
     w.refine_panel.refine_btn.click()
     wait(lambda: w.refine_panel._worker is None)
     print(" ", w.refine_panel.info.text())
@@ -122,18 +127,18 @@ def scene_retrain(root: Path) -> None:
 
     sample = load_sample("nuclei")
     with Project.create(root / "retrain-project") as p:
-        for i, item in enumerate(sample.items):  # 4 tiles split in quarters: 16 gold labels
-            for q in range(4):
-                y, x = 128 * (q // 2), 128 * (q % 2)
+        for i, item in enumerate(sample.items):  # quarters of the 4 tiles; 6 gold labels (1 held out)
+            for q in range(2):
+                y, x = 128 * q, 128 * q
                 name = f"{item.name}_q{q}"
                 p.add_image(item.image[y:y + 128, x:x + 128], name=name)
-                if i < 2 or q < 2:
+                if i < 3:
                     p.save_label(name, (item.mask[y:y + 128, x:x + 128] > 0).astype(np.uint8), ["nucleus"], "gold")
     viewer, w = viewer_with_dock()
     panel = w.project_panel
     panel.path_edit.setText(str(root / "retrain-project"))
     panel.open_btn.click()
-    panel.steps.setValue(40)
+    panel.steps.setValue(10)
     panel.retrain_btn.click()
     wait(lambda: panel.proc is None, timeout=1800)
     print(" ", panel.info.text())

@@ -134,7 +134,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     assert panel.progress.value() == 6
     assert panel.plot.steps[-1] == 6 and len(panel.plot.loss) == len(panel.plot.steps) >= 2   # live loss curve
     t = panel.rounds_table
-    assert t.rowCount() == 1 and t.item(0, 4).text() == "done" and t.item(0, 5).text() == "v2"
+    assert t.rowCount() == 1 and t.item(0, 3).text() == "done" and t.item(0, 4).text() == "v2"
 
     panel.steps.setValue(100000)
     panel.retrain_btn.click()
@@ -142,7 +142,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     panel.cancel_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=120_000)
     assert panel.events[-1]["event"] == "cancelled" and widget.model_version == 2
-    assert t.rowCount() == 2 and t.item(0, 4).text() == "cancelled" and t.item(0, 5).text() == ""
+    assert t.rowCount() == 2 and t.item(0, 3).text() == "cancelled" and t.item(0, 4).text() == ""
 
     # Rollback: pick v1 in the model combo; the project and the widget both switch.
     assert [panel.versions.itemData(i) for i in range(panel.versions.count())] == [1, 2]

@@ -32,7 +32,7 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     val = [e["dice"] for e in panel.events if e["event"] == "eval"][0]
     assert panel.plot.dice == [(10, pytest.approx(val))]
     row = [panel.rounds_table.item(0, j).text() for j in range(panel.rounds_table.columnCount())]
-    assert row[2] == "4 + 1 val" and row[3] == f"{val:.3f}" and row[4] == "done" and row[5] == "v2"
+    assert row[1] == "4+1" and row[2] == f"{val:.3f}" and row[3] == "done" and row[4] == "v2"
     # The model combo and the table agree; the table comes back from the project alone.
     assert panel.versions.itemText(panel.versions.currentIndex()).startswith("v2")
     panel.rounds_table.setRowCount(0)

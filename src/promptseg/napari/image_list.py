@@ -91,7 +91,8 @@ class ImageList(QWidget):
                 if j == 2:
                     item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
                     if u is not None:
-                        item.setToolTip(f"mean binary entropy of model v{r['model_version'] or '-'}'s probabilities")
+                        who = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
+                        item.setToolTip(f"mean binary entropy of {who}'s probabilities")
                 self.table.setItem(i, j, item)
 
     # -- batch propose ----------------------------------------------------------------------
@@ -229,6 +230,9 @@ class ImageList(QWidget):
                                          metadata={"project_image": name, "promptseg_opened": True})
             w.image_combo.setCurrentText(name)
             viewer.layers.selection.active = layer
+            w.presence.setText("")
+            w.refine_panel.info.setText("")
+            w.status.setText(f"Opened {name}.")
             note += self._restore(rec, layer)
         except (ProjectError, OSError, ValueError) as exc:
             self._say(f"⚠ could not open {name}: {exc}")

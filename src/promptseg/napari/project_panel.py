@@ -131,7 +131,8 @@ class ProjectPanel(QGroupBox):
         self.images.refresh()
         self.rounds_table.refresh(self.project)
         s = self.project.summary()
-        self.info.setText(f"{s['images']} images, {s['labelled']} labelled, model v{s['active_model'] or '-'}")
+        model = f"model v{s['active_model']}" if s["active_model"] else "default model"
+        self.info.setText(f"{s['images']} images, {s['labelled']} labelled, {model}")
 
     def class_colors(self) -> dict[str, str]:
         return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}

@@ -186,7 +186,8 @@ class RefinePanel(QGroupBox):
         if p is not w.current or p.layer not in w.viewer.layers:
             self.info.setText("⚠ the image changed while refining; result dropped")
             return
-        show_labels(w.viewer, p.layer, r.labels, r.prompts, r.presence, metadata={"refined": True})
+        show_labels(w.viewer, p.layer, r.labels, r.prompts, r.presence, metadata={"refined": True},
+                    known_colors=w.project_panel.class_colors())
         p.probs, p.presence, p.fixed = r.probs, r.presence, None
         p.refine = {"points": None if points is None else points.tolist(), "box": box,
                     "exemplars": {k: len(v) for k, v in (ex or {}).items()}}

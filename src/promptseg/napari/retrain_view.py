@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-ROUND_COLUMNS = ("Round", "Date", "Labels", "Val Dice", "Status", "Model", "Edited")
+ROUND_COLUMNS = ("When", "Labels", "Dice", "Status", "Model", "Edited")
 BG, FG, LOSS, DICE = "#262930", "#d6d6d6", "#6fa8ff", "#ff6b81"   # napari dark theme colours
 
 
@@ -35,7 +35,7 @@ class LossPlot(FigureCanvasQTAgg):
         ax.set_xlabel("step", fontsize=8, color=FG)
         ax.set_ylabel("loss", fontsize=8, color=LOSS)
         ax2.set_ylabel("val Dice", fontsize=8, color=DICE)
-        ax2.set_ylim(0, 1)
+        ax2.set_ylim(-0.04, 1.04)
         ax.set_facecolor(BG)
         for a in (ax, ax2):
             a.tick_params(labelsize=7, colors=FG)
@@ -109,8 +109,14 @@ class RoundsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.setMinimumHeight(90)
-        self.setToolTip("Edited: mean fraction of pixels annotators changed in the proposals of that "
-                        "round's model (lower = the model helps more)")
+        self.setToolTip("When: round start (month-day time). Labels: training + held-out labels. Dice: "
+                        "validation Dice. Edited: mean fraction of pixels annotators changed in the proposals "
+                        "of that round's model (lower = the model helps more)")
+        self.verticalHeader().setDefaultSectionSize(22)
+        font = self.font()
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))
+        self.setFont(font)
+        self.horizontalHeader().setFont(font)
 
     def refresh(self, project) -> None:
         rounds = project.rounds() if project is not None else []
@@ -123,10 +129,10 @@ class RoundsTable(QTableWidget):
         for i, r in enumerate(reversed(rounds)):          # newest first
             cfg, m = r.config, r.metrics
             labels = cfg.get("labelled")
-            used = "" if labels is None else f"{labels}" + (f" + {cfg['val']} val" if cfg.get("val") else "")
+            used = "" if labels is None else f"{labels}" + (f"+{cfg['val']}" if cfg.get("val") else "")
             dice = m.get("val_dice")
             e = edits.get(r.model_version) if r.model_version is not None else None
-            cells = (str(r.id), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), used,
+            cells = (time.strftime("%m-%d %H:%M", time.localtime(r.started)), used,
                      "" if dice is None else f"{dice:.3f}", r.status,
                      "" if r.model_version is None else f"v{r.model_version}",
                      "" if not e else f"{100 * sum(e) / len(e):.1f}% ({len(e)})")

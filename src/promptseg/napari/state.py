@@ -53,5 +53,6 @@ def suggest_next(rows: list[dict], exclude: str | None = None) -> tuple[dict | N
         return r, (f"{r['name']}: not yet scored by the model ({len(unscored)} unscored, "
                    f"{len(todo)} not accepted)")
     r = max(todo, key=lambda r: r["uncertainty"])
+    model = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
     return r, (f"{r['name']}: highest uncertainty {r['uncertainty']:.3f} "
-               f"(mean entropy of model v{r['model_version'] or '-'}) among {len(todo)} not accepted")
+               f"(mean entropy of {model}) among {len(todo)} not accepted")

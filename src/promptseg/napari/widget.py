@@ -163,6 +163,8 @@ class PromptSegWidget(QWidget):
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt name)
         if event.type() == QEvent.Close:
             self._stash()
+            self.prefetcher.stop()        # background work ends with the window
+            self.batch.stop()
         return False
 
     # -- layers ------------------------------------------------------------------------
@@ -264,14 +266,15 @@ class PromptSegWidget(QWidget):
         r, uncertainty, mapped = result
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
-        show_labels(self.viewer, out, r.labels, r.prompts, r.presence,
+        show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.project_panel.class_colors(),
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
                     metadata={"image": name, "prompt": prompt, "model": self._predictor.info.get("version")})
         self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100)
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
-        self.status.setText(f"Proposed {'; '.join(m.describe() for m in mapped)} on {name} in {seconds:.1f} s "
+        names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
+        self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
                             f"(uncertainty {uncertainty:.3f}).")
         self.history.append(self.prompt_edit.text())
         self.project_panel.register_prompts(mapped)
