@@ -45,6 +45,7 @@ class _Embedded:
     shape: tuple[int, int]
     sha: str
     image01: np.ndarray = field(repr=False)
+    pix: torch.Tensor | None = field(default=None, repr=False)   # grounding pixel features, lazily
 
 
 def resolve_device(device: str | None) -> str:
@@ -195,7 +196,9 @@ class Predictor:
         k, t = len(names), cur.grid.n_tiles
         pb = prompt_batch(embs, [p.laterality for p in parsed], t, self.device)
         self._add_spatial_prompts(pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names)
-        probs, presence = decode_probs(self.model, cur.emb, cur.grid, pb, k)
+        if cur.pix is None and self.model.cfg.grounding_prompt:
+            cur.pix = self.model.grounding.pixel_features(cur.emb)   # prompt-independent: once per image
+        probs, presence = decode_probs(self.model, cur.emb, cur.grid, pb, k, pix=cur.pix)
         size = cur.grid.tile
         g = None
         if grounding:

@@ -76,17 +76,19 @@ class PromptSegModel(nn.Module):
         with torch.no_grad():
             return self.backbone(tiles)
 
-    def grounding_logits(self, emb: torch.Tensor, pb: PromptBatch) -> torch.Tensor:
-        """Per-query text-similarity logits (N, h, w) on the query's own tile."""
-        pix = self.grounding.pixel_features(emb)[pb.image_index]
+    def grounding_logits(self, emb: torch.Tensor, pb: PromptBatch, pix: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-query text-similarity logits (N, h, w) on the query's own tile. ``pix``: the
+        tiles' grounding pixel features if already computed (they do not depend on the prompt)."""
+        pix = (self.grounding.pixel_features(emb) if pix is None else pix)[pb.image_index]
         txt = self.grounding.text_features(pb.text_pooled)
         return self.grounding.scale * torch.einsum("ndhw,nd->nhw", pix, txt) + self.grounding.bias
 
-    def decode(self, emb: torch.Tensor, pb: PromptBatch, pe: torch.Tensor | None = None) -> DecoderOutput:
+    def decode(self, emb: torch.Tensor, pb: PromptBatch, pe: torch.Tensor | None = None,
+               pix: torch.Tensor | None = None) -> DecoderOutput:
         if pb.mask_prompt is None and self.cfg.grounding_prompt:
             # The grounding map is a cheap class-aware prior; the decoder refines it (DuSSS's
             # text-guided mask as a dense prompt). Upsampled to the decoder's mask-input size.
-            g = self.grounding_logits(emb, pb)[:, None]
+            g = self.grounding_logits(emb, pb, pix)[:, None]
             pb = PromptBatch(**{**vars(pb), "mask_prompt": F.interpolate(g, scale_factor=4.0, mode="bilinear",
                                                                          align_corners=False)})
         if pe is None:
