@@ -153,3 +153,22 @@ def test_closing_the_window_saves_a_draft(make_napari_viewer, qtbot, tmp_path):
     assert (project / "drafts" / "im.npz").is_file()
     with np.load(project / "drafts" / "im.npz") as z:
         assert np.array_equal(z["edited"], layer.data)
+
+
+def test_propose_again_never_overwrites_edits(make_napari_viewer, qtbot, tmp_path):
+    project = tiny_project(tmp_path)
+    viewer, widget = open_dock(make_napari_viewer, project)
+    viewer.add_image(np.random.default_rng(5).random((40, 40)).astype(np.float32), name="im")
+    widget.project_panel.images.add_layers_btn.click()
+    propose(widget, qtbot)
+    layer = viewer.layers["im promptseg"]
+    edited = np.zeros_like(layer.data)
+    edited[10:20, 10:20] = 1
+    layer.data = edited
+    widget.propose_btn.click()
+    assert "has edits" in widget.status.text() and widget._worker is None
+    assert np.array_equal(layer.data, edited)
+    viewer.layers.remove(layer)                     # deleting the layer keeps the edits as a draft
+    assert (project / "drafts" / "im.npz").is_file()
+    propose(widget, qtbot)                          # and a fresh proposal is allowed
+    assert "im promptseg" in viewer.layers

@@ -215,6 +215,10 @@ class PromptSegWidget(QWidget):
         except ValueError as exc:
             self.status.setText(f"⚠ {exc}")
             return
+        if self.current is not None and self.current.image == name and self.unsaved_edits() is not None:
+            self.status.setText("⚠ the layer has edits: Accept them first, or delete the layer to propose "
+                                "again (with a project open its edits are kept as a draft)")
+            return
         device = self.device_combo.currentText()
         tau = self.threshold.value() / 100
         classes = self.project_panel.class_synonyms()
