@@ -145,6 +145,8 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
             per_epoch = math.ceil(sum(it.emb.shape[0] for it in train) / 2)
             steps = min(steps, max(1, int(epochs * per_epoch))) if max_steps else max(1, int(epochs * per_epoch))
         cfg = method_config(method, steps, seed)
+        if active is not None:   # fine-tuning a trained model: a from-scratch lr can wreck it in a few steps
+            cfg.supervised.lr = min(cfg.supervised.lr, 3e-4)
         round_id = proj.start_round({"stage": 2, "method": method, "ssl": cfg.to_dict(), "labelled": len(train),
                                      "unlabelled": len(unlabelled), "val": len(val), "world_size": world,
                                      "parent": active.version if active else None}) if rank == 0 else 0
