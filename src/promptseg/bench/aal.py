@@ -25,7 +25,7 @@ from ..model.segmenter import ModelConfig
 from .data import SegImage
 from .methods import SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .monuseg import fresh_model, prepare
-from .report import run_environment, write_results
+from .report import finish_bar_plot, run_environment, write_results
 
 MRICRON = Path("/usr/share/mricron/templates")
 PLANES = ("axial", "coronal", "sagittal")
@@ -191,9 +191,4 @@ def aal_plot(results: list[dict], classes: list[str], path: str | Path, title: s
     ax.set_xticklabels(classes + ["mean"], rotation=35, ha="right")
     ax.set_ylabel("Dice (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return finish_bar_plot(fig, ax, title, path)

@@ -103,6 +103,13 @@ def bar_plot(results: list[dict], path: str | Path, title: str, keys: tuple[str,
     ax.set_ylabel("score (%)")
     lo = min(100 * r[k] for r in rows for k in keys)
     ax.set_ylim(max(0.0, lo - 15), 100)
+    return finish_bar_plot(fig, ax, title, path)
+
+
+def finish_bar_plot(fig, ax, title: str, path: str | Path) -> Path:
+    """Title, legend, layout; write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
