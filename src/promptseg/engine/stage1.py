@@ -157,7 +157,10 @@ def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: 
     qi = torch.tensor(q_img, device=device)
     qc = torch.tensor(q_cls, device=device)
     pb = PromptBatch(qi, pooled[qc], tokens[qc], tmask[qc], lat[qc])
-    out = model.decode(embs, pb, pe)
+    # Grounding: class similarity maps on the token grid; its pixel features also feed the
+    # decoder's dense prompt, so they are computed once.
+    g_logits, pix, txt = model.grounding(embs, pooled)
+    out = model.decode(embs, pb, pe, pix=pix)
     target = (glob[qi] == (qc + 1)[:, None, None]).float()
     valid = (glob[qi] >= 0).float()
     logits = out.mask_logits
@@ -167,8 +170,6 @@ def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: 
     losses = {"seg": dice_bce_loss(logits, target, valid)}
     losses["presence"] = F.binary_cross_entropy_with_logits(out.presence_logit.float(), present_q)
     zero = logits.sum() * 0.0
-    # Grounding: class similarity maps on the token grid.
-    g_logits, pix, txt = model.grounding(embs, pooled)
     onehot = torch.stack([(glob == k + 1).float() for k in range(n_cls)], 1)       # (B,K,H,W)
     on_grid = F.adaptive_avg_pool2d(onehot, g_logits.shape[-2:])                      # area fractions
     present = on_grid.flatten(2).amax(2) > 0
