@@ -29,6 +29,14 @@ from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 
 
+def overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        k, v = p.split("=", 1)
+        out[k] = v.lower() == "true" if v.lower() in ("true", "false") else float(v) if "." in v else int(v)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -36,6 +44,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--labelled", type=float, default=0.25)
     ap.add_argument("--cache", default="/tmp/monu_cache")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="SSLConfig overrides, e.g. teacher_views=4 w_exemplar=0.5")
     a = ap.parse_args()
     root = Path(a.data)
     rows = list(csv.DictReader(open(root / "captions.csv")))
@@ -53,7 +63,7 @@ def main() -> None:
     lab = [make_item(n, data[n][1], data[n][2], data[n][0].astype(int), ["nucleus"], ["nucleus"]) for n in lab_names]
     unl = [UnlabelledItem(n, data[n][1]) for n in train if n not in lab_names]
     prompts = class_prompts(["nucleus"], TextEncoder(base.cfg.text_model))
-    tr = SSLTrainer(base, lab, unl, prompts, method_config(a.method, a.steps))
+    tr = SSLTrainer(base, lab, unl, prompts, method_config(a.method, a.steps, **overrides(a.set)))
     t0 = time.time()
     while tr.step_count < a.steps:
         d = tr.step()
@@ -65,7 +75,7 @@ def main() -> None:
         return float(np.mean([dice(predict_labels(model, data[n][1], data[n][2], prompts.embs,
                                                   prompts.laterality)[0] > 0, data[n][0]) for n in val]))
 
-    print(f"RESULT {a.method} steps {a.steps} student {held_out(tr.model):.4f} teacher {held_out(tr.teacher):.4f} "
+    print(f"RESULT {a.method} {' '.join(a.set)} steps {a.steps} student {held_out(tr.model):.4f} teacher {held_out(tr.teacher):.4f} "
           f"train_seconds {time.time() - t0:.0f}", flush=True)
 
 

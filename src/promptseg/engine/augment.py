@@ -48,6 +48,17 @@ def apply_geometry(x: torch.Tensor, geo: Geometry, size: int | None = None, near
     return y
 
 
+def invert_geometry(y: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Undo the rotation and flip of ``geo`` on the last two dims (scale 1 only)."""
+    if geo.flip:
+        y = torch.flip(y, dims=(-1,))
+    return torch.rot90(y, -geo.rot90, dims=(-2, -1)) if geo.rot90 else y
+
+
+# The dihedral views a test-time-augmented teacher averages over, identity first.
+D4_VIEWS = tuple(Geometry(r, f) for f in (False, True) for r in range(4))
+
+
 def scaled_side(side: int, geo: Geometry, maximum: int, minimum: int = 4) -> int:
     """Side of a scaled crop, at most ``maximum`` (the tile's token grid: positional
     encodings exist only for that many positions)."""

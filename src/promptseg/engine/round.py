@@ -49,18 +49,24 @@ def _dist_setup(device: str) -> tuple[int, int, str]:
 
 def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
     from .augment import photometric_view
+    from .dataset import volume_slice_indices
     from .ssl import UnlabelledItem
 
     recs = proj.unlabelled_images()
     out = []
     for i, rec in enumerate(recs):
         image = proj.read_image(rec)
-        emb, _ = cache.get(image, rec.sha256)
-        strong = None
-        if strong_views > 0:   # one photometric view per image, reproducible per image and seed
-            rng = np.random.default_rng([seed, int(rec.sha256[:8], 16)])
-            strong, _ = cache.get(photometric_view(image, rng))
-        out.append(UnlabelledItem(rec.name, emb, strong))
+        if len(rec.spatial_shape) == 3:   # a volume: some evenly spaced slices
+            views = [(f"{rec.name}[{z}]", image[z], None) for z in volume_slice_indices(len(image))]
+        else:
+            views = [(rec.name, image, rec.sha256)]
+        for name, img, sha in views:
+            emb, _ = cache.get(img, sha)
+            strong = None
+            if strong_views > 0:   # one photometric view per image, reproducible per image and seed
+                rng = np.random.default_rng([seed, int(rec.sha256[:8], 16)])
+                strong, _ = cache.get(photometric_view(img, rng))
+            out.append(UnlabelledItem(name, emb, strong))
         progress(i + 1, len(recs), rec.name)
     return out
 

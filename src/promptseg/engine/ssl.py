@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..model.decoder import PromptBatch
 from ..model.losses import dice_bce_loss, text_guided_loss
 from ..model.segmenter import PromptSegModel
-from .augment import Geometry, apply_geometry, scaled_side, strong_features
+from .augment import D4_VIEWS, Geometry, apply_geometry, invert_geometry, scaled_side, strong_features
 from .exemplars import TemplateBank, global_feature
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
 from .stage1 import ClassPrompts, LossWeights, TrainConfig, TrainItem, _sample_crop, stage1_losses
@@ -53,6 +53,7 @@ class SSLConfig:
     warmup: float = 0.2                # fraction of the steps on labelled data only (the teacher needs a start)
     ramp_steps: int = 0                # 0 -> a third of the steps, counted after the warm-up
     confidence: float = 0.75
+    teacher_views: int = 1             # dihedral views the teacher's logits are averaged over (1 = none)
     geometric: bool = True
     scale_range: tuple[float, float] = (0.8, 1.25)
     noise: float = 0.1
@@ -238,11 +239,22 @@ class SSLTrainer:
         return full, has
 
     @torch.no_grad()
+    def teacher_logits(self, weak: torch.Tensor, pb: PromptBatch, pe: torch.Tensor) -> torch.Tensor:
+        """The teacher's mask logits, averaged over ``teacher_views`` dihedral views of the
+        crop (each mapped back): an ensemble whose pseudo labels are better than one pass."""
+        views = D4_VIEWS[:max(1, min(self.cfg.teacher_views, len(D4_VIEWS)))]
+        z = 0.0
+        for geo in views:
+            out = self.teacher.decode(apply_geometry(weak, geo), pb, pe).mask_logits.float()
+            z = z + invert_geometry(out, geo)
+        return z / len(views)
+
+    @torch.no_grad()
     def pseudo_labels(self, weak: torch.Tensor, items, pb: PromptBatch, pe: torch.Tensor):
         """Fused logits (N, H, W), the grounding logits, and what each expert contributed."""
         cfg = self.cfg
         t = self.teacher
-        z_t = t.decode(weak, pb, pe).mask_logits.float()
+        z_t = self.teacher_logits(weak, pb, pe)
         size = z_t.shape[-2:]
         z_g = F.interpolate(t.grounding_logits(weak, pb)[:, None].float(), size=size, mode="bilinear",
                             align_corners=False)[:, 0]

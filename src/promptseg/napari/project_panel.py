@@ -196,8 +196,14 @@ class ProjectPanel(QGroupBox):
             return
         fg = [dice(proposal == k + 1, final == k + 1) for k in range(len(p.prompts))
               if (proposal == k + 1).any() or (final == k + 1).any()]
+        image_layer = viewer.layers[p.image] if p.image in viewer.layers else None
+        # A slice of a volume is stored as its own 2-D image; a volume keeps its voxel spacing.
+        name = p.image if p.slice_index is None else f"{p.image}-z{p.slice_index:03d}"
+        spacing = None
+        if image_layer is not None and not image_layer.rgb:
+            spacing = tuple(float(v) for v in image_layer.scale[-final.ndim:])
         try:
-            rec = self.project.add_image(p.image_array, name=p.image)
+            rec = self.project.add_image(p.image_array, name=name, spacing=spacing)
             if p.saved_proposal is None or not np.array_equal(p.saved_proposal, proposal):
                 self.project.save_label(rec, proposal, p.prompts, "proposal", model_version=p.model_version,
                                         prompt=p.prompt)
@@ -211,11 +217,10 @@ class ProjectPanel(QGroupBox):
             return
         p.accepted = final
         delete_draft(self.project.root, p.image)
-        image_layer = viewer.layers[p.image] if p.image in viewer.layers else None
-        if image_layer is not None:
+        if image_layer is not None and p.slice_index is None:
             image_layer.metadata["project_image"] = rec.name
         self.show_summary()
-        self.info.setText(self.info.text() + f" — accepted {p.image} (v{lab.version}, "
+        self.info.setText(self.info.text() + f" — accepted {rec.name} (v{lab.version}, "
                           f"{100 * lab.edited_fraction:.1f}% of pixels edited)")
         if self.next_after_accept.isChecked():
             self.images.next_image()

@@ -14,10 +14,10 @@ class Proposal:
     layer: str                       # name of the Labels layer
     image: str                       # image name (= project image name when in a project)
     prompts: list[str]
-    image_array: np.ndarray          # the 2-D image (slice) the proposal is for
-    probs: np.ndarray | None = None  # (K, H, W)
+    image_array: np.ndarray          # the 2-D image (slice) or the 3-D volume the proposal is for
+    probs: np.ndarray | None = None  # (K, H, W) or (K, Z, H, W)
     presence: np.ndarray | None = None
-    fixed: np.ndarray | None = None  # (H, W) proposal label map when probs is None
+    fixed: np.ndarray | None = None  # proposal label map when probs is None
     model_version: int | None = None
     prompt: str = ""
     tau: float = 0.5                 # threshold the layer was merged at
@@ -25,6 +25,7 @@ class Proposal:
     saved_proposal: np.ndarray | None = None  # proposal label map already stored in the project
     accepted: np.ndarray | None = None        # label map last accepted (stored) for this image
     refine: dict | None = None                # points / box / exemplars of the last Refine
+    slice_index: int | None = None            # for a proposal on one slice of a volume (axis 0)
 
     def labels(self, tau: float | None = None) -> np.ndarray:
         tau = self.tau if tau is None else tau

@@ -27,6 +27,7 @@ from .refine import RefinePanel
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal, mean_entropy
+from .volume_panel import VolumePanel
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +97,7 @@ class PromptSegWidget(QWidget):
         self.model_version: int | None = None
         self.project_panel = ProjectPanel(self)
         self.refine_panel = RefinePanel(self)
+        self.volume_panel = VolumePanel(self)
         self.keys_help = QLabel(help_text())
         self.keys_help.setWordWrap(True)
         self.keys_help.setStyleSheet("color: gray")
@@ -104,7 +106,7 @@ class PromptSegWidget(QWidget):
         lay = QVBoxLayout(inner)
         lay.setContentsMargins(2, 2, 2, 2)
         for section in (self.project_panel, box, self.presence, self.status, self.refine_panel,
-                        self.project_panel.accept_box, self.project_panel.retrain_box, self.keys_help):
+                        self.volume_panel, self.project_panel.accept_box, self.project_panel.retrain_box, self.keys_help):
             lay.addWidget(section)
         lay.addStretch(1)
         scroll = QScrollArea()
@@ -165,6 +167,7 @@ class PromptSegWidget(QWidget):
             self._stash()
             self.prefetcher.stop()        # background work ends with the window
             self.batch.stop()
+            self.volume_panel.stop()
         return False
 
     # -- layers ------------------------------------------------------------------------
@@ -270,12 +273,16 @@ class PromptSegWidget(QWidget):
         r, uncertainty, mapped = result
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
+        if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
+            self.current = None      # a volume proposal replaced by a slice proposal: not a draft
+            self.viewer.layers.remove(out)
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.project_panel.class_colors(),
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
                     metadata={"image": name, "prompt": prompt, "model": self._predictor.info.get("version")})
         self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
-                                tau=self.threshold.value() / 100)
+                                tau=self.threshold.value() / 100,
+                                slice_index=self._slice_index(image_layer))
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
         names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
         self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
@@ -290,10 +297,13 @@ class PromptSegWidget(QWidget):
     # -- used by the project panel --------------------------------------------------------
     def _image_for(self, layer) -> np.ndarray:
         data = np.asarray(layer.data)
-        if data.ndim == 3 and not layer.rgb:
-            z = int(self.viewer.dims.current_step[0])
-            data = data[min(max(z, 0), data.shape[0] - 1)]
-        return data
+        z = self._slice_index(layer)
+        return data if z is None else data[z]
+
+    def _slice_index(self, layer) -> int | None:
+        if np.ndim(layer.data) == 3 and not layer.rgb:
+            return min(max(int(self.viewer.dims.current_step[0]), 0), layer.data.shape[0] - 1)
+        return None
 
     def proposal_labels(self) -> np.ndarray:
         """The current proposal's label map as shown (before any edit)."""

@@ -1,0 +1,101 @@
+"""3-D volumes, one slice at a time: propose on every slice, propagate from annotated slices.
+
+Plain numpy + a Predictor (no Qt), used by the napari dock and usable from scripts. Both
+work along any axis and yield after every slice, so a caller can show progress and stop.
+
+Propagation: the annotator's slices (seeds) stay as they are; every other slice is decoded
+with the text prompts plus, as a dense mask prompt, the labels of its neighbour on the side of
+the nearest seed, walking outwards from each seed. A slice between two seeds takes the nearer one.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import ContextManager, Iterator, Sequence
+
+import numpy as np
+
+
+def volume_slices(volume: np.ndarray, axis: int) -> int:
+    if np.ndim(volume) != 3:
+        raise ValueError(f"a volume must be 3-D (slices, rows, columns), got shape {np.shape(volume)}")
+    if not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    return int(np.shape(volume)[axis])
+
+
+def take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(np.asarray(volume), index, axis=axis)
+
+
+@dataclass
+class SliceResult:
+    index: int           # slice number along the axis
+    done: int            # slices finished so far (for a progress bar)
+    total: int
+    labels: np.ndarray   # (H, W) int32 label map of this slice
+    probs: np.ndarray | None = None     # (K, H, W) float16, for proposals
+    presence: np.ndarray | None = None  # (K,)
+
+
+def propose_slices(predictor, volume: np.ndarray, prompts: Sequence[str], axis: int = 0,
+                   threshold: float | None = None, lock: ContextManager | None = None) -> Iterator[SliceResult]:
+    """Text-prompt proposal on every slice along ``axis``, in order. ``lock`` is held around
+    each slice's set_image + predict (a predictor shared with other threads)."""
+    n = volume_slices(volume, axis)
+    for z in range(n):
+        with lock or contextlib.nullcontext():
+            predictor.set_image(take_slice(volume, axis, z))
+            r = predictor.predict(list(prompts), threshold=threshold)
+        yield SliceResult(z, z + 1, n, r.labels.astype(np.int32), r.probs.astype(np.float16), r.presence)
+
+
+def propagation_order(n: int, seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """(slice, neighbour it is prompted from) for every non-seed slice, each after its
+    neighbour: slices are taken by distance to the nearest seed, ties to the lower seed."""
+    seeds = sorted(set(int(s) for s in seeds))
+    if not seeds:
+        raise ValueError("annotate at least one slice before propagating")
+    if seeds[0] < 0 or seeds[-1] >= n:
+        raise ValueError(f"seed slices {seeds} outside 0..{n - 1}")
+    order = []
+    for z in range(n):
+        if z in seeds:
+            continue
+        dist, seed = min((abs(z - s), s) for s in seeds)
+        order.append((dist, z, z - 1 if seed < z else z + 1))
+    return [(z, src) for _, z, src in sorted(order)]
+
+
+def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence[int],
+              prompts: Sequence[str], axis: int = 0, threshold: float | None = None,
+              lock: ContextManager | None = None) -> Iterator[SliceResult]:
+    """Fill every non-seed slice of ``labels`` (values 0..len(prompts)) from the seeds outwards.
+    ``labels`` is not modified; each yielded result is one finished slice."""
+    n = volume_slices(volume, axis)
+    if np.shape(labels) != np.shape(volume):
+        raise ValueError(f"labels shape {np.shape(labels)} differs from the volume's {np.shape(volume)}")
+    k = len(prompts)
+    out = np.moveaxis(np.array(labels, dtype=np.int32), axis, 0)
+    if out.min() < 0 or out.max() > k:
+        raise ValueError(f"label values must be 0..{k} for the classes {', '.join(prompts)}")
+    order = propagation_order(n, seeds)
+    for done, (z, src) in enumerate(order, 1):
+        prev = out[src]
+        prompt = np.stack([(prev == c + 1) for c in range(k)]).astype(np.float32)
+        with lock or contextlib.nullcontext():
+            predictor.set_image(take_slice(volume, axis, z))
+            r = predictor.predict(list(prompts), threshold=threshold, mask_prompt=prompt)
+        out[z] = r.labels
+        yield SliceResult(z, done, len(order), out[z].copy(), r.probs.astype(np.float16), r.presence)
+
+
+def annotated_slices(labels: np.ndarray, proposal: np.ndarray | None, axis: int = 0) -> list[int]:
+    """Slices the annotator worked on: those that differ from the proposal, or, without a
+    proposal, those with any label."""
+    lab = np.moveaxis(np.asarray(labels), axis, 0)
+    if proposal is None:
+        return [int(z) for z in np.flatnonzero(lab.reshape(len(lab), -1).any(1))]
+    prop = np.moveaxis(np.asarray(proposal), axis, 0)
+    diff = (lab != prop).reshape(len(lab), -1).any(1)
+    return [int(z) for z in np.flatnonzero(diff)]

@@ -1,0 +1,252 @@
+"""3-D section of the dock: propose on every slice of a volume, or propagate annotated slices.
+
+Propose (Shift+P) works on the slice on screen; here "All slices" proposes along the chosen
+axis and "Propagate" fills the other slices from the ones the annotator drew or corrected
+(engine/volume.py). Both run in a worker thread, one slice at a time, with a napari progress
+bar and Stop; the result is one 3-D Labels layer that Accept stores as the volume's label.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from .class_map import map_prompts, unique_names
+from .layers import show_labels
+from .state import Proposal, mean_entropy
+
+
+class VolumePanel(QGroupBox):
+    def __init__(self, owner) -> None:
+        super().__init__("3D volume")
+        self.owner = owner
+        self._worker = None
+        self._bar = None
+        self._stopped = False
+        self.axis = QComboBox()
+        self.axis.addItems(["axis 0", "axis 1", "axis 2"])
+        self.axis.setToolTip("Slices are taken along this axis of the volume (axis 0 = napari's slider)")
+        self.all_btn = QPushButton("All slices")
+        self.all_btn.setToolTip("Propose the typed classes on every slice along the axis")
+        self.propagate_btn = QPushButton("Propagate")
+        self.propagate_btn.setToolTip("Keep the slices you drew or corrected; fill the others from them, "
+                                      "slice by slice, with the typed classes")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        self.note = QLabel("For a 3-D image: Propose works on the slice on screen.")
+        self.note.setWordWrap(True)
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        for w in (self.axis, self.all_btn, self.propagate_btn, self.stop_btn):
+            h.addWidget(w)
+        lay = QVBoxLayout(self)
+        lay.addWidget(row)
+        lay.addWidget(self.note)
+        self.all_btn.clicked.connect(self.propose_all)
+        self.propagate_btn.clicked.connect(self.propagate)
+        self.stop_btn.clicked.connect(self.stop)
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    # -- inputs --------------------------------------------------------------------------
+    def _volume(self):
+        from napari.layers import Image
+
+        w = self.owner
+        name = w.image_combo.currentText()
+        layer = w.viewer.layers[name] if name in w.viewer.layers else None
+        if not isinstance(layer, Image):
+            raise ValueError("open a 3-D image first")
+        if layer.rgb or layer.ndim != 3:
+            raise ValueError(f"{name!r} is not a 3-D volume ({layer.ndim}-D{', RGB' if layer.rgb else ''}); "
+                             "use Propose for 2-D images")
+        return name, np.asarray(layer.data), layer
+
+    def _seed_labels(self, name: str, volume: np.ndarray, axis: int):
+        """(labels volume, seed slices, class names) from the proposal on screen."""
+        from ..engine.volume import annotated_slices
+
+        w, p = self.owner, self.owner.current
+        if p is None or p.image != name or p.layer not in w.viewer.layers:
+            raise ValueError("draw or correct at least one slice first: Propose on a slice (or All slices), "
+                             "edit it, then Propagate")
+        data = np.asarray(w.viewer.layers[p.layer].data)
+        if data.ndim == 2:        # a single-slice proposal: that slice is the seed
+            if p.slice_index is None or axis != 0:
+                raise ValueError("a single-slice proposal propagates along axis 0 (the slider's axis)")
+            vol = np.zeros(volume.shape, np.int32)
+            vol[p.slice_index] = data
+            return vol, [p.slice_index], p.prompts
+        if data.shape != volume.shape:
+            raise ValueError(f"the labels layer has shape {data.shape}, the volume {volume.shape}")
+        seeds = annotated_slices(data, p.labels(), axis)
+        if not seeds:
+            raise ValueError("no slice differs from the proposal: correct at least one slice, then Propagate")
+        return data.astype(np.int32), seeds, p.prompts
+
+    # -- actions -------------------------------------------------------------------------
+    def propose_all(self) -> None:
+        from ..engine.volume import propose_slices, volume_slices
+        from ..model.text import split_prompts
+
+        w = self.owner
+        if self.busy or w._worker is not None:
+            return
+        try:
+            prompts = split_prompts(w.prompt_edit.text())
+            name, volume, layer = self._volume()
+            axis = self.axis.currentIndex()
+            n = volume_slices(volume, axis)
+            self._check_unsaved(name)
+        except ValueError as exc:
+            self.note.setText(f"⚠ {exc}")
+            return
+        device, tau, classes = w.device_combo.currentText(), w.threshold.value() / 100, w.project_panel.class_synonyms()
+
+        def job():
+            try:
+                with w.predictor_lock:
+                    predictor = w.predictor(device)
+                    mapped = map_prompts(prompts, classes, predictor.text)
+                yield ("mapped", mapped)
+                # the lock is held per slice, so Refine or the prefetcher can interleave
+                for res in propose_slices(predictor, volume, unique_names(mapped), axis, tau, w.predictor_lock):
+                    yield ("slice", res)
+            except (ValueError, RuntimeError, OSError) as exc:
+                yield ("error", str(exc))
+
+        self._run(job, n, f"PromptSeg: proposing on {n} slices", name, layer, volume, axis, kind="propose")
+
+    def propagate(self) -> None:
+        from ..engine.volume import propagate, volume_slices
+
+        w = self.owner
+        if self.busy or w._worker is not None:
+            return
+        try:
+            name, volume, layer = self._volume()
+            axis = self.axis.currentIndex()
+            volume_slices(volume, axis)
+            labels, seeds, prompts = self._seed_labels(name, volume, axis)
+        except ValueError as exc:
+            self.note.setText(f"⚠ {exc}")
+            return
+        device, tau = w.device_combo.currentText(), w.threshold.value() / 100
+        total = volume.shape[axis] - len(seeds)
+
+        def job():
+            try:
+                yield ("seeds", (labels, seeds, prompts))
+                with w.predictor_lock:
+                    predictor = w.predictor(device)
+                for res in propagate(predictor, volume, labels, seeds, prompts, axis, tau, w.predictor_lock):
+                    yield ("slice", res)
+            except (ValueError, RuntimeError, OSError) as exc:
+                yield ("error", str(exc))
+
+        self._run(job, total, f"PromptSeg: propagating from {len(seeds)} slice(s)", name, layer, volume, axis,
+                  kind="propagate")
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._stopped = True
+            self._worker.quit()       # stops after the slice in progress
+
+    def _check_unsaved(self, name: str) -> None:
+        w = self.owner
+        if w.current is not None and w.current.image == name and w.unsaved_edits() is not None:
+            raise ValueError("the labels layer has edits: Accept them, Propagate from them, or delete the layer")
+
+    # -- running -------------------------------------------------------------------------
+    def _run(self, job, total: int, desc: str, name: str, layer, volume: np.ndarray, axis: int, kind: str) -> None:
+        self._stopped = False
+        self._state = {"name": name, "layer": layer, "volume": volume, "axis": axis, "kind": kind, "t0": time.time(),
+                       "labels": np.zeros(volume.shape, np.int32), "probs": None, "presence": [], "done": 0,
+                       "prompts": None, "mapped": None, "error": None}
+        self._bar = progress(total=max(total, 1), desc=desc)
+        self.note.setText(f"{desc} …")
+        for b in (self.all_btn, self.propagate_btn):
+            b.setEnabled(False)
+        self.stop_btn.setEnabled(True)
+        worker = create_worker(job)
+        worker.yielded.connect(self._got)
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        worker.start()
+
+    def _got(self, item) -> None:
+        what, value = item
+        s = self._state
+        if what == "error":
+            s["error"] = value
+        elif what == "mapped":
+            s["mapped"], s["prompts"] = value, unique_names(value)
+        elif what == "seeds":
+            s["labels"], _, s["prompts"] = value[0].copy(), value[1], list(value[2])
+        elif what == "slice":
+            r = value
+            view = np.moveaxis(s["labels"], s["axis"], 0)
+            view[r.index] = r.labels
+            if s["kind"] == "propose":
+                if s["probs"] is None:
+                    s["probs"] = np.zeros((len(r.probs), *s["volume"].shape), np.float16)
+                np.moveaxis(s["probs"], s["axis"] + 1, 1)[:, r.index] = r.probs
+            s["presence"].append(r.presence)
+            s["done"] = r.done
+            if self._bar is not None:
+                self._bar.update(1)
+            self.note.setText(f"slice {r.index}: {r.done}/{r.total} done")
+            if self._worker is None and s.get("shown"):   # queued behind the finished signal
+                self._show(s)
+
+    def _finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._worker = None
+        for b in (self.all_btn, self.propagate_btn):
+            b.setEnabled(True)
+        self.stop_btn.setEnabled(False)
+        s = self._state
+        if s["error"]:
+            self.note.setText(f"⚠ {s['error']}")
+            return
+        if s["prompts"] is None or (s["kind"] == "propose" and s["probs"] is None):
+            self.note.setText("Stopped before the first slice; nothing changed.")
+            return
+        if self._stopped and s["kind"] == "propose":
+            self.note.setText(f"Stopped after {s['done']} slice(s); the other slices are empty.")
+        self._show(s)
+
+    def _show(self, s: dict) -> None:
+        w = self.owner
+        s["shown"] = True
+        name, prompts = s["name"], s["prompts"]
+        presence = np.mean(s["presence"], 0) if s["presence"] else None
+        out = f"{name} promptseg"
+        if out in w.viewer.layers and w.viewer.layers[out].ndim != 3:
+            w.current = None           # replaced on purpose: not a draft
+            w.viewer.layers.remove(out)
+        probs = s["probs"] if s["kind"] == "propose" else None
+        w.current = Proposal(layer=out, image=name, prompts=list(prompts), image_array=s["volume"], probs=probs,
+                             presence=presence, fixed=None if probs is not None else s["labels"],
+                             model_version=w.model_version, prompt="; ".join(prompts), tau=w.threshold.value() / 100)
+        show_labels(w.viewer, out, w.current.labels(), list(prompts), presence,
+                    known_colors=w.project_panel.class_colors(), scale=s["layer"].scale,
+                    metadata={"image": name, "prompt": "; ".join(prompts), "model": w.model_version})
+        seconds = time.time() - s["t0"]
+        verb = "Proposed" if s["kind"] == "propose" else "Propagated"
+        self.note.setText(f"{verb} {'; '.join(prompts)} on {s['done']} slice(s) of {name} in {seconds:.1f} s. "
+                          "Correct any slice, then Accept (stores the volume label).")
+        if s["kind"] == "propose" and probs is not None:
+            if s["mapped"] is not None:
+                w.project_panel.register_prompts(s["mapped"])
+            w.project_panel.on_proposed(w.current, mean_entropy(probs), s["layer"])
+        w.watch_window()
+
