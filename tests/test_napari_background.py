@@ -70,4 +70,4 @@ def test_batch_propose_with_progress_and_stop(make_napari_viewer, qtbot, tmp_pat
     assert images.batch_info.text().startswith("Done: 6/6")
     assert all(s == "proposed" and u for s, u in table(widget).values())
     images.next_btn.click()                                  # now ranked by uncertainty
-    assert "highest uncertainty" in images.reason.text()
+    assert "highest priority" in images.reason.text()

@@ -61,8 +61,24 @@ def test_suggest_next_prefers_unscored_then_most_uncertain():
     row, why = suggest_next(rows, exclude="c")
     assert row["name"] == "d" and "0.700" in why
     assert suggest_next(rows[:1])[0] is None
+    # Among scored images, disagreement between the model and its text expert adds to uncertainty.
+    scored = [dict(rows[1], disagreement=0.6), dict(rows[3], disagreement=0.0)]
+    row, why = suggest_next(scored)
+    assert row["name"] == "b" and "disagree on 60%" in why
     assert mean_entropy(np.full((2, 4, 4), 0.5)) == pytest.approx(1.0)
     assert mean_entropy(np.zeros((1, 4, 4))) < 1e-3
+
+
+def test_expert_disagreement_is_one_minus_dice_of_model_and_text_masks():
+    from promptseg.napari.state import expert_disagreement
+
+    probs = np.zeros((2, 4, 4))
+    probs[0, :2] = 0.9                     # class 0: model marks the top half
+    text = np.zeros((2, 4, 4))
+    text[0, :2, :2] = 0.8                  # the text expert marks half of that
+    assert expert_disagreement(probs, text) == pytest.approx(1 - 2 * 4 / (8 + 4))   # class 1: both empty
+    assert expert_disagreement(probs, probs) == 0.0
+    assert expert_disagreement(probs, None) is None
 
 
 def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tmp_path):
@@ -130,7 +146,7 @@ def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tm
     with Project.open(project) as p:
         scores = {r["name"]: r["uncertainty"] for r in p.image_status()}
     assert widget.image_combo.currentText() == "img_b"     # the only other not-accepted image
-    assert "highest uncertainty" in images.reason.text() and f"{scores['img_b']:.3f}" in images.reason.text()
+    assert "highest priority" in images.reason.text() and f"{scores['img_b']:.3f}" in images.reason.text()
 
     # Closing napari with un-accepted edits saves a draft too.
     layer = viewer.layers["img_b promptseg"]

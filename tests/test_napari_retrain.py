@@ -19,9 +19,17 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
             y = 64 * (i // len(nuclei.items))
             p.add_image(item.image[y:y + 64, :64], name=f"n{i}")
             p.save_label(f"n{i}", (item.mask[y:y + 64, :64] > 0).astype(np.uint8), ["nucleus"], "gold")
+        p.add_image(nuclei.items[0].image[64:128, 64:128], name="u0")   # not accepted: refreshed after the round
     viewer, widget = open_dock(make_napari_viewer, project)
     panel = widget.project_panel
     assert panel.rounds_table.rowCount() == 0 and panel.plot.loss == []
+    panel.images.open_image("u0")
+    widget.prompt_edit.setText("nucleus")
+    widget.propose_btn.click()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert widget.current.image == "u0" and widget.current.model_version == 1
+    assert "model vs text expert disagree on" in widget.status.text()
+    before = widget.current.probs.copy()
     panel.steps.setValue(10)
     panel.retrain_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
@@ -33,6 +41,14 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     assert panel.plot.dice == [(10, pytest.approx(val))]
     row = [panel.rounds_table.item(0, j).text() for j in range(panel.rounds_table.columnCount())]
     assert row[1] == "4+1" and row[2] == f"{val:.3f}" and row[3] == "done" and row[4] == "v2"
+    # The untouched proposal is proposed again by the new model, in the DB and on screen.
+    qtbot.waitUntil(lambda: not widget.batch.busy and widget.batch.done == ["u0"], timeout=120_000)
+    with Project.open(project) as p:
+        assert p.latest_label("u0", ("proposal",)).model_version == 2
+        row = [r for r in p.image_status() if r["name"] == "u0"][0]
+        assert row["model_version"] == 2 and 0 <= row["disagreement"] <= 1
+    assert widget.current.model_version == 2 and not np.array_equal(widget.current.probs, before)
+    assert np.array_equal(viewer.layers["u0 promptseg"].data, widget.current.labels())
     # The model combo and the table agree; the table comes back from the project alone.
     assert panel.versions.itemText(panel.versions.currentIndex()).startswith("v2")
     panel.rounds_table.setRowCount(0)

@@ -348,8 +348,11 @@ def test_image_status_and_uncertainty(proj: Project) -> None:
     proj.save_label("c", lab, ["liver"], "corrected")
     proj.save_label("d", lab, ["liver"], "gold")
     proj.set_uncertainty("b", 0.25, model_version=3)
-    proj.set_uncertainty("b", 0.5, model_version=4)      # replaces the previous value
+    proj.set_uncertainty("b", 0.5, model_version=4, disagreement=0.3)      # replaces the previous value
     rows = {r["name"]: r for r in proj.image_status()}
+    assert rows["b"]["disagreement"] == 0.3 and rows["a"]["disagreement"] is None
+    with pytest.raises(ProjectError, match="disagreement"):
+        proj.set_uncertainty("b", 0.5, disagreement=1.5)
     assert [rows[n]["status"] for n in "abcd"] == ["unlabelled", "proposed", "corrected", "gold"]
     assert rows["b"]["uncertainty"] == 0.5 and rows["b"]["model_version"] == 4
     assert rows["a"]["uncertainty"] is None

@@ -53,7 +53,7 @@ class SSLConfig:
     warmup: float = 0.2                # fraction of the steps on labelled data only (the teacher needs a start)
     ramp_steps: int = 0                # 0 -> a third of the steps, counted after the warm-up
     confidence: float = 0.75
-    teacher_views: int = 1             # dihedral views the teacher's logits are averaged over (1 = none)
+    teacher_views: int = 4             # dihedral views the teacher's logits are averaged over (1 = none)
     geometric: bool = True
     scale_range: tuple[float, float] = (0.8, 1.25)
     noise: float = 0.1

@@ -4,7 +4,8 @@
   predictor's cache, so a prompt on the next image only runs the decoder. Keyed by image and
   model hash: a new model version starts over.
 - ``BatchProposer``: proposes the current prompt on every image not accepted yet, storing each
-  proposal and its uncertainty (so Next can rank by it), with a napari progress bar and Stop.
+  proposal, its uncertainty and expert disagreement (so Next can rank by them), with a napari
+  progress bar and Stop; after a round, ``refresh`` re-proposes the untouched proposals.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 
 from .class_map import map_prompts, unique_names
-from .state import mean_entropy, suggest_next
+from .state import expert_disagreement, mean_entropy, suggest_next
 
 
 def upcoming(rows: list[dict], current: str | None, n: int) -> list[str]:
@@ -108,43 +109,64 @@ class BatchProposer:
         return self._worker is not None
 
     def start(self) -> str:
+        """Propose the typed classes on every image without an accepted label."""
         from ..model.text import split_prompts
 
-        w, panel = self.w, self.w.project_panel
-        proj = panel.project
+        proj = self.w.project_panel.project
         if proj is None:
             return "⚠ open a project first"
-        if self._worker is not None:
-            return "a batch is already running"
         try:
-            prompts = split_prompts(w.prompt_edit.text())
+            prompts = split_prompts(self.w.prompt_edit.text())
         except ValueError as exc:
             return f"⚠ {exc}"
         names = [r["name"] for r in proj.image_status() if r["status"] in ("unlabelled", "proposed")]
         if not names:
             return "Nothing to propose: every image has an accepted label."
+        return self._start({n: prompts for n in names}, f"proposing {'; '.join(prompts)}", map_names=True)
+
+    def refresh(self) -> str:
+        """After a new model version: propose again on every image whose proposal the annotator
+        has not touched (status "proposed"), with the classes of that proposal."""
+        proj = self.w.project_panel.project
+        if proj is None:
+            return "⚠ open a project first"
+        jobs = {}
+        for r in proj.image_status():
+            if r["status"] == "proposed":
+                _, classes = proj.read_label(proj.latest_label(r["name"], ("proposal",)))
+                jobs[r["name"]] = list(classes)
+        if not jobs:
+            return ""
+        return self._start(jobs, "refreshing untouched proposals with the new model", map_names=False)
+
+    def _start(self, jobs: dict[str, list[str]], what: str, map_names: bool) -> str:
+        w, panel = self.w, self.w.project_panel
+        proj = panel.project
+        if self._worker is not None:
+            return "a batch is already running"
         from .widget import preload
 
         preload()
         classes, device, tau, version = panel.class_synonyms(), w.device_combo.currentText(), \
             w.threshold.value() / 100, w.model_version
-        self.done, self.processed, self.total, self._stop_requested = [], 0, len(names), False
-        self._bar = progress(total=len(names), desc=f"PromptSeg: proposing {'; '.join(prompts)}")
+        self.done, self.processed, self.total, self._stop_requested = [], 0, len(jobs), False
+        self._bar = progress(total=len(jobs), desc=f"PromptSeg: {what}")
 
         def job():
-            for name in names:
+            for name, prompts in jobs.items():
                 t0 = time.perf_counter()
                 try:
                     image = proj.read_image(name)
                     if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
-                        yield name, None, "a volume: open it and propose on a slice"
+                        yield name, None, "a volume: open it and use All slices"
                         continue
                     with w.predictor_lock:
                         predictor = w.predictor(device)
-                        mapped = map_prompts(prompts, classes, predictor.text)
+                        names = unique_names(map_prompts(prompts, classes, predictor.text)) if map_names else prompts
                         predictor.set_image(image)
-                        r = predictor.predict(unique_names(mapped), threshold=tau)
-                    yield name, (r, mean_entropy(r.probs), time.perf_counter() - t0, version), None
+                        r = predictor.predict(names, threshold=tau, grounding=True)
+                    scores = (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau))
+                    yield name, (r, scores, time.perf_counter() - t0, version), None
                 except (ValueError, RuntimeError, OSError) as exc:
                     yield name, None, str(exc)
 
@@ -153,7 +175,7 @@ class BatchProposer:
         worker.finished.connect(self._finished)
         self._worker = worker
         worker.start()
-        return f"Proposing on {len(names)} image(s) in the background …"
+        return f"{what[0].upper()}{what[1:]}: {len(jobs)} image(s) in the background …"
 
     def _got(self, item) -> None:
         from ..project import ProjectError
@@ -162,12 +184,13 @@ class BatchProposer:
         proj = self.w.project_panel.project
         msg = ""
         if res is not None and proj is not None:
-            r, unc, seconds, version = res
+            r, (unc, dis), seconds, version = res
             try:
                 proj.save_label(name, r.labels, r.prompts, "proposal", model_version=version,
                                 prompt="; ".join(r.prompts))
-                proj.set_uncertainty(name, unc, model_version=version)
+                proj.set_uncertainty(name, unc, model_version=version, disagreement=dis)
                 self.done.append(name)
+                self.w.replace_if_untouched(name, r, version)
             except ProjectError as exc:
                 err = str(exc)
             msg = f"{name}: uncertainty {unc:.3f} ({seconds:.1f} s)"
@@ -197,4 +220,4 @@ class BatchProposer:
     def _summary(self) -> str:
         stopped = self._stop_requested and self.processed < self.total
         return (f"{'Stopped' if stopped else 'Done'}: {len(self.done)}/{self.total} image(s) proposed; "
-                "Next now ranks them by uncertainty.")
+                "Next now ranks them by uncertainty and expert disagreement.")

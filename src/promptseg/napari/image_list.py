@@ -17,7 +17,7 @@ from .drafts import load_draft, save_draft
 from .layers import show_labels
 from .state import Proposal, suggest_next
 
-COLUMNS = ("Image", "Status", "Uncertainty")
+COLUMNS = ("Image", "Status", "Uncertainty", "Disagree")
 
 
 class ImageList(QWidget):
@@ -32,7 +32,7 @@ class ImageList(QWidget):
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.Stretch)
-        for j in (1, 2):
+        for j in (1, 2, 3):
             header.setSectionResizeMode(j, QHeaderView.ResizeToContents)
         self.table.setMinimumHeight(110)
         self.table.setToolTip("Double-click an image to open it")
@@ -84,15 +84,17 @@ class ImageList(QWidget):
         rows = self.rows()
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
-            u = r["uncertainty"]
-            cells = (r["name"], r["status"], "" if u is None else f"{u:.3f}")
+            u, d = r["uncertainty"], r.get("disagreement")
+            cells = (r["name"], r["status"], "" if u is None else f"{u:.3f}", "" if d is None else f"{100 * d:.0f}%")
+            who = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
+            tips = ("", "", f"mean binary entropy of {who}'s probabilities",
+                    f"1 − Dice between {who}'s masks and its text expert's similarity map")
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if j == 2:
+                if j >= 2:
                     item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
-                    if u is not None:
-                        who = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
-                        item.setToolTip(f"mean binary entropy of {who}'s probabilities")
+                    if text:
+                        item.setToolTip(tips[j])
                 self.table.setItem(i, j, item)
 
     # -- batch propose ----------------------------------------------------------------------

@@ -155,7 +155,7 @@ class ProjectPanel(QGroupBox):
             except ProjectError as exc:
                 self.info.setText(f"⚠ {exc}")
 
-    def on_proposed(self, p, uncertainty: float, image_layer) -> None:
+    def on_proposed(self, p, uncertainty: float, image_layer, disagreement: float | None = None) -> None:
         """A proposal appeared: for a project image, store it and its uncertainty."""
         from ..project import ProjectError
 
@@ -168,7 +168,7 @@ class ProjectPanel(QGroupBox):
                 self.project.save_label(rec, labels, p.prompts, "proposal", model_version=p.model_version,
                                         prompt=p.prompt)
                 p.saved_proposal = labels
-            self.project.set_uncertainty(rec, uncertainty, model_version=p.model_version)
+            self.project.set_uncertainty(rec, uncertainty, model_version=p.model_version, disagreement=disagreement)
         except ProjectError as exc:
             self.info.setText(f"⚠ proposal not stored: {exc}")
             return
@@ -286,7 +286,8 @@ class ProjectPanel(QGroupBox):
             self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
             self._refresh_versions()
             self.rounds_table.refresh(self.project)
-            self.info.setText(f"Round done: model v{version} is active.")
+            refresh = self.owner.batch.refresh()
+            self.info.setText(f"Round done: model v{version} is active." + (f" {refresh}" if refresh else ""))
         elif kind in ("error", "cancelled"):
             self.info.setText("Round cancelled; the previous model stays active." if kind == "cancelled"
                               else f"⚠ training failed: {ev.get('message')}")

@@ -40,11 +40,32 @@ def mean_entropy(probs: np.ndarray) -> float:
     return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
 
 
+def expert_disagreement(probs: np.ndarray, grounding: np.ndarray | None, tau: float = 0.5) -> float | None:
+    """1 − Dice between the decoder's masks and the text expert's (grounding map ≥ 0.5),
+    averaged over the classes either one marks; 0 when both are empty, None without a map."""
+    if grounding is None:
+        return None
+    scores = []
+    for p, g in zip(np.asarray(probs), np.asarray(grounding)):
+        a, b = p >= tau, g >= 0.5
+        total = int(a.sum()) + int(b.sum())
+        if total:
+            scores.append(1.0 - 2.0 * int((a & b).sum()) / total)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def priority(row: dict) -> float:
+    """How much an image needs the annotator: uncertainty (mean entropy, 0..1) plus the
+    disagreement between the model and its text expert (0..1)."""
+    return (row["uncertainty"] or 0.0) + (row.get("disagreement") or 0.0)
+
+
 def suggest_next(rows: list[dict], exclude: str | None = None) -> tuple[dict | None, str]:
     """Pick the next image to annotate from ``Project.image_status()`` rows, with the reason.
 
     Accepted images (corrected, gold) are skipped. Images the model has not scored yet come
-    first (nothing is known about them), in project order; then the highest uncertainty."""
+    first (nothing is known about them), in project order; then the highest priority
+    (uncertainty + expert disagreement)."""
     todo = [r for r in rows if r["status"] in ("unlabelled", "proposed") and r["name"] != exclude]
     if not todo:
         return None, "every image has an accepted label"
@@ -53,7 +74,9 @@ def suggest_next(rows: list[dict], exclude: str | None = None) -> tuple[dict | N
         r = unscored[0]
         return r, (f"{r['name']}: not yet scored by the model ({len(unscored)} unscored, "
                    f"{len(todo)} not accepted)")
-    r = max(todo, key=lambda r: r["uncertainty"])
+    r = max(todo, key=priority)
     model = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
-    return r, (f"{r['name']}: highest uncertainty {r['uncertainty']:.3f} "
-               f"(mean entropy of {model}) among {len(todo)} not accepted")
+    why = f"uncertainty {r['uncertainty']:.3f} (mean entropy of {model})"
+    if r.get("disagreement") is not None:
+        why += f", model and text expert disagree on {100 * r['disagreement']:.0f}%"
+    return r, f"{r['name']}: highest priority: {why} among {len(todo)} not accepted"

@@ -26,7 +26,7 @@ from .project_panel import ProjectPanel
 from .refine import RefinePanel
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
-from .state import Proposal, mean_entropy
+from .state import Proposal, expert_disagreement, mean_entropy
 from .volume_panel import VolumePanel
 
 if TYPE_CHECKING:
@@ -236,8 +236,8 @@ class PromptSegWidget(QWidget):
                     predictor = self.predictor(device)
                     mapped = map_prompts(prompts, classes, predictor.text)
                     predictor.set_image(img)
-                    r = predictor.predict(unique_names(mapped), threshold=tau)
-                return r, mean_entropy(r.probs), mapped
+                    r = predictor.predict(unique_names(mapped), threshold=tau, grounding=True)
+                return r, (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau)), mapped
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
@@ -270,7 +270,7 @@ class PromptSegWidget(QWidget):
         if isinstance(result, _Failed):
             self.status.setText(f"⚠ {result.message}")
             return
-        r, uncertainty, mapped = result
+        r, (uncertainty, disagreement), mapped = result
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
@@ -286,11 +286,12 @@ class PromptSegWidget(QWidget):
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
         names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
         self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
-                            f"(uncertainty {uncertainty:.3f}).")
+                            f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
+                            f"{100 * disagreement:.0f}%).")
         self.history.append(self.prompt_edit.text())
         self.project_panel.register_prompts(mapped)
         self.refresh_completions()
-        self.project_panel.on_proposed(self.current, uncertainty, image_layer)
+        self.project_panel.on_proposed(self.current, uncertainty, image_layer, disagreement)
         self.watch_window()
         self.prefetcher.schedule()          # embed the next images while the annotator corrects
 
@@ -327,6 +328,21 @@ class PromptSegWidget(QWidget):
         if data is None or (acc is not None and np.array_equal(data, acc)):
             return None
         return data
+
+    def replace_if_untouched(self, image: str, result, model_version: int | None) -> bool:
+        """A background proposal for the image on screen replaces the layer unless the
+        annotator has edited it (edits always win)."""
+        p = self.current
+        if p is None or p.image != image or p.layer not in self.viewer.layers or p.probs is None:
+            return False
+        if self.edited_labels() is not None or result.probs.shape != p.probs.shape:
+            return False
+        p.probs, p.presence, p.model_version = result.probs, result.presence, model_version
+        p.prompts = list(result.prompts)
+        p.saved_proposal = p.labels()
+        self.viewer.layers[p.layer].data = p.saved_proposal
+        self.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(result.prompts, result.presence)))
+        return True
 
     def use_checkpoint(self, path: str, version: int | None) -> None:
         """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""

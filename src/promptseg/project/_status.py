@@ -35,13 +35,17 @@ class StatusMixin:
         def image(self, name_or_id: str | int | ImageRecord) -> ImageRecord: ...
 
     def set_uncertainty(self, image: ImageRecord | str | int, value: float,
-                        model_version: int | None = None) -> None:
-        """Record the model's uncertainty about ``image`` (replaces the previous value)."""
+                        model_version: int | None = None, disagreement: float | None = None) -> None:
+        """Record the model's uncertainty about ``image`` (replaces the previous value) and,
+        optionally, how much its experts disagree (0 = same masks, 1 = disjoint)."""
         v = float(value)
         if not math.isfinite(v) or v < 0:
             raise ProjectError(f"uncertainty must be a finite number >= 0, got {value!r}")
+        if disagreement is not None and not (math.isfinite(float(disagreement)) and 0 <= float(disagreement) <= 1):
+            raise ProjectError(f"disagreement must be a number in [0, 1], got {disagreement!r}")
         rec = self.image(image)
-        payload = json.dumps({"value": v, "model_version": model_version, "time": time.time()})
+        payload = json.dumps({"value": v, "model_version": model_version, "time": time.time(),
+                              "disagreement": None if disagreement is None else float(disagreement)})
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (f"{_KEY}{rec.id}", payload))
 
@@ -55,8 +59,8 @@ class StatusMixin:
         return out
 
     def image_status(self) -> list[dict[str, Any]]:
-        """One row per image, in id order: id, name, status (see STATUSES), uncertainty
-        (or None) and the model version that measured it."""
+        """One row per image, in id order: id, name, status (see STATUSES), uncertainty and
+        expert disagreement (or None) and the model version that measured them."""
         rows = self._query(
             "SELECT images.id, images.name,"
             " coalesce(max(labels.kind = 'gold'), 0), coalesce(max(labels.kind = 'corrected'), 0),"
@@ -68,6 +72,6 @@ class StatusMixin:
         for image_id, name, gold, corrected, proposal in rows:
             status = "gold" if gold else "corrected" if corrected else "proposed" if proposal else "unlabelled"
             u = unc.get(image_id, {})
-            out.append({"id": image_id, "name": name, "status": status,
-                        "uncertainty": u.get("value"), "model_version": u.get("model_version")})
+            out.append({"id": image_id, "name": name, "status": status, "uncertainty": u.get("value"),
+                        "disagreement": u.get("disagreement"), "model_version": u.get("model_version")})
         return out
