@@ -7,6 +7,7 @@ project: a project of the four nuclei tiles: Propose all, the image list with un
          Next, Refine with points and a box, a prompt mapped onto a class.
 retrain: a real `promptseg train` round from the dock (5 gold labels, so one is held out for
          validation Dice), with the live plot and the rounds table.
+volume:  20 axial slices of Colin27 (mricron-data), All slices with three structures.
 """
 from __future__ import annotations
 
@@ -151,9 +152,30 @@ def scene_retrain(root: Path) -> None:
     viewer.close()
 
 
+def scene_volume() -> None:
+    """20 axial slices of Colin27 (mricron-data): propose on one slice, correct nothing,
+    All slices, then show the volume proposal on another slice."""
+    from promptseg.bench.aal import load_volumes
+
+    t1, _, _ = load_volumes()
+    vol = np.flip(np.transpose(t1, (2, 1, 0)), 1)[62:82].astype(np.float32)   # (z, y, x), anterior up
+    viewer, w = viewer_with_dock()
+    viewer.add_image(vol, name="colin27 T1", scale=(1.0, 1.0, 1.0))
+    w.image_combo.setCurrentText("colin27 T1")
+    w.prompt_edit.setText("thalamus; putamen; caudate")
+    w.volume_panel.all_btn.click()
+    wait(lambda: not w.volume_panel.busy)
+    settle()
+    print(" ", w.volume_panel.note.text())
+    viewer.dims.set_current_step(0, 12)
+    w.scroll_to(w.volume_panel)
+    shot(viewer, "volume.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    scenes = sys.argv[1:] or ["propose", "project", "retrain"]
+    scenes = sys.argv[1:] or ["propose", "project", "retrain", "volume"]
     root = Path(tempfile.mkdtemp(prefix="promptseg-shots-"))
     if "propose" in scenes:
         scene_propose()
@@ -161,6 +183,8 @@ def main() -> None:
         scene_project(root)
     if "retrain" in scenes:
         scene_retrain(root)
+    if "volume" in scenes:
+        scene_volume()
     sys.exit(0)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from promptseg.engine.augment import Geometry, apply_geometry, photometric_view, strong_features
+from promptseg.engine.augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, photometric_view,
+                                      strong_features)
 from promptseg.engine.dataset import class_prompts, make_item
 from promptseg.engine.embeddings import embed_image
 from promptseg.engine.exemplars import Template, TemplateBank, similarity_prompts
@@ -129,6 +130,31 @@ def test_weak_geometry_moves_features_and_labels_together():
         lb = apply_geometry(lab, geo, side * 4, nearest=True)
         y, x = np.unravel_index(int(e[0].argmax()), e[0].shape)
         assert lb[y * 4 + 1, x * 4 + 1] == 1
+
+
+def test_dihedral_views_invert_exactly():
+    x = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 5, 5)
+    assert len(set(D4_VIEWS)) == 8 and D4_VIEWS[0] == Geometry()
+    for geo in D4_VIEWS:
+        assert torch.equal(invert_geometry(apply_geometry(x, geo), geo), x)
+
+
+def test_teacher_ensemble_averages_views_mapped_back(tiny_setup):
+    """With one view the ensemble is the plain teacher; with four it is the mean of the four
+    rotated decodes, each rotated back (so it still lines up with the crop)."""
+    tr = _trainer(tiny_setup, 4)
+    geo = Geometry()
+    weak, _, _ = tr.unlabelled_batch(geo)
+    pb = tr.all_class_queries(weak.shape[0])
+    pe = tr.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
+    one = tr.teacher.decode(weak, pb, pe).mask_logits.float()
+    tr.cfg.teacher_views = 1
+    assert torch.allclose(tr.teacher_logits(weak, pb, pe), one)
+    tr.cfg.teacher_views = 4
+    manual = sum(torch.rot90(tr.teacher.decode(torch.rot90(weak, r, (-2, -1)), pb, pe).mask_logits.float(), -r, (-2, -1))
+                 for r in range(4)) / 4
+    assert torch.allclose(tr.teacher_logits(weak, pb, pe), manual, atol=1e-5)
+    assert not torch.allclose(manual, one)
 
 
 def test_strong_features_perturb_and_cut_out():

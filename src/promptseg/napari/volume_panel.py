@@ -244,6 +244,9 @@ class VolumePanel(QGroupBox):
         verb = "Proposed" if s["kind"] == "propose" else "Propagated"
         self.note.setText(f"{verb} {'; '.join(prompts)} on {s['done']} slice(s) of {name} in {seconds:.1f} s. "
                           "Correct any slice, then Accept (stores the volume label).")
+        w.status.setText(f"{verb} on {name} along axis {s['axis']}: a 3-D labels layer.")
+        if presence is not None:   # mean over slices
+            w.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(prompts, presence)))
         if s["kind"] == "propose" and probs is not None:
             if s["mapped"] is not None:
                 w.project_panel.register_prompts(s["mapped"])
