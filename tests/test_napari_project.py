@@ -79,6 +79,8 @@ def test_expert_disagreement_is_one_minus_dice_of_model_and_text_masks():
     assert expert_disagreement(probs, text) == pytest.approx(1 - 2 * 4 / (8 + 4))   # class 1: both empty
     assert expert_disagreement(probs, probs) == 0.0
     assert expert_disagreement(probs, None) is None
+    # The exemplar expert agrees with the model: the mean over both experts halves the score.
+    assert expert_disagreement(probs, text, exemplar=probs) == pytest.approx((1 - 2 * 4 / 12 + 0.0) / 2)
 
 
 def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tmp_path):

@@ -149,6 +149,7 @@ class BatchProposer:
         preload()
         classes, device, tau, version = panel.class_synonyms(), w.device_combo.currentText(), \
             w.threshold.value() / 100, w.model_version
+        n_exemplars = w.refine_panel.max_exemplars.value()
         self.done, self.processed, self.total, self._stop_requested = [], 0, len(jobs), False
         self._bar = progress(total=len(jobs), desc=f"PromptSeg: {what}")
 
@@ -163,9 +164,14 @@ class BatchProposer:
                     with w.predictor_lock:
                         predictor = w.predictor(device)
                         names = unique_names(map_prompts(prompts, classes, predictor.text)) if map_names else prompts
+                        # the exemplar expert: the decoder prompted with features under accepted labels
+                        sources = w.refine_panel._exemplar_sources(names, exclude=name, limit=n_exemplars)
+                        ex = w.refine_panel._exemplar_vectors(predictor, proj, sources) if any(sources.values()) else {}
                         predictor.set_image(image)
                         r = predictor.predict(names, threshold=tau, grounding=True)
-                    scores = (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau))
+                        rx = predictor.predict(names, threshold=tau, exemplars=ex) if ex else None
+                    dis = expert_disagreement(r.probs, r.grounding, tau, None if rx is None else rx.probs)
+                    scores = (mean_entropy(r.probs), dis)
                     yield name, (r, scores, time.perf_counter() - t0, version), None
                 except (ValueError, RuntimeError, OSError) as exc:
                     yield name, None, str(exc)

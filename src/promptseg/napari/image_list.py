@@ -88,7 +88,9 @@ class ImageList(QWidget):
             cells = (r["name"], r["status"], "" if u is None else f"{u:.3f}", "" if d is None else f"{100 * d:.0f}%")
             who = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
             tips = ("", "", f"mean binary entropy of {who}'s probabilities",
-                    f"1 − Dice between {who}'s masks and its text expert's similarity map")
+                    f"1 − Dice between {who}'s masks and its experts': the text-similarity map and, "
+                    "for Propose all and the refresh after a round, the decoder prompted with exemplars "
+                    "from accepted labels")
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j >= 2:

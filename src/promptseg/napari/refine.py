@@ -98,9 +98,11 @@ class RefinePanel(QGroupBox):
                           "then Refine.")
 
     # -- exemplars ---------------------------------------------------------------------
-    def _exemplar_sources(self, prompts: list[str], exclude: str) -> dict[str, list]:
-        """Newest accepted labels (label record, value) containing each prompted class."""
+    def _exemplar_sources(self, prompts: list[str], exclude: str, limit: int | None = None) -> dict[str, list]:
+        """Newest accepted labels (label record, value) containing each prompted class, at most
+        ``limit`` (default: the spin box; pass it when calling from a worker thread)."""
         proj = self.owner.project_panel.project
+        limit = limit or self.max_exemplars.value()
         out: dict[str, list] = {p: [] for p in prompts}
         if proj is None:
             return out
@@ -109,7 +111,7 @@ class RefinePanel(QGroupBox):
                 continue
             for p in prompts:
                 names = [c.lower() for c in lab.classes]
-                if p.lower() in names and len(out[p]) < self.max_exemplars.value():
+                if p.lower() in names and len(out[p]) < limit:
                     out[p].append((lab, names.index(p.lower()) + 1))
         return out
 

@@ -40,23 +40,27 @@ def mean_entropy(probs: np.ndarray) -> float:
     return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
 
 
-def expert_disagreement(probs: np.ndarray, grounding: np.ndarray | None, tau: float = 0.5) -> float | None:
-    """1 − Dice between the decoder's masks and the text expert's (grounding map ≥ 0.5),
-    averaged over the classes either one marks; 0 when both are empty, None without a map."""
+def expert_disagreement(probs: np.ndarray, grounding: np.ndarray | None, tau: float = 0.5,
+                        exemplar: np.ndarray | None = None) -> float | None:
+    """1 − Dice between the decoder's masks and each expert's: the text expert (grounding map
+    ≥ 0.5) and, when given, the exemplar expert (the decoder prompted with exemplars, ≥ tau);
+    averaged over the classes either side marks (0 when both are empty). None without a map."""
     if grounding is None:
         return None
+    experts = [(np.asarray(grounding), 0.5)] + ([(np.asarray(exemplar), tau)] if exemplar is not None else [])
     scores = []
-    for p, g in zip(np.asarray(probs), np.asarray(grounding)):
-        a, b = p >= tau, g >= 0.5
-        total = int(a.sum()) + int(b.sum())
-        if total:
-            scores.append(1.0 - 2.0 * int((a & b).sum()) / total)
+    for expert, cut in experts:
+        for p, g in zip(np.asarray(probs), expert):
+            a, b = p >= tau, g >= cut
+            total = int(a.sum()) + int(b.sum())
+            if total:
+                scores.append(1.0 - 2.0 * int((a & b).sum()) / total)
     return float(np.mean(scores)) if scores else 0.0
 
 
 def priority(row: dict) -> float:
     """How much an image needs the annotator: uncertainty (mean entropy, 0..1) plus the
-    disagreement between the model and its text expert (0..1)."""
+    disagreement between the model and its experts (0..1)."""
     return (row["uncertainty"] or 0.0) + (row.get("disagreement") or 0.0)
 
 
@@ -78,5 +82,5 @@ def suggest_next(rows: list[dict], exclude: str | None = None) -> tuple[dict | N
     model = f"model v{r['model_version']}" if r["model_version"] is not None else "the default model"
     why = f"uncertainty {r['uncertainty']:.3f} (mean entropy of {model})"
     if r.get("disagreement") is not None:
-        why += f", model and text expert disagree on {100 * r['disagreement']:.0f}%"
+        why += f", model and its experts disagree on {100 * r['disagreement']:.0f}%"
     return r, f"{r['name']}: highest priority: {why} among {len(todo)} not accepted"
