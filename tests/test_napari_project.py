@@ -190,3 +190,24 @@ def test_propose_again_never_overwrites_edits(make_napari_viewer, qtbot, tmp_pat
     assert (project / "drafts" / "im.npz").is_file()
     propose(widget, qtbot)                          # and a fresh proposal is allowed
     assert "im promptseg" in viewer.layers
+
+
+def test_edits_without_a_project_are_kept_as_a_label_file(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTSEG_DRAFTS", str(tmp_path / "unsaved"))
+    tiny_project(tmp_path)                           # only for its tiny checkpoint
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    widget.checkpoint = str(tmp_path / "tiny")
+    viewer.add_image(np.random.default_rng(2).random((48, 56)).astype(np.float32), name="scan/1")
+    propose(widget, qtbot)
+    layer = viewer.layers["scan/1 promptseg"]
+    edited = layer.data.copy()
+    edited[5:25, 5:25] = 1
+    layer.data = edited
+    viewer.layers.remove(layer)                      # no project: the edits go to a label TIFF
+    files = sorted((tmp_path / "unsaved").glob("*.tif"))
+    assert len(files) == 1 and files[0].name.startswith("scan_1-")
+    assert np.array_equal(tifffile.imread(files[0]), edited)
+    assert str(files[0]) in widget.status.text()
+    viewer.close()                                   # nothing new to keep: no second file
+    assert len(list((tmp_path / "unsaved").glob("*.tif"))) == 1

@@ -2,18 +2,21 @@
 
 Written atomically (temp file, fsync, rename) whenever the annotator leaves an edited,
 un-accepted proposal (switching images, closing napari); restored when the image is opened
-again; deleted on Accept.
+again; deleted on Accept. Without a project the edits are still kept: as a label TIFF that
+napari opens, in ``$PROMPTSEG_DRAFTS`` (default ``~/.local/share/promptseg/unsaved``).
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..project import atomic_write_bytes
+from ..project import atomic_write_bytes, atomic_write_tiff
 from .state import Proposal
 
 
@@ -51,3 +54,19 @@ def load_draft(root: Path, image: str, image_array: np.ndarray, layer: str) -> t
 
 def delete_draft(root: Path, image: str) -> None:
     draft_path(root, image).unlink(missing_ok=True)
+
+
+def unsaved_folder() -> Path:
+    default = Path.home() / ".local" / "share" / "promptseg" / "unsaved"
+    return Path(os.environ.get("PROMPTSEG_DRAFTS") or default)
+
+
+def save_unsaved(p: Proposal, edited: np.ndarray) -> Path:
+    """Edits made without a project: ``<folder>/<image>-<time>.tif`` (labels, classes in the name)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.image).strip("_") or "image"
+    path = unsaved_folder() / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.tif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_tiff(path, np.asarray(edited).astype(np.uint16))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(
+        {"image": p.image, "classes": p.prompts, "prompt": p.prompt, "model_version": p.model_version}).encode())
+    return path

@@ -13,7 +13,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from .drafts import load_draft, save_draft
+from .drafts import load_draft, save_draft, save_unsaved
 from .layers import show_labels
 from .state import Proposal, suggest_next
 
@@ -190,8 +190,13 @@ class ImageList(QWidget):
         """Save the current proposal's unsaved edits as a draft; returns a note ('' if none)."""
         w, proj = self.owner, self.project
         edited = w.unsaved_edits()
-        if edited is None or proj is None:
+        if edited is None or (w.current.stashed is not None and np.array_equal(edited, w.current.stashed)):
             return ""
+        w.current.stashed = np.array(edited)
+        if proj is None:     # no project to keep a draft in: a label file napari can open
+            path = save_unsaved(w.current, edited)
+            w.status.setText(f"Unsaved edits of {w.current.image} kept in {path}")
+            return f"edits of {w.current.image} kept in {path}. "
         save_draft(proj.root, w.current, edited, w.current.tau)
         return f"draft of {w.current.image} saved. "
 

@@ -26,6 +26,7 @@ class Proposal:
     accepted: np.ndarray | None = None        # label map last accepted (stored) for this image
     refine: dict | None = None                # points / box / exemplars of the last Refine
     slice_index: int | None = None            # for a proposal on one slice of a volume (axis 0)
+    stashed: np.ndarray | None = None         # edits last kept as a draft (not saved twice)
 
     def labels(self, tau: float | None = None) -> np.ndarray:
         tau = self.tau if tau is None else tau

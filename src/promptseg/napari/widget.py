@@ -154,7 +154,9 @@ class PromptSegWidget(QWidget):
 
     def _stash(self) -> None:
         try:
-            self.project_panel.images.stash_edits()
+            note = self.project_panel.images.stash_edits()
+            if note and self.project_panel.project is None:
+                print(f"promptseg: {note}", file=sys.stderr)   # the dock may be closing: say it here too
         except Exception as exc:  # never block closing; say what happened
             print(f"promptseg: could not save a draft: {exc}", file=sys.stderr)
 
