@@ -157,6 +157,16 @@ def test_teacher_ensemble_averages_views_mapped_back(tiny_setup):
     assert not torch.allclose(manual, one)
 
 
+def test_expert_fade_scales_the_experts_from_one_to_zero(tiny_setup):
+    tr = _trainer(tiny_setup, 11)                     # warm-up: 20 % of 11 steps
+    assert tr.expert_scale() == 1.0
+    tr.cfg.expert_fade = 1.0
+    tr.step_count = 11                                # the end of the round
+    assert tr.expert_scale() == pytest.approx(0.0)
+    tr.step_count = 6
+    assert 0 < tr.expert_scale() < 1
+
+
 def test_strong_features_perturb_and_cut_out():
     emb = torch.ones(2, 8, 6, 6)
     out = strong_features(emb, random.Random(0), torch.Generator().manual_seed(0), cutout=0.5)

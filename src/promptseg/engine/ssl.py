@@ -63,6 +63,7 @@ class SSLConfig:
     w_grounding: float = 1.0
     exemplar_expert: bool = True
     w_exemplar: float = 1.0
+    expert_fade: float = 0.0           # 1: the experts' weights fall linearly to 0 over the round after the warm-up
     exemplar_k: int = 3
     exemplar_supervision: float = 0.5
     student_feedback: bool = True
@@ -238,6 +239,14 @@ class SSLTrainer:
                               "exemplars": ex.to(pb.text_pooled.dtype), "exemplar_mask": exm})
         return full, has
 
+    def expert_scale(self) -> float:
+        """Factor on the experts' fusion weights: 1, or with ``expert_fade`` falling linearly
+        from 1 after the warm-up to 1 − expert_fade at the end of the round."""
+        cfg = self.cfg
+        start = cfg.warmup * cfg.steps
+        progress = min(1.0, max(0.0, (self.step_count - start) / max(1.0, cfg.steps - start)))
+        return 1.0 - cfg.expert_fade * progress
+
     @torch.no_grad()
     def teacher_logits(self, weak: torch.Tensor, pb: PromptBatch, pe: torch.Tensor) -> torch.Tensor:
         """The teacher's mask logits, averaged over ``teacher_views`` dihedral views of the
@@ -267,7 +276,8 @@ class SSLTrainer:
             xb, has = self.exemplar_batch(pb, weak, items, classes, exclude_self=False, feedback=fb)
             if xb is not None:
                 z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe).mask_logits.float(), 0.0)
-        z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, cfg.w_grounding, cfg.w_exemplar)
+        fade = self.expert_scale()
+        z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, fade * cfg.w_grounding, fade * cfg.w_exemplar)
         return z, z_g
 
     # -- one step --------------------------------------------------------------------------
