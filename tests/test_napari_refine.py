@@ -49,6 +49,10 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     assert np.allclose(widget.current.probs, r.probs, atol=1e-5)
     assert np.array_equal(viewer.layers["a promptseg"].data, r.labels)
     assert not np.allclose(before, r.probs)                      # the prompts changed the answer
+    from promptseg.project import Project
+    with Project.open(project) as p:                             # the refined proposal is re-scored
+        row = [x for x in p.image_status() if x["name"] == "a"][0]
+        assert row["disagreement"] is not None and 0 <= row["disagreement"] <= 1
     shot(viewer, "refine.png")
 
     # Edits are never overwritten by Refine.

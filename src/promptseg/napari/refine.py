@@ -15,7 +15,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .layers import show_labels
-from .state import Proposal, mean_entropy
+from .state import Proposal, expert_disagreement, mean_entropy
 
 POS, NEG, BOX = "points +", "points −", "box"
 
@@ -162,8 +162,9 @@ class RefinePanel(QGroupBox):
                     ex = self._exemplar_vectors(predictor, proj, sources) if sources else None
                     predictor.set_image(image)           # cache hit: no encoder run
                     r = predictor.predict(p.prompts, threshold=tau, points=points, point_labels=labels, box=box,
-                                          exemplars=ex or None)
-                return r, mean_entropy(r.probs), time.perf_counter() - t0, ex
+                                          exemplars=ex or None, grounding=True)
+                scores = (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau))
+                return r, scores, time.perf_counter() - t0, ex
             except (ValueError, RuntimeError, OSError) as exc:
                 return str(exc)
 
@@ -184,7 +185,7 @@ class RefinePanel(QGroupBox):
         if isinstance(res, str):
             self.info.setText(f"⚠ {res}")
             return
-        r, uncertainty, seconds, ex = res
+        r, (uncertainty, disagreement), seconds, ex = res
         if p is not w.current or p.layer not in w.viewer.layers:
             self.info.setText("⚠ the image changed while refining; result dropped")
             return
@@ -203,4 +204,5 @@ class RefinePanel(QGroupBox):
         self.info.setText(f"Refined with {', '.join(what) or 'nothing'} in {seconds:.2f} s "
                           f"(decoder only; uncertainty {uncertainty:.3f}).")
         w.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(r.prompts, r.presence)))
-        w.project_panel.on_proposed(p, uncertainty, w.viewer.layers[p.image] if p.image in w.viewer.layers else None)
+        w.project_panel.on_proposed(p, uncertainty, w.viewer.layers[p.image] if p.image in w.viewer.layers else None,
+                                    disagreement)
