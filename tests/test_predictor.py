@@ -91,3 +91,18 @@ def test_points_box_mask_and_exemplars_refine_on_the_cached_embedding(default_pr
         default_predictor.predict("nucleus", box=(50, 50, 10, 10))
     with pytest.raises(ValueError, match="mask_prompt"):
         default_predictor.predict("nucleus", mask_prompt=base.probs[:, :10])
+
+
+def test_grounding_map_reuses_the_cached_pixel_features(default_predictor, nuclei):
+    """The text expert's map from the cached grounding features equals a fresh computation."""
+    import torch
+
+    default_predictor.set_image(nuclei.items[0].image)
+    r = default_predictor.predict(["nucleus"], grounding=True)
+    cur = default_predictor._need_image()
+    assert cur.pix is not None
+    text = default_predictor.text.encode(["nucleus"])
+    pooled = torch.from_numpy(text[0].pooled)[None].float()
+    fresh, _, _ = default_predictor.model.grounding(cur.emb, pooled)
+    cached, _, _ = default_predictor.model.grounding(cur.emb, pooled, pix=cur.pix)
+    assert torch.allclose(fresh, cached) and r.grounding.shape == r.probs.shape

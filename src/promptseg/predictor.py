@@ -202,7 +202,7 @@ class Predictor:
         size = cur.grid.tile
         g = None
         if grounding:
-            gl, _, _ = self.model.grounding(cur.emb, pb.text_pooled[:k])
+            gl, _, _ = self.model.grounding(cur.emb, pb.text_pooled[:k], pix=cur.pix)
             gl = F.interpolate(gl.float(), size=(size, size), mode="bilinear", align_corners=False)
             g = blend_tiles(torch.sigmoid(gl), cur.grid).cpu().numpy()
         labels = merge_classes(probs, tau).to(torch.int32)

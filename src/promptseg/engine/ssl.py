@@ -10,7 +10,7 @@ Per step, with labelled crops (accepted labels) and unlabelled crops sampled ind
   prompt) are fused in logit space (pseudo.py); the CPS4 merge gives one label per pixel,
   confident pixels supervise the student on a strong view, weighted by a sigmoid ramp; plus
   DuSSS's student-vs-text term and L_tg with the pseudo masks.
-Every expert and loss has a switch, so a benchmark can ablate it (``method_config``).
+Every expert and loss has a switch, so a benchmark can ablate it (ssl_config.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,7 +32,8 @@ from ..model.segmenter import PromptSegModel
 from .augment import D4_VIEWS, Geometry, apply_geometry, invert_geometry, scaled_side, strong_features
 from .exemplars import TemplateBank, global_feature
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
-from .stage1 import ClassPrompts, LossWeights, TrainConfig, TrainItem, _sample_crop, stage1_losses
+from .ssl_config import METHODS, SSLConfig, method_config  # noqa: F401  (re-exported)
+from .stage1 import ClassPrompts, TrainItem, _sample_crop, stage1_losses
 
 
 @dataclass
@@ -40,75 +41,6 @@ class UnlabelledItem:
     name: str
     emb: torch.Tensor                  # (T, C, g, g)
     strong_emb: torch.Tensor | None = None  # embedding of a photometric strong view (augment.py)
-
-
-@dataclass
-class SSLConfig:
-    steps: int = 300
-    supervised: TrainConfig = field(default_factory=TrainConfig)   # lr, crops, stage-1 loss weights
-    unlabelled_tiles: int = 2
-    unlabelled_queries: int = 8        # cap on crops x classes decoded per unlabelled batch
-    ema: float = 0.99
-    unlabelled_weight: float = 1.0
-    warmup: float = 0.2                # fraction of the steps on labelled data only (the teacher needs a start)
-    ramp_steps: int = 0                # 0 -> a third of the steps, counted after the warm-up
-    confidence: float = 0.75
-    teacher_views: int = 4             # dihedral views the teacher's logits are averaged over (1 = none)
-    geometric: bool = True
-    scale_range: tuple[float, float] = (0.8, 1.25)
-    noise: float = 0.1
-    channel_drop: float = 0.1
-    cutout: float = 0.25
-    text_expert: bool = True
-    w_grounding: float = 1.0
-    exemplar_expert: bool = True
-    w_exemplar: float = 1.0
-    expert_fade: float = 0.0           # 1: the experts' weights fall linearly to 0 over the round after the warm-up
-    exemplar_k: int = 3
-    exemplar_supervision: float = 0.5
-    student_feedback: bool = True
-    feedback_after: float = 0.3        # fraction of the steps before the student's mask is fed back
-    student_vs_text: float = 0.5
-    text_guided_u: float = 0.1
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SSLConfig":
-        d = dict(d)
-        sup = dict(d.pop("supervised", {}))
-        sup["weights"] = LossWeights(**sup.get("weights", {}))
-        d["scale_range"] = tuple(d.get("scale_range", (0.8, 1.25)))
-        return cls(supervised=TrainConfig(**sup), **d)
-
-
-METHODS = ("supervised", "mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
-           "promptseg-no_feedback", "promptseg-no_contrastive")
-
-
-def method_config(name: str, steps: int, seed: int = 0, **overrides) -> SSLConfig:
-    """The SSL variants a benchmark compares; ablations switch one expert or loss off."""
-    if name not in METHODS:
-        raise ValueError(f"unknown SSL method {name!r}; choose from {', '.join(METHODS)}")
-    cfg = SSLConfig(steps=steps, seed=seed, supervised=TrainConfig(steps=steps, seed=seed), **overrides)
-    if name == "supervised":   # labelled images only, no teacher: the same-backbone baseline
-        cfg = replace(cfg, unlabelled_weight=0.0, exemplar_supervision=0.0, text_expert=False,
-                      exemplar_expert=False, student_feedback=False)
-    elif name == "mean_teacher":
-        cfg = replace(cfg, text_expert=False, exemplar_expert=False, exemplar_supervision=0.0,
-                      student_feedback=False, student_vs_text=0.0, text_guided_u=0.0)
-    elif name == "promptseg-no_text":
-        cfg = replace(cfg, text_expert=False, student_vs_text=0.0, text_guided_u=0.0)
-    elif name == "promptseg-no_exemplar":
-        cfg = replace(cfg, exemplar_expert=False, exemplar_supervision=0.0, student_feedback=False)
-    elif name == "promptseg-no_feedback":
-        cfg = replace(cfg, student_feedback=False)
-    elif name == "promptseg-no_contrastive":
-        w = replace(cfg.supervised.weights, contrastive=0.0)
-        cfg = replace(cfg, supervised=replace(cfg.supervised, weights=w))
-    return cfg
 
 
 def _pb_select(pb: PromptBatch, idx: torch.Tensor) -> PromptBatch:

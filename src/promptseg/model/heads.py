@@ -29,9 +29,11 @@ class GroundingHead(nn.Module):
     def text_features(self, text_pooled: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text(text_pooled), dim=-1)
 
-    def forward(self, image_emb: torch.Tensor, text_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B,C,h,w), (K,T) -> logits (B,K,h,w), pixel features (B,D,h,w), text features (K,D)."""
-        pix = self.pixel_features(image_emb)
+    def forward(self, image_emb: torch.Tensor, text_pooled: torch.Tensor, pix: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,C,h,w), (K,T) -> logits (B,K,h,w), pixel features (B,D,h,w), text features (K,D).
+        ``pix``: the pixel features if already computed (they do not depend on the text)."""
+        pix = self.pixel_features(image_emb) if pix is None else pix
         txt = self.text_features(text_pooled)
         sim = torch.einsum("bdhw,kd->bkhw", pix, txt)
         return self.scale * sim + self.bias, pix, txt
