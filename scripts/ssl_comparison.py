@@ -36,7 +36,13 @@ def overrides(pairs: list[str]) -> dict:
     out = {}
     for p in pairs:
         k, v = p.split("=", 1)
-        out[k] = v.lower() == "true" if v.lower() in ("true", "false") else float(v) if "." in v else int(v)
+        if v.lower() in ("true", "false"):
+            out[k] = v.lower() == "true"
+        else:
+            try:
+                out[k] = float(v) if "." in v else int(v)
+            except ValueError:
+                out[k] = v   # a word, e.g. fusion=veto
     return out
 
 

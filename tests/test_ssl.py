@@ -50,6 +50,26 @@ def test_missing_or_zero_weight_experts_contribute_nothing():
     assert torch.equal(fuse_logits(z_t, torch.randn(2, 3, 3), torch.randn(2, 3, 3), 0.0, 0.0), z_t)
 
 
+def test_veto_fusion_masks_a_flip_instead_of_taking_the_experts_label():
+    # The teacher says foreground (z = 1); a confident text map says background (z = -4).
+    z_t, z_g = torch.tensor([[[1.0, 1.0]]]), torch.tensor([[[-4.0, 2.0]]])
+    summed, _ = binary_pseudo_label(fuse_logits(z_t, z_g, rule="sum"), tau=0.75)
+    assert summed.tolist() == [[[0.0, 1.0]]]                 # sum flips pixel 0 to background
+    target, conf = binary_pseudo_label(fuse_logits(z_t, z_g, rule="veto"), tau=0.75)
+    assert conf.tolist() == [[[0.0, 1.0]]]                   # veto: pixel 0 is left out instead
+    assert target[0, 0, 1] == 1.0                            # and agreement still raises confidence
+
+
+def test_gate_fusion_lets_experts_decide_only_where_the_teacher_is_unsure():
+    z_t = torch.tensor([[[8.0, 0.0]]])                       # confident | unsure teacher
+    z_g = torch.tensor([[[-6.0, -3.0]]])
+    z = fuse_logits(z_t, z_g, rule="gate")
+    assert z[0, 0, 0] > 7.9                                  # σ(8) ≈ 1: the text map is ignored
+    assert z[0, 0, 1] == pytest.approx(-3.0)                 # σ(0) = 0.5: the text map decides
+    with pytest.raises(ValueError, match="fusion rule"):
+        fuse_logits(z_t, z_g, rule="mean")
+
+
 def test_multiclass_merge_picks_the_strongest_class_and_masks_unsure_pixels():
     z = torch.tensor([[[[4.0, -4.0, 0.1]]],      # class 1 logits at 3 pixels
                       [[[2.0, -4.0, 0.0]]]]).permute(1, 0, 2, 3)  # (1, K=2, 1, 3)

@@ -1,6 +1,8 @@
 """The methods a benchmark run compares, and how each is trained on cached embeddings.
 
-``supervised``      stage-1 training (engine/stage1.py) on the labelled subset only;
+``supervised``      the SSL trainer with the unlabelled weight at 0 (engine/ssl.py's ``supervised``
+                    variant: stage-1 losses, the same augmentations, no teacher) on the
+                    labelled subset only, so it differs from the SSL methods in nothing else;
 ``supervised_100``  the same on every training image (the fully supervised reference);
 ``unet``            a plain pixel-trained U-Net on the labelled subset (bench/unet_baseline.py);
 SSL methods         engine/ssl.py's teacher-student training with the labelled subset plus
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..engine.stage1 import ClassPrompts, TrainConfig, TrainItem, train_stage1
+from ..engine.stage1 import ClassPrompts, TrainItem
 from ..model.segmenter import PromptSegModel
 
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
@@ -61,18 +63,14 @@ def progress_printer(tag: str, steps: int, log: Callable[[str], None], every: in
 
 def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[TrainItem],
                        prompts: ClassPrompts, steps: int, seed: int, device: str = "cpu",
-                       on_step: Callable[[dict], None] | None = None, train_cfg: TrainConfig | None = None) -> dict:
+                       on_step: Callable[[dict], None] | None = None) -> dict:
     """Train ``model`` in place with ``method``; returns the last step's losses. ``unlabelled``
     items only lend their embeddings (their labels are never read)."""
-    if method in ("supervised", "supervised_100"):
-        cfg = train_cfg or TrainConfig()
-        cfg.steps, cfg.seed = steps, seed
-        return train_stage1(model, labelled, prompts, cfg, device=device, on_step=on_step)
-    if method in SSL_METHODS:
-        from ..engine.ssl import UnlabelledItem, method_config, train_ssl
+    if method not in ("supervised", "supervised_100") + SSL_METHODS:
+        raise ValueError(f"{method} is not a prompt-model method")
+    from ..engine.ssl import UnlabelledItem, method_config, train_ssl
 
-        cfg = method_config(method, steps, seed)
-        pool = [UnlabelledItem(it.name, it.emb) for it in unlabelled]
-        return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
-    raise ValueError(f"{method} is not a prompt-model method")
+    cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed)
+    pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb) for it in unlabelled]
+    return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
 

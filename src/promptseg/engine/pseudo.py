@@ -15,15 +15,34 @@ import torch.nn as nn
 from ..model.heads import merge_classes
 
 
+FUSION_RULES = ("sum", "veto", "gate")
+
+
 def fuse_logits(z_teacher: torch.Tensor, z_grounding: torch.Tensor | None = None,
                 z_exemplar: torch.Tensor | None = None, w_grounding: float = 1.0,
-                w_exemplar: float = 1.0) -> torch.Tensor:
-    """z = z_t + w_g·z_g + w_x·z_x; a missing expert (None or weight 0) contributes nothing."""
-    z = z_teacher.float()
+                w_exemplar: float = 1.0, rule: str = "sum") -> torch.Tensor:
+    """Product of experts in logit space; a missing expert (None or weight 0) adds nothing.
+
+    - ``sum``: z = z_t + w_g·z_g + w_x·z_x; confident experts can flip the teacher's label.
+    - ``veto``: the same sum, but where its sign differs from the teacher's the pixel gets
+      z = 0 (confidence 0.5, so it is masked): experts that are less accurate than the
+      teacher can confirm or reject its label, never replace it.
+    - ``gate``: z = z_t + g·(w_g·z_g + w_x·z_x) with g = 1 − |2σ(z_t) − 1|: the experts
+      speak where the teacher is unsure and are silent where it is confident.
+    """
+    if rule not in FUSION_RULES:
+        raise ValueError(f"unknown fusion rule {rule!r}; choose from {', '.join(FUSION_RULES)}")
+    z_t = z_teacher.float()
+    experts = torch.zeros_like(z_t)
     if z_grounding is not None and w_grounding:
-        z = z + w_grounding * z_grounding.float()
+        experts = experts + w_grounding * z_grounding.float()
     if z_exemplar is not None and w_exemplar:
-        z = z + w_exemplar * z_exemplar.float()
+        experts = experts + w_exemplar * z_exemplar.float()
+    if rule == "gate":
+        return z_t + (1 - (2 * torch.sigmoid(z_t) - 1).abs()) * experts
+    z = z_t + experts
+    if rule == "veto":
+        z = torch.where((z > 0) == (z_t > 0), z, torch.zeros_like(z))
     return z
 
 

@@ -209,7 +209,8 @@ class SSLTrainer:
             if xb is not None:
                 z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe).mask_logits.float(), 0.0)
         fade = self.expert_scale()
-        z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, fade * cfg.w_grounding, fade * cfg.w_exemplar)
+        z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, fade * cfg.w_grounding, fade * cfg.w_exemplar,
+                        cfg.fusion)
         return z, z_g
 
     # -- one step --------------------------------------------------------------------------

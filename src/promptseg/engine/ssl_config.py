@@ -28,6 +28,7 @@ class SSLConfig:
     w_grounding: float = 1.0
     exemplar_expert: bool = True
     w_exemplar: float = 1.0
+    fusion: str = "sum"                # how the experts' logits join the teacher's: sum | veto | gate (pseudo.py)
     expert_fade: float = 0.0           # 1: the experts' weights fall linearly to 0 over the round after the warm-up
     exemplar_k: int = 3
     exemplar_supervision: float = 0.5
