@@ -232,7 +232,8 @@ def test_tiny_ssl_round_trains_on_pseudo_labels_and_ends_with_the_teacher(tiny_s
     model = PromptSegModel(ModelConfig.tiny())
     model.load_state_dict(base.state_dict())
     steps = []
-    last = train_ssl(model, lab, unl, prompts, method_config("promptseg", 6), on_step=steps.append)
+    cfg = method_config("promptseg", 6, exemplar_supervision=0.5)   # the optional labelled exemplar path too
+    last = train_ssl(model, lab, unl, prompts, cfg, on_step=steps.append)
     assert [s["step"] for s in steps] == list(range(1, 7))
     assert last["unlabelled"] > 0 and 0 < last["confident_fraction"] <= 1 and "exemplar_supervised" in last
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
@@ -242,7 +243,8 @@ def _trainer(tiny_setup, steps):
     base, lab, unl, prompts = tiny_setup
     model = PromptSegModel(ModelConfig.tiny())
     model.load_state_dict(base.state_dict())
-    return SSLTrainer(model, lab, unl, prompts, method_config("promptseg", steps, feedback_after=0.3))
+    return SSLTrainer(model, lab, unl, prompts, method_config("promptseg", steps, feedback_after=0.3,
+                                                                 geometric=True, teacher_views=4))
 
 
 def test_saved_state_resumes_to_the_same_weights_as_an_uninterrupted_round(tiny_setup, tmp_path):
