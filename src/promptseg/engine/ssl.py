@@ -2,12 +2,13 @@
 
 Per step, with labelled crops (accepted labels) and unlabelled crops sampled independently
 (never tied to the labelled index, seed-methods §12.7):
-- labelled: every stage-1 term (stage1.py) on a weak view, plus the exemplar-assistant path
-  supervised by the label (the template bank with the image itself left out), which trains
-  the decoder to read exemplar prompts (VESSA's stage 1);
+- labelled: every stage-1 term (stage1.py) on a weak view, optionally plus the exemplar-
+  assistant path supervised by the label (the template bank with the image itself left out),
+  which trains the decoder to read exemplar prompts (VESSA's stage 1);
 - unlabelled: the teacher decodes the weak view; the text expert (grounding map) and the
   exemplar expert (exemplars.py; after ``feedback_after`` the student's own mask is its dense
-  prompt) are fused in logit space (pseudo.py); the CPS4 merge gives one label per pixel,
+  prompt) are fused in logit space (pseudo.py; by default they can confirm or veto the
+  teacher's label, not replace it); the CPS4 merge gives one label per pixel,
   confident pixels supervise the student on a strong view, weighted by a sigmoid ramp; plus
   DuSSS's student-vs-text term and L_tg with the pseudo masks.
 Every expert and loss has a switch, so a benchmark can ablate it (ssl_config.py).
