@@ -93,9 +93,7 @@ def test_bench_monuseg_plumbing(tiny_data, tmp_path, monkeypatch):
         return real_train(method, model, labelled, unlabelled, *args, **kw)
 
     monkeypatch.setattr(mb, "train_prompt_model", spy)
-    methods = ["supervised", "supervised_100", "unet"]
-    if mb.parse_methods("promptseg", mb.ALL_METHODS, strict=False)[0]:
-        methods += ["promptseg"]
+    methods = ["supervised", "supervised_100", "unet", "promptseg"]
     cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=methods, steps=4,
                            unet_steps=2, seeds=[0, 1], cache=str(tmp_path / "cache"))
     res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)

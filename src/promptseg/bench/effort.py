@@ -18,7 +18,7 @@ import numpy as np
 from ..engine.evaluate import dice, edited_fraction, predict_labels
 from ..model.segmenter import ModelConfig
 from .data import by_split, load_seg_dir
-from .methods import SSL_METHODS, parse_methods, progress_printer, ssl_missing_reason, train_prompt_model
+from .methods import SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .metrics import mean_scores
 from .monuseg import fresh_model, item_of, prepare, score_prompt_model
 from .report import run_environment, write_results
@@ -33,7 +33,7 @@ class EffortConfig:
     initial: int = 2
     steps_first: int = 600
     steps_per_round: int = 300
-    method: str | None = None       # default: promptseg when the SSL engine exists, else supervised
+    method: str | None = None       # default: promptseg
     eval_split: str = "val"
     seed: int = 0
     device: str = "cpu"
@@ -55,10 +55,10 @@ def annotation_order(names: list[str], seed: int) -> list[str]:
 
 def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict:
     model_cfg = model_cfg or ModelConfig()
-    method = cfg.method or ("supervised" if ssl_missing_reason() else "promptseg")
+    method = cfg.method or "promptseg"
     if method in ("unet", "supervised_100"):
         raise ValueError(f"the effort bench retrains a prompt model; {method} is not one")
-    parse_methods(method, (method,), strict=True)
+    parse_methods(method, (method,))
     rows = load_seg_dir(cfg.data)
     train, evals = by_split(rows, "train"), by_split(rows, cfg.eval_split)
     if not evals or cfg.eval_split == "train":

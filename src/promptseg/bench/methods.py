@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..engine.ssl import UnlabelledItem, method_config, train_ssl
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..model.segmenter import PromptSegModel
 
@@ -24,27 +25,13 @@ QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "prompt
                  "promptseg-no_exemplar")
 
 
-def ssl_missing_reason() -> str | None:
-    """None when engine/ssl.py can be imported, else why not."""
-    try:
-        from ..engine.ssl import SSLConfig, UnlabelledItem, method_config, train_ssl  # noqa: F401
-    except ImportError as exc:
-        return f"promptseg.engine.ssl is not available ({exc})"
-    return None
-
-
-def parse_methods(spec: str | None, default: tuple[str, ...], strict: bool) -> tuple[list[str], dict[str, str]]:
-    """Methods to run and {skipped method: reason}. Unknown names are an error; an SSL method
-    without the SSL engine is an error when asked for explicitly (``strict``), else skipped."""
+def parse_methods(spec: str | None, default: tuple[str, ...]) -> list[str]:
+    """The methods named in ``spec`` (comma-separated), or ``default``; unknown names are an error."""
     names = [m.strip() for m in spec.split(",") if m.strip()] if spec else list(default)
     unknown = [m for m in names if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
-    reason = ssl_missing_reason()
-    skipped = {m: reason for m in names if m in SSL_METHODS and reason}
-    if skipped and strict:
-        raise ValueError(f"cannot run {sorted(skipped)}: {reason}")
-    return [m for m in names if m not in skipped], skipped
+    return names
 
 
 def uses_all_labels(method: str) -> bool:
@@ -68,8 +55,6 @@ def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainI
     items only lend their embeddings (their labels are never read)."""
     if method not in ("supervised", "supervised_100") + SSL_METHODS:
         raise ValueError(f"{method} is not a prompt-model method")
-    from ..engine.ssl import UnlabelledItem, method_config, train_ssl
-
     cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed)
     pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb) for it in unlabelled]
     return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)

@@ -113,9 +113,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
     """Run every method for every seed; writes OUT/results.json (after each method), results.md
     and OUT/monuseg_dice.png. Returns the results.json content."""
     model_cfg = model_cfg or ModelConfig()
-    methods, skipped = parse_methods(",".join(cfg.methods), ALL_METHODS, strict=False)
-    for m, why in skipped.items():
-        log(f"skipping {m}: {why}")
+    methods = parse_methods(",".join(cfg.methods), ALL_METHODS)
     if not methods:
         raise ValueError("no method left to run")
     out = Path(cfg.out)
@@ -133,7 +131,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
     log(f"MoNuSeg bench: {len(train)} train ({len(labelled)} labelled = {cfg.labels:.0%}), "
         f"{len(evals)} {cfg.eval_split} for evaluation; methods {', '.join(methods)}; seeds {cfg.seeds}; "
         f"{cfg.steps} steps; device {cfg.device}")
-    config = {**asdict(cfg), "methods": methods, "skipped_methods": skipped, "prompt": CLASS_NAME,
+    config = {**asdict(cfg), "methods": methods, "prompt": CLASS_NAME,
               "n_train": len(train), "labelled_images": labelled_names,
               "unlabelled_images": [r.name for r in unlabelled], "eval_images": [r.name for r in evals],
               "captions": {r.name: r.caption for r in rows}, "model": model_cfg.to_dict(),
