@@ -126,3 +126,78 @@ def test_cli_parses_bench_monuseg():
     assert a.fn.__name__ == "cmd_bench_monuseg" and a.quick and a.eval_split == "test"
     cfg = mb.MonusegConfig.quick_defaults("D", seeds=mb.seeds_arg(a.seeds), methods=None, steps=None)
     assert cfg.seeds == [0, 1] and cfg.steps == 200 and "promptseg" in cfg.methods
+
+
+def test_prepare_keeps_prompt_embeddings_beside_the_image_cache(tiny_data, tmp_path, monkeypatch):
+    """A GPU machine without the MiniLM weights runs the bench from the carried cache folder."""
+    from promptseg.model.text import TextEncoder
+
+    rows = load_seg_dir(tiny_data)[:2]
+    quiet = []
+    first = mb.prepare(rows, tiny_cfg(), tmp_path / "cache", "cpu", log=quiet.append)
+    files = list((tmp_path / "cache").glob("prompts-*.safetensors"))
+    assert len(files) == 1
+
+    def no_encoder(self):
+        raise OSError("no text encoder weights on this machine")
+
+    monkeypatch.setattr(TextEncoder, "_load", no_encoder)
+    second = mb.prepare(rows, tiny_cfg(), tmp_path / "cache", "cpu", log=quiet.append)
+    assert np.array_equal(second.prompts.embs[0].pooled, first.prompts.embs[0].pooled)
+    files[0].write_bytes(b"not a safetensors file")   # damaged: ignored, and then the encoder is needed
+    with pytest.raises(RuntimeError, match="not in the embedding cache"):
+        mb.prepare(rows, tiny_cfg(), tmp_path / "cache", "cpu", log=quiet.append)
+    assert any("ignoring the prompt cache" in line for line in quiet)
+
+
+def test_crop_and_batch_reach_the_trainer():
+    from promptseg.bench.methods import crop_overrides
+    from promptseg.engine.ssl_config import method_config
+    from promptseg.model.segmenter import PromptSegModel
+
+    model = PromptSegModel(tiny_cfg())
+    stride, tile = model.backbone.stride, model.tile
+    assert crop_overrides(model, tile, 8) == {"crop": tile // stride, "batch_tiles": 8}
+    assert crop_overrides(model, None, None) == {}
+    for bad in (tile + stride, stride + 1, 0):
+        with pytest.raises(ValueError, match="--crop"):
+            crop_overrides(model, bad, None)
+    with pytest.raises(ValueError, match="--batch"):
+        crop_overrides(model, None, 0)
+    cfg = method_config("promptseg", 10, crop=16, batch_tiles=8)
+    assert cfg.supervised.crop == 16 and cfg.supervised.batch_tiles == 8 and cfg.unlabelled_tiles == 8
+    from promptseg.cli import build_parser
+
+    a = build_parser().parse_args(["bench", "monuseg", "--data", "D", "--crop", "256", "--batch", "8"])
+    assert (a.crop, a.batch) == (256, 8)
+
+
+def _fake_run(folder, labels, rows):
+    from promptseg.bench.report import write_results
+
+    res = [{"method": m, "seed": s, "dice": d, "miou": d - 0.1, "dice_224": d, "miou_224": d - 0.1, "seconds": 1.0}
+           for m, s, d in rows]
+    write_results(folder, res, {"labels": labels, "eval_split": "val", "steps": 10, "crop": 256, "batch": 8,
+                                "subset_seed": 0})
+    return folder
+
+
+def test_bench_merge_joins_seeds_and_refuses_unlike_runs(tmp_path, capsys):
+    from promptseg.bench.report import merge_runs
+    from promptseg.cli import main
+
+    a = _fake_run(tmp_path / "a", 0.25, [("promptseg", 0, 0.80), ("supervised", 0, 0.70)])
+    b = _fake_run(tmp_path / "b", 0.25, [("supervised", 1, 0.74), ("promptseg", 1, 0.84)])
+    assert main(["bench", "merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    md = (tmp_path / "m" / "results.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| supervised") or ln.startswith("| promptseg")]
+    assert lines[0].startswith("| supervised | 2 | 72.00 ± 2.83")           # the baseline comes first
+    assert lines[1].startswith("| promptseg | 2 | 82.00 ± 2.83") and "+10.00" in lines[1]
+    assert len(json.loads((tmp_path / "m" / "results.json").read_text())["results"]) == 4
+    c = _fake_run(tmp_path / "c", 0.5, [("promptseg", 2, 0.9)])
+    with pytest.raises(ValueError, match="labels"):
+        merge_runs([a, c])
+    with pytest.raises(ValueError, match="repeats"):
+        merge_runs([a, a])
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        merge_runs([tmp_path / "nothing"])

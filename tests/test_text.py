@@ -34,3 +34,26 @@ def test_real_minilm_embeddings_are_cached_and_meaningful():
     assert np.allclose(cached.encode(["nucleus"])[0].pooled, b.pooled)
     with pytest.raises(RuntimeError, match="not in the embedding cache"):
         cached.encode(["spleen"])
+
+
+def test_prompt_cache_file_round_trips_and_refuses_other_encoders_or_damage(tmp_path):
+    from promptseg.model.text import load_prompt_cache, prompt_cache_file, save_prompt_cache
+
+    enc = TextEncoder()
+    enc.encode(["nucleus", "left lung"])
+    path = prompt_cache_file(tmp_path, enc.model_id)
+    assert load_prompt_cache(path, enc.model_id) == {}   # no file yet: nothing cached
+    save_prompt_cache(path, enc.cache, enc.model_id)
+    back = load_prompt_cache(path, enc.model_id)
+    assert set(back) == {"nucleus", "left lung"}
+    for k, e in back.items():
+        assert np.array_equal(e.pooled, enc.cache[k].pooled) and np.array_equal(e.tokens, enc.cache[k].tokens)
+        assert e.n_tokens == enc.cache[k].n_tokens
+    # The file alone decodes prompts where the encoder's weights are missing (a GPU machine).
+    offline = TextEncoder(model_id="/nonexistent/model", cache=back)
+    assert np.array_equal(offline.encode(["nucleus"])[0].pooled, enc.cache["nucleus"].pooled)
+    with pytest.raises(ValueError, match="not 'other-encoder'"):
+        load_prompt_cache(path, "other-encoder")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt prompt embedding cache"):
+        load_prompt_cache(path, enc.model_id)

@@ -146,7 +146,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     _torch_threads()
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
-              device=resolve_device(a.device), cache=a.cache,
+              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
     if a.quick:
         cfg = MonusegConfig.quick_defaults(a.data, **kw)
@@ -168,7 +168,7 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
     _torch_threads()
     kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
               steps_per_round=a.steps_per_round, method=a.method, eval_split=a.eval_split, seed=a.seed,
-              device=resolve_device(a.device), cache=a.cache)
+              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch)
     if a.quick:
         cfg = EffortConfig.quick_defaults(a.data, **kw)
     else:
@@ -190,6 +190,31 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
     run_aal(cfg)
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
+
+
+def cmd_bench_merge(a: argparse.Namespace) -> int:
+    from .bench.methods import ALL_METHODS
+    from .bench.report import bar_plot, markdown_table, merge_runs, write_results
+
+    merged = merge_runs(a.runs)
+    rank = {m: i for i, m in enumerate(ALL_METHODS)}
+    results = sorted(merged["results"], key=lambda r: (rank.get(r["method"], len(rank)), r.get("seed", 0)))
+    out = Path(a.out)
+    write_results(out, results, merged["config"])
+    c = merged["config"]
+    title = a.title or f"MoNuSeg, {c['labels']:.0%} labels, {c['eval_split']} split, {c['steps']} steps"
+    table = markdown_table(results, title=title)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    bar_plot(results, out / "monuseg_dice.png", title)
+    print(table)
+    return 0
+
+
+def _crop_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crop", type=int, default=None,
+                   help="training crop of the prompt models in image pixels, up to the 256-px tile (default 128)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="tiles per training step, labelled and unlabelled each (default 2; 8 suits a GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--subset-seed", type=int, default=0, help="seed of the labelled-subset draw")
     bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     bm.add_argument("--out", default="bench-monuseg")
+    _crop_batch_args(bm)
     bm.set_defaults(fn=cmd_bench_monuseg)
     be = bsub.add_parser("effort", help="simulated annotator: edited fraction per round on MoNuSeg-format data")
     be.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")
@@ -260,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default="cpu")
     be.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     be.add_argument("--out", default="bench-effort")
+    _crop_batch_args(be)
+    bg = bsub.add_parser("merge", help="join runs split by seed or method into one table (mean ± std)")
+    bg.add_argument("runs", nargs="+", help="benchmark output folders, each with results.json")
+    bg.add_argument("--out", required=True)
+    bg.add_argument("--title", default=None)
+    bg.set_defaults(fn=cmd_bench_merge)
     be.set_defaults(fn=cmd_bench_effort)
     ba = bsub.add_parser("aal", help="Colin27 + AAL coarse classes from few labelled slices (mricron-data)")
     ba.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"])

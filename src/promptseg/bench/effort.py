@@ -38,6 +38,8 @@ class EffortConfig:
     seed: int = 0
     device: str = "cpu"
     cache: str | None = None
+    crop: int | None = None         # training crop in pixels (default 128)
+    batch: int | None = None        # tiles per step (default 2)
     quick: bool = False
 
     @classmethod
@@ -97,7 +99,8 @@ def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Cal
         unl = [items[n] for n in order if n not in labelled] if method in SSL_METHODS else []
         t0 = time.time()
         train_prompt_model(method, model, [items[n] for n in labelled], unl, prep.prompts, steps, cfg.seed + r,
-                           cfg.device, on_step=progress_printer(f"[round {r}]", steps, log))
+                           cfg.device, on_step=progress_printer(f"[round {r}]", steps, log),
+                           crop_px=cfg.crop, batch=cfg.batch)
         train_s = time.time() - t0
         val = mean_scores(score_prompt_model(model, evals, prep, cfg.device))
         row = {"round": r, "labelled": len(labelled), "steps": steps, "train_seconds": round(train_s, 1),

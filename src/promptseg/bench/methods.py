@@ -48,14 +48,32 @@ def progress_printer(tag: str, steps: int, log: Callable[[str], None], every: in
     return on_step
 
 
+def crop_overrides(model: PromptSegModel, crop_px: int | None, batch: int | None) -> dict:
+    """Trainer overrides for a training crop of ``crop_px`` image pixels and ``batch`` tiles per step
+    (labelled and unlabelled each); None keeps the defaults (128 px, 2 tiles: sized for 2 CPU cores)."""
+    out = {}
+    if crop_px is not None:
+        stride, tile = model.backbone.stride, model.tile
+        if crop_px % stride or not stride <= crop_px <= tile:
+            raise ValueError(f"--crop must be a multiple of {stride} between {stride} and {tile} pixels, got {crop_px}")
+        out["crop"] = crop_px // stride
+    if batch is not None:
+        if batch < 1:
+            raise ValueError(f"--batch must be at least 1, got {batch}")
+        out["batch_tiles"] = batch
+    return out
+
+
 def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[TrainItem],
                        prompts: ClassPrompts, steps: int, seed: int, device: str = "cpu",
-                       on_step: Callable[[dict], None] | None = None) -> dict:
+                       on_step: Callable[[dict], None] | None = None, crop_px: int | None = None,
+                       batch: int | None = None) -> dict:
     """Train ``model`` in place with ``method``; returns the last step's losses. ``unlabelled``
     items only lend their embeddings (their labels are never read)."""
     if method not in ("supervised", "supervised_100") + SSL_METHODS:
         raise ValueError(f"{method} is not a prompt-model method")
-    cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed)
+    cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed,
+                        **crop_overrides(model, crop_px, batch))
     pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb) for it in unlabelled]
     return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
 

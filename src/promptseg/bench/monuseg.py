@@ -22,7 +22,7 @@ from ..engine.evaluate import predict_labels
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
-from ..model.text import TextEncoder
+from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save_prompt_cache
 from .data import SegImage, by_split, labelled_subset, load_seg_dir
 from .methods import ALL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
     train_prompt_model, uses_all_labels
@@ -48,6 +48,8 @@ class MonusegConfig:
     subset_seed: int = 0
     device: str = "cpu"
     cache: str | None = None           # embedding cache folder (default OUT/embeddings)
+    crop: int | None = None            # prompt models' training crop in pixels (default 128)
+    batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
     quick: bool = False
 
     @classmethod
@@ -78,7 +80,19 @@ def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path,
         embs[r.name] = cache.get(r.image)
         log(f"  embedding {i + 1}/{len(rows)} {r.name} ({time.time() - t1:.1f} s)")
     log(f"embedded {len(rows)} images in {time.time() - t0:.0f} s")
-    prompts = class_prompts(list(class_names), TextEncoder(model_cfg.text_model))
+    # The prompt embeddings live beside the image embeddings, so a machine without the text
+    # encoder's weights (a GPU box that the 90 MB MiniLM cannot travel to) can run from the cache.
+    prompt_file = prompt_cache_file(cache_dir, model_cfg.text_model)
+    try:
+        cached = load_prompt_cache(prompt_file, model_cfg.text_model)
+    except ValueError as exc:  # recomputed like a corrupt image embedding, never trusted
+        log(f"ignoring the prompt cache: {exc}")
+        cached = {}
+    text = TextEncoder(model_cfg.text_model, cache=cached)
+    known = set(text.cache)
+    prompts = class_prompts(list(class_names), text)
+    if set(text.cache) != known:
+        save_prompt_cache(prompt_file, text.cache, model_cfg.text_model)
     return Prepared(ref, embs, prompts)
 
 
@@ -162,7 +176,8 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 lab = train if uses_all_labels(method) else labelled
                 unl = [items[r.name] for r in unlabelled] if method in SSL_METHODS else []
                 train_prompt_model(method, model, [items[r.name] for r in lab], unl, prep.prompts, cfg.steps,
-                                   seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log))
+                                   seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
+                                   crop_px=cfg.crop, batch=cfg.batch)
                 train_s = time.time() - t1
                 per_image = score_prompt_model(model, evals, prep, cfg.device)
                 n_lab, steps = len(lab), cfg.steps

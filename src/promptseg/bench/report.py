@@ -3,6 +3,7 @@ supervised baseline) and a bar chart."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -40,6 +41,36 @@ def write_results(out: str | Path, results: list[dict], config: dict) -> Path:
     path = out / "results.json"
     atomic_write_json(path, {"results": results, "config": config})
     return path
+
+
+def merge_runs(run_dirs: list[str | Path]) -> dict:
+    """Join the results.json of runs that split one benchmark by seed or method (parallel
+    processes, several machines). Runs with a different setting (labels, split, steps...) are
+    an error: their numbers would not be comparable in one table."""
+    keys = ("labels", "eval_split", "steps", "crop", "batch", "subset_seed")
+    results, configs = [], []
+    for d in run_dirs:
+        path = Path(d) / "results.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} not found: is {d} a benchmark output folder?") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        cfg = doc.get("config", {})
+        if configs:
+            diff = [k for k in keys if cfg.get(k) != configs[0].get(k)]
+            if diff:
+                raise ValueError(f"{d} differs from {run_dirs[0]} in {', '.join(diff)}; merge like runs only")
+        seen = {(r["method"], r.get("seed")) for r in results}
+        dup = [r["method"] for r in doc.get("results", []) if (r["method"], r.get("seed")) in seen]
+        if dup:
+            raise ValueError(f"{d} repeats method/seed pairs already merged: {sorted(set(dup))}")
+        results += doc.get("results", [])
+        configs.append({**cfg, "run_dir": str(d)})
+    if not results:
+        raise ValueError("no results in the given runs")
+    return {"results": results, "config": {**{k: configs[0].get(k) for k in keys}, "runs": configs}}
 
 
 def aggregate(results: list[dict], scores: tuple[str, ...] = SCORES) -> list[dict]:

@@ -2,7 +2,7 @@
 ``method_config`` names the variants a benchmark compares (ssl.py runs them)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .stage1 import LossWeights, TrainConfig
 
@@ -57,11 +57,20 @@ METHODS = ("supervised", "mean_teacher", "promptseg", "promptseg-no_text", "prom
            "promptseg-no_feedback", "promptseg-no_contrastive")
 
 
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("steps", "seed", "weights"))
+
+
 def method_config(name: str, steps: int, seed: int = 0, **overrides) -> SSLConfig:
-    """The SSL variants a benchmark compares; ablations switch one expert or loss off."""
+    """The SSL variants a benchmark compares; ablations switch one expert or loss off.
+    ``overrides`` may name SSLConfig fields or the labelled trainer's (``crop``, ``batch_tiles``,
+    ``lr``...); ``batch_tiles`` also sets ``unlabelled_tiles`` unless that is given too."""
     if name not in METHODS:
         raise ValueError(f"unknown SSL method {name!r}; choose from {', '.join(METHODS)}")
-    cfg = SSLConfig(steps=steps, seed=seed, supervised=TrainConfig(steps=steps, seed=seed), **overrides)
+    train = {k: overrides.pop(k) for k in list(overrides) if k in TRAIN_KEYS}
+    if "batch_tiles" in train:
+        overrides.setdefault("unlabelled_tiles", train["batch_tiles"])
+        overrides.setdefault("unlabelled_queries", max(8, train["batch_tiles"]))
+    cfg = SSLConfig(steps=steps, seed=seed, supervised=TrainConfig(steps=steps, seed=seed, **train), **overrides)
     if name == "supervised":   # labelled images only, no teacher: the same-backbone baseline
         cfg = replace(cfg, unlabelled_weight=0.0, exemplar_supervision=0.0, text_expert=False,
                       exemplar_expert=False, student_feedback=False)

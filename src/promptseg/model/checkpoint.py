@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_path, file_sha256
 from .segmenter import ModelConfig, PromptSegModel
-from .text import MAX_TOKENS, TextEmbedding
+from .text import TextEmbedding, prompt_cache_from, prompt_cache_tensors
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -33,11 +32,8 @@ def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.trainable_state_dict().items()}
-    names = sorted(prompt_cache or {})
-    for i, name in enumerate(names):
-        e = prompt_cache[name]
-        tensors[f"prompt_cache.{i}.pooled"] = torch.from_numpy(np.ascontiguousarray(e.pooled, np.float32))
-        tensors[f"prompt_cache.{i}.tokens"] = torch.from_numpy(np.ascontiguousarray(e.tokens, np.float32))
+    prompt_tensors, prompt_entries = prompt_cache_tensors(prompt_cache or {})
+    tensors.update(prompt_tensors)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(tensors, str(tmp))
     cfg = {
@@ -45,7 +41,7 @@ def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list
         "model": model.cfg.to_dict(),
         "backbone_sha256": getattr(model.backbone, "weights_sha256", None),
         "classes": list(classes or []),
-        "prompt_cache": [{"text": n, "n_tokens": prompt_cache[n].n_tokens} for n in names],
+        "prompt_cache": prompt_entries,
         "weights_sha256": file_sha256(out / WEIGHTS),
         **(extra or {}),
     }
@@ -87,11 +83,10 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu"
         tensors = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"cannot read {weights}: {exc}") from None
-    cache: dict[str, TextEmbedding] = {}
-    for i, entry in enumerate(cfg.get("prompt_cache", [])):
-        pooled = tensors.pop(f"prompt_cache.{i}.pooled").numpy()
-        tokens = tensors.pop(f"prompt_cache.{i}.tokens").numpy()
-        cache[entry["text"]] = TextEmbedding(pooled, tokens.reshape(MAX_TOKENS, -1), int(entry["n_tokens"]))
+    try:
+        cache = prompt_cache_from(tensors, cfg.get("prompt_cache", []))
+    except KeyError as exc:
+        raise ValueError(f"checkpoint {ckpt} lacks the prompt embedding {exc}") from None
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.") or mcfg.train_backbone or not mcfg.pretrained_backbone]

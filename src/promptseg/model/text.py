@@ -8,9 +8,11 @@ words and the model adds a learned laterality embedding instead.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +73,62 @@ class TextEmbedding:
     pooled: np.ndarray  # (D,) float32, L2-normalised mean pooling (sentence-transformers style)
     tokens: np.ndarray  # (MAX_TOKENS, D) float32, zero rows past the end
     n_tokens: int
+
+
+def prompt_cache_tensors(cache: dict[str, "TextEmbedding"]) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Prompt embeddings as safetensors tensors plus their JSON entries (text, token count)."""
+    names = sorted(cache)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(names):
+        tensors[f"prompt_cache.{i}.pooled"] = torch.from_numpy(np.ascontiguousarray(cache[name].pooled, np.float32))
+        tensors[f"prompt_cache.{i}.tokens"] = torch.from_numpy(np.ascontiguousarray(cache[name].tokens, np.float32))
+    return tensors, [{"text": n, "n_tokens": cache[n].n_tokens} for n in names]
+
+
+def prompt_cache_from(tensors: dict[str, torch.Tensor], entries: list[dict]) -> dict[str, "TextEmbedding"]:
+    """Inverse of :func:`prompt_cache_tensors`; pops the prompt tensors out of ``tensors``."""
+    cache = {}
+    for i, entry in enumerate(entries):
+        pooled = tensors.pop(f"prompt_cache.{i}.pooled").float().numpy()
+        tokens = tensors.pop(f"prompt_cache.{i}.tokens").float().numpy()
+        cache[entry["text"]] = TextEmbedding(pooled, tokens.reshape(MAX_TOKENS, -1), int(entry["n_tokens"]))
+    return cache
+
+
+def prompt_cache_file(folder: str | Path, model_id: str) -> Path:
+    """Where a folder keeps the prompt embeddings of one text encoder."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id.strip("/"))[-80:]
+    return Path(folder) / f"prompts-{slug}.safetensors"
+
+
+def save_prompt_cache(path: str | Path, cache: dict[str, "TextEmbedding"], model_id: str) -> None:
+    """Write prompt embeddings (safetensors, atomically) so a machine without the encoder can decode."""
+    from safetensors.torch import save_file
+
+    from ..fsutil import atomic_path
+
+    tensors, entries = prompt_cache_tensors(cache)
+    with atomic_path(Path(path)) as tmp:
+        save_file(tensors, str(tmp), metadata={"text_model": model_id, "entries": json.dumps(entries)})
+
+
+def load_prompt_cache(path: str | Path, model_id: str) -> dict[str, "TextEmbedding"]:
+    """Read :func:`save_prompt_cache`'s file; {} if absent; ValueError if corrupt or another encoder's."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        entries = json.loads(meta["entries"])
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"corrupt prompt embedding cache {path}: {exc}") from None
+    if meta.get("text_model") != model_id:
+        raise ValueError(f"{path} holds embeddings of {meta.get('text_model')!r}, not {model_id!r}")
+    return prompt_cache_from(tensors, entries)
 
 
 def default_model_path() -> str:
