@@ -50,12 +50,12 @@ from promptseg.bench.data import load_seg_dir
 from promptseg.bench.monuseg import prepare
 from promptseg.model.segmenter import ModelConfig
 t = time.time()
-prepare(load_seg_dir(sys.argv[1]), ModelConfig(), sys.argv[2], sys.argv[3])
+prepare(load_seg_dir(sys.argv[1]), ModelConfig(), sys.argv[2], sys.argv[3], bf16=True)
 print(f"prepare {time.time() - t:.1f} s")
 EOF
 # 3. the methods, side by side; results.json is rewritten after every method
 echo "train $(date -u +%T), $(left) s left"
-common=(--data "$CARRY/monuseg" --eval-split val --device "$DEVICE" --steps "$STEPS" --crop 256 --batch 8 --cache "$CACHE")
+common=(--data "$CARRY/monuseg" --eval-split val --device "$DEVICE" --steps "$STEPS" --crop 256 --batch 8 --bf16 --cache "$CACHE")
 launch() {  # name, then bench arguments
   local name=$1; shift
   timeout "$(($(left) - 15))" $PY -m promptseg.cli bench "$@" --out "$R/$name" > "$R/logs/$name.log" 2>&1 &
@@ -67,7 +67,7 @@ for s in $SEEDS; do
   launch "m25_mt_s$s" monuseg "${common[@]}" --labels 0.25 --seeds $s --methods mean_teacher
   launch "m50_s$s" monuseg "${common[@]}" --labels 0.5 --seeds $s --methods promptseg,supervised
 done
-launch effort effort --data "$CARRY/monuseg" --device "$DEVICE" --crop 256 --batch 8 --cache "$CACHE" $EFFORT_ARGS
+launch effort effort --data "$CARRY/monuseg" --device "$DEVICE" --crop 256 --batch 8 --bf16 --cache "$CACHE" $EFFORT_ARGS
 while [ -n "$(jobs -r)" ]; do sleep 20; pack; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$R/logs/gpu_util.log"; done
 wait
 echo "done $(date -u +%T), $(left) s left"

@@ -201,3 +201,36 @@ def test_bench_merge_joins_seeds_and_refuses_unlike_runs(tmp_path, capsys):
         merge_runs([a, a])
     with pytest.raises(FileNotFoundError, match="results.json"):
         merge_runs([tmp_path / "nothing"])
+
+
+def test_dihedral_views_turn_image_and_mask_together(tiny_data):
+    from promptseg.bench.data import dihedral_views
+
+    row = load_seg_dir(tiny_data)[0]
+    views = dihedral_views(row, 8)
+    assert [v.name for v in views][:3] == [row.name, f"{row.name}@r90", f"{row.name}@r180"]
+    assert np.array_equal(views[0].image, row.image) and len({v.name for v in views}) == 8
+    for v in views:   # every view keeps the image-mask correspondence: same pixels under the mask
+        assert v.image.shape == row.image.shape and v.mask.sum() == row.mask.sum()
+        assert np.isclose(v.image[v.mask == 1].mean(), row.image[row.mask == 1].mean())
+    assert np.array_equal(views[1].mask, np.rot90(row.mask)) and np.array_equal(views[4].image, row.image[:, ::-1])
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        dihedral_views(row, 9)
+
+
+def test_views_multiply_training_images_but_never_eval_images(tiny_data, tmp_path, monkeypatch):
+    seen = []
+    real_train = mb.train_prompt_model
+
+    def spy(method, model, labelled, unlabelled, *args, **kw):
+        seen.append((method, [it.name for it in labelled], [it.name for it in unlabelled]))
+        return real_train(method, model, labelled, unlabelled, *args, **kw)
+
+    monkeypatch.setattr(mb, "train_prompt_model", spy)
+    cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=["promptseg"],
+                           steps=2, seeds=[0], views=2, cache=str(tmp_path / "cache"))
+    res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    (_, lab, unl), = seen
+    assert len(lab) == 6 and sum("@r90" in n for n in lab) == 3 and len(unl) == 18
+    assert {r["image"] for r in res["results"][0]["per_image"]} == {f"img{k:02d}" for k in range(12, 16)}
+    assert res["config"]["views"] == 2

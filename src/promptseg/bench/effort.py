@@ -40,6 +40,7 @@ class EffortConfig:
     cache: str | None = None
     crop: int | None = None         # training crop in pixels (default 128)
     batch: int | None = None        # tiles per step (default 2)
+    bf16: bool = False              # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
 
     @classmethod
@@ -78,7 +79,7 @@ def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Cal
     log(f"effort bench: {method}, start with {cfg.initial} labelled, {cfg.rounds} rounds x {cfg.per_round} "
         f"proposals, {len(evals)} {cfg.eval_split} images for evaluation")
     t_start = time.time()
-    prep = prepare(train + evals, model_cfg, cfg.cache or out / "embeddings", cfg.device, log)
+    prep = prepare(train + evals, model_cfg, cfg.cache or out / "embeddings", cfg.device, log, bf16=cfg.bf16)
     items = {r.name: item_of(r, prep) for r in train}
     model = fresh_model(prep, model_cfg, cfg.seed, cfg.device)
     labelled = list(order[:cfg.initial])

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.embeddings import embeds_in_bf16
 from ..io import load_sample
 from ..project import atomic_write_json
 
@@ -71,7 +70,7 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
         "runs": runs, "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
-        "embed_dtype": "bfloat16" if embeds_in_bf16(device) else "float32",
+        "embed_dtype": "float32",
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
         "prompt_ms_p50": round(p50, 1), "prompt_ms_p95": round(p95, 1),

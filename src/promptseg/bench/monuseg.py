@@ -23,7 +23,7 @@ from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save_prompt_cache
-from .data import SegImage, by_split, labelled_subset, load_seg_dir
+from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .methods import ALL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
     train_prompt_model, uses_all_labels
 from .metrics import binary_scores, mean_scores
@@ -50,6 +50,8 @@ class MonusegConfig:
     cache: str | None = None           # embedding cache folder (default OUT/embeddings)
     crop: int | None = None            # prompt models' training crop in pixels (default 128)
     batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
+    views: int = 1                     # dihedral views of each training image, each embedded (1..8)
+    bf16: bool = False                 # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
 
     @classmethod
@@ -68,11 +70,12 @@ class Prepared:
 
 
 def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path, device: str,
-            log: Callable[[str], None] = print, class_names: tuple[str, ...] = (CLASS_NAME,)) -> Prepared:
+            log: Callable[[str], None] = print, class_names: tuple[str, ...] = (CLASS_NAME,),
+            bf16: bool = False) -> Prepared:
     """Embed every row once (disk cache) and encode the class prompts."""
     torch.manual_seed(0)
     ref = PromptSegModel(model_cfg).to(device)
-    cache = EmbeddingCache(cache_dir, ref, device)
+    cache = EmbeddingCache(cache_dir, ref, device, bf16=bf16)
     embs = {}
     t0 = time.time()
     for i, r in enumerate(rows):
@@ -153,9 +156,14 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
               "metric_note": "per-image foreground Dice / IoU averaged over eval images; *_224: pred and GT "
                              "resized to 224x224 (nearest) first", **run_environment(cfg.device)}
     t0 = time.time()
-    prep = prepare(train + evals, model_cfg, cfg.cache or out / "embeddings", cfg.device, log)
+    # Only the images some method trains on are embedded (views of the unlabelled pool cost
+    # minutes each on a CPU); views are of training images only, never of evaluation images.
+    used = train if any(m in SSL_METHODS or uses_all_labels(m) for m in methods) else labelled
+    views = {r.name: dihedral_views(r, cfg.views) for r in used}
+    prep = prepare([v for r in used for v in views[r.name]] + evals, model_cfg, cfg.cache or out / "embeddings",
+                   cfg.device, log, bf16=cfg.bf16)
     config["embed_seconds"] = round(time.time() - t0, 1)
-    items = {r.name: item_of(r, prep) for r in train}
+    items = {name: [item_of(v, prep) for v in vs] for name, vs in views.items()}
     results: list[dict] = []
     for seed in cfg.seeds:
         base = fresh_model(prep, model_cfg, seed, cfg.device)
@@ -174,8 +182,8 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
             else:
                 model = copy.deepcopy(base)
                 lab = train if uses_all_labels(method) else labelled
-                unl = [items[r.name] for r in unlabelled] if method in SSL_METHODS else []
-                train_prompt_model(method, model, [items[r.name] for r in lab], unl, prep.prompts, cfg.steps,
+                unl = [it for r in unlabelled for it in items[r.name]] if method in SSL_METHODS else []
+                train_prompt_model(method, model, [it for r in lab for it in items[r.name]], unl, prep.prompts, cfg.steps,
                                    seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
                                    crop_px=cfg.crop, batch=cfg.batch)
                 train_s = time.time() - t1

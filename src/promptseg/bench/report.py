@@ -47,7 +47,7 @@ def merge_runs(run_dirs: list[str | Path]) -> dict:
     """Join the results.json of runs that split one benchmark by seed or method (parallel
     processes, several machines). Runs with a different setting (labels, split, steps...) are
     an error: their numbers would not be comparable in one table."""
-    keys = ("labels", "eval_split", "steps", "crop", "batch", "subset_seed")
+    keys = ("labels", "eval_split", "steps", "crop", "batch", "views", "subset_seed")
     results, configs = [], []
     for d in run_dirs:
         path = Path(d) / "results.json"

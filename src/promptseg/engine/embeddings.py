@@ -33,27 +33,27 @@ def backbone_hash(model: PromptSegModel) -> str:
 
 
 @torch.no_grad()
-def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu") -> tuple[torch.Tensor, TileGrid]:
+def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu",
+                bf16: bool = False) -> tuple[torch.Tensor, TileGrid]:
+    """Tile embeddings (T, C, g, g) as float32 on the CPU. ``bf16`` runs the encoder under
+    bfloat16 autocast on CUDA (about half the time, but the numbers differ from float32 enough
+    to change masks of a decoder trained on float32 embeddings: docs/benchmarks.md)."""
     tiles, grid = extract_tiles(prepare_image(image), model.tile)
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=embeds_in_bf16(device)):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
         out = [model.embed(x[i:i + 4].to(device)).float().cpu() for i in range(0, len(x), 4)]
     return torch.cat(out), grid
 
 
-def embeds_in_bf16(device: str | torch.device) -> bool:
-    """The encoder runs in bfloat16 on CUDA (about twice as fast on tensor cores) and in float32
-    elsewhere; the cache keeps the two apart, as their numbers differ slightly."""
-    return str(device).startswith("cuda")
-
-
 class EmbeddingCache:
-    """``folder/<backbone hash>/<image hash>.npz`` holding float16 tile embeddings."""
+    """``folder/<backbone hash>[-bf16]/<image hash>.npz`` holding float16 tile embeddings
+    (bfloat16-encoder embeddings, see :func:`embed_image`, are kept apart)."""
 
-    def __init__(self, folder: str | Path, model: PromptSegModel, device: str = "cpu"):
+    def __init__(self, folder: str | Path, model: PromptSegModel, device: str = "cpu", bf16: bool = False):
         self.model = model
         self.device = device
-        self.folder = Path(folder) / (backbone_hash(model)[:16] + ("-bf16" if embeds_in_bf16(device) else ""))
+        self.bf16 = bf16 and str(device).startswith("cuda")
+        self.folder = Path(folder) / (backbone_hash(model)[:16] + ("-bf16" if self.bf16 else ""))
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha: str) -> Path:
@@ -72,7 +72,7 @@ class EmbeddingCache:
                     return emb, grid
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache entry is recomputed, never trusted
-        emb, grid = embed_image(self.model, image, self.device)
+        emb, grid = embed_image(self.model, image, self.device, self.bf16)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
         os.close(fd)
         try:
