@@ -54,6 +54,21 @@ def tiny_data(tmp_path_factory, nuclei):
     return make_monuseg_like(tmp_path_factory.mktemp("monuseg"), nuclei)
 
 
+@pytest.fixture
+def trained_on(monkeypatch):
+    """(method, labelled names, unlabelled names) of every training call the bench makes; the
+    real trainer still runs."""
+    seen = []
+    real_train = mb.train_prompt_model
+
+    def spy(method, model, labelled, unlabelled, *args, **kw):
+        seen.append((method, [it.name for it in labelled], [it.name for it in unlabelled]))
+        return real_train(method, model, labelled, unlabelled, *args, **kw)
+
+    monkeypatch.setattr(mb, "train_prompt_model", spy)
+    return seen
+
+
 def tiny_cfg() -> ModelConfig:
     cfg = ModelConfig.tiny()
     cfg.train_backbone = False   # frozen random U-Net: embeddings are cached like LiteMedSAM's
@@ -84,15 +99,8 @@ def test_scores_at_native_and_224():
     assert abs(s["dice_224"] - 0.5) < 0.02 and resize_nearest(gt).shape == (224, 224)
 
 
-def test_bench_monuseg_plumbing(tiny_data, tmp_path, monkeypatch):
-    seen = []
-    real_train = mb.train_prompt_model
-
-    def spy(method, model, labelled, unlabelled, *args, **kw):
-        seen.append((method, [it.name for it in labelled], [it.name for it in unlabelled]))
-        return real_train(method, model, labelled, unlabelled, *args, **kw)
-
-    monkeypatch.setattr(mb, "train_prompt_model", spy)
+def test_bench_monuseg_plumbing(tiny_data, tmp_path, trained_on):
+    seen = trained_on
     methods = ["supervised", "supervised_100", "unet", "promptseg"]
     cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=methods, steps=4,
                            unet_steps=2, seeds=[0, 1], cache=str(tmp_path / "cache"))
@@ -218,15 +226,8 @@ def test_dihedral_views_turn_image_and_mask_together(tiny_data):
         dihedral_views(row, 9)
 
 
-def test_views_multiply_training_images_but_never_eval_images(tiny_data, tmp_path, monkeypatch):
-    seen = []
-    real_train = mb.train_prompt_model
-
-    def spy(method, model, labelled, unlabelled, *args, **kw):
-        seen.append((method, [it.name for it in labelled], [it.name for it in unlabelled]))
-        return real_train(method, model, labelled, unlabelled, *args, **kw)
-
-    monkeypatch.setattr(mb, "train_prompt_model", spy)
+def test_views_multiply_training_images_but_never_eval_images(tiny_data, tmp_path, trained_on):
+    seen = trained_on
     cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=["promptseg"],
                            steps=2, seeds=[0], views=2, cache=str(tmp_path / "cache"))
     res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)

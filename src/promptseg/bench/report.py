@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,7 @@ def finish_bar_plot(fig, ax, title: str, path: str | Path) -> Path:
     """Title, legend, layout; write the PNG and free the figure."""
     import matplotlib.pyplot as plt
 
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)   # long titles wrap instead of running off
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
