@@ -211,7 +211,8 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     return 0
 
 
-def _crop_batch_args(p: argparse.ArgumentParser) -> None:
+def _training_args(p: argparse.ArgumentParser) -> None:
+    """Options of the prompt models' training shared by `bench monuseg` and `bench effort`."""
     p.add_argument("--crop", type=int, default=None,
                    help="training crop of the prompt models in image pixels, up to the 256-px tile (default 128)")
     p.add_argument("--batch", type=int, default=None,
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--subset-seed", type=int, default=0, help="seed of the labelled-subset draw")
     bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     bm.add_argument("--out", default="bench-monuseg")
-    _crop_batch_args(bm)
+    _training_args(bm)
     bm.add_argument("--views", type=int, default=None,
                     help="dihedral views (1-8) of each training image, each run through the encoder (default 1)")
     bm.set_defaults(fn=cmd_bench_monuseg)
@@ -291,13 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default="cpu")
     be.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     be.add_argument("--out", default="bench-effort")
-    _crop_batch_args(be)
-    bg = bsub.add_parser("merge", help="join runs split by seed or method into one table (mean ± std)")
-    bg.add_argument("runs", nargs="+", help="benchmark output folders, each with results.json")
+    _training_args(be)
+    be.set_defaults(fn=cmd_bench_effort)
+    bg = bsub.add_parser("merge", help="join `bench monuseg` runs split by seed or method into one table (mean ± std)")
+    bg.add_argument("runs", nargs="+", help="`bench monuseg` output folders, each with results.json")
     bg.add_argument("--out", required=True)
     bg.add_argument("--title", default=None)
     bg.set_defaults(fn=cmd_bench_merge)
-    be.set_defaults(fn=cmd_bench_effort)
     ba = bsub.add_parser("aal", help="Colin27 + AAL coarse classes from few labelled slices (mricron-data)")
     ba.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"])
     ba.add_argument("--labelled", type=float, default=None, help="labelled fraction of the slices (default 0.05)")
