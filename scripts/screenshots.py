@@ -140,6 +140,7 @@ def scene_retrain(root: Path) -> None:
     panel.path_edit.setText(str(root / "retrain-project"))
     panel.open_btn.click()
     panel.steps.setValue(10)
+    panel.views.setValue(2)                     # each training label also turned 90° (one more encoder pass)
     panel.retrain_btn.click()
     wait(lambda: panel.proc is None, timeout=1800)
     print(" ", panel.info.text())

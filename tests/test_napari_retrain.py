@@ -31,6 +31,8 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     assert "model vs text expert disagree on" in widget.status.text()
     before = widget.current.probs.copy()
     panel.steps.setValue(10)
+    assert panel.views.text() == "auto"          # the round picks: 1 view on this CPU
+    panel.views.setValue(2)
     panel.retrain_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
@@ -40,7 +42,9 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     val = [e["dice"] for e in panel.events if e["event"] == "eval"][0]
     assert panel.plot.dice == [(10, pytest.approx(val))]
     row = [panel.rounds_table.item(0, j).text() for j in range(panel.rounds_table.columnCount())]
-    assert row[1] == "4+1" and row[2] == f"{val:.3f}" and row[3] == "done" and row[4] == "v2"
+    start = next(e for e in panel.events if e["event"] == "start")
+    assert (start["views"], start["train_items"]) == (2, 4 * 2)
+    assert row[1] == "4×2+1" and row[2] == f"{val:.3f}" and row[3] == "done" and row[4] == "v2"
     # The untouched proposal is proposed again by the new model, in the DB and on screen.
     qtbot.waitUntil(lambda: not widget.batch.busy and widget.batch.done == ["u0"], timeout=120_000)
     with Project.open(project) as p:

@@ -6,7 +6,9 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from promptseg.io import load_sample
 from promptseg.model.checkpoint import save_checkpoint
@@ -82,8 +84,48 @@ def test_round_without_labels_reports_an_error_event(tmp_path):
     assert last["event"] == "error" and "no accepted labels" in last["message"]
 
 
+def test_views_multiply_the_training_labels_but_never_the_validation_labels(project):
+    s = load_sample("nuclei")
+    with Project.open(project) as p:   # 5 labels: the round holds one out for validation
+        p.save_label(s.items[3].name, s.items[3].mask, ["nucleus"], "gold")
+        p.add_image(s.items[0].image[::-1].copy(), name="flipped")
+        p.save_label("flipped", s.items[0].mask[::-1].copy(), ["nucleus"], "gold")
+    proc = _start(project, "--max-steps", "5", "--views", "4")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    start = next(json.loads(line) for line in out.splitlines() if json.loads(line)["event"] == "start")
+    assert (start["labelled"], start["views"], start["train_items"], start["val"]) == (4, 4, 4 * 4, 1)
+    # embedded: 4 training labels x 4 views, and the validation image once (never turned)
+    assert len(list((project / "embeddings").rglob("*.npz"))) == 4 * 4 + 1
+    with Project.open(project) as p:
+        assert p.rounds()[-1].config["views"] == 4
+    bad = _start(project, "--views", "9")
+    assert bad.wait(timeout=120) != 0 and "--views" in bad.stderr.read()
+
+
+def test_a_view_turns_the_labels_with_the_image(tmp_path, nuclei):
+    from promptseg.engine.dataset import items_from_sources, labelled_sources
+    from promptseg.engine.embeddings import EmbeddingCache
+
+    with Project.create(tmp_path / "p") as p:
+        for it in nuclei.items:
+            p.add_image(it.image, name=it.name)
+            p.save_label(it.name, it.mask, ["nucleus"], "gold")
+        sources, classes = labelled_sources(p)
+    cache = EmbeddingCache(tmp_path / "emb", PromptSegModel(ModelConfig.tiny()))
+    items = items_from_sources(sources[:1], cache, classes, views=8)
+    base = sources[0]
+    assert [it.name for it in items][:2] == [base.name, base.name + "@r90"] and len(items) == 8
+    # a turned view's labels are the turned label map (its first tile here), not the original's
+    t = cache.model.tile
+    turned = torch.from_numpy(np.ascontiguousarray(base.labels[::-1, ::-1])).long()
+    assert torch.equal(items[2].labels[0], turned[:t, :t]) and not torch.equal(items[0].labels[0], turned[:t, :t])
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        items_from_sources(sources[:1], cache, classes, views=0)
+
+
 def test_interrupted_round_resumes_and_finishes(project):
-    proc = _start(project, "--max-steps", "12", "--save-every", "4")
+    proc = _start(project, "--max-steps", "12", "--save-every", "4", "--views", "2")
     for line in proc.stdout:
         if json.loads(line)["event"] == "step":   # step 5: a state was saved at step 4
             break
@@ -97,6 +139,7 @@ def test_interrupted_round_resumes_and_finishes(project):
     events = [json.loads(line) for line in out.splitlines()]
     start = next(e for e in events if e["event"] == "start")
     assert start["resumed_from"] == cancelled["steps"] and start["round"] == cancelled["round"]
+    assert (start["views"], start["train_items"]) == (2, 3 * 2)   # the views it started with
     assert [e["step"] for e in events if e["event"] == "step"][-1] == 12
     assert events[-1]["event"] == "done" and events[-1]["round"] == cancelled["round"]
     with Project.open(project) as p:

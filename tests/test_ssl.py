@@ -159,6 +159,19 @@ def test_dihedral_views_invert_exactly():
         assert torch.equal(invert_geometry(apply_geometry(x, geo), geo), x)
 
 
+def test_image_views_turn_images_like_tensors_and_keep_colour_channels_last():
+    from promptseg.engine.augment import image_view, view_suffix
+
+    img = np.arange(4 * 6 * 3).reshape(4, 6, 3)
+    names = {view_suffix(g) for g in D4_VIEWS}
+    assert len(names) == 8 and view_suffix(D4_VIEWS[0]) == "" and view_suffix(D4_VIEWS[5]) == "@r90f"
+    for geo in D4_VIEWS:
+        v = image_view(img, geo)
+        want = apply_geometry(torch.from_numpy(img).permute(2, 0, 1), geo).permute(1, 2, 0).numpy()
+        assert np.array_equal(v, want) and v.flags.c_contiguous
+        assert v.shape == ((6, 4, 3) if geo.rot90 % 2 else (4, 6, 3))
+
+
 def test_teacher_ensemble_averages_views_mapped_back(tiny_setup):
     """With one view the ensemble is the plain teacher; with four it is the mean of the four
     rotated decodes, each rotated back (so it still lines up with the crop)."""

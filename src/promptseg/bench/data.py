@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.augment import D4_VIEWS, image_view, view_suffix
+
 
 @dataclass
 class SegImage:
@@ -58,23 +60,16 @@ def load_seg_dir(folder: str | Path) -> list[SegImage]:
     return out
 
 
-DIHEDRAL = ((0, False), (1, False), (2, False), (3, False), (0, True), (1, True), (2, True), (3, True))
-
-
 def dihedral_views(row: SegImage, n: int) -> list[SegImage]:
-    """The first ``n`` (1..8) dihedral views of an image and its mask: quarter turns, then the
-    same after a left-right flip. View 0 is the row itself. The encoder embeds each view, so
-    the decoder sees turned nuclei the way the encoder really encodes them (turning a cached
-    embedding does not give that: the encoder is not rotation-equivariant)."""
-    if not 1 <= n <= len(DIHEDRAL):
-        raise ValueError(f"views must be between 1 and {len(DIHEDRAL)}, got {n}")
-    out = []
-    for k, flip in DIHEDRAL[:n]:
-        img, mask = (row.image[:, ::-1], row.mask[:, ::-1]) if flip else (row.image, row.mask)
-        img, mask = np.ascontiguousarray(np.rot90(img, k)), np.ascontiguousarray(np.rot90(mask, k))
-        name = row.name if (k, flip) == (0, False) else f"{row.name}@r{90 * k}{'f' if flip else ''}"
-        out.append(SegImage(name, row.split, row.caption, img, mask))
-    return out
+    """The first ``n`` (1..8) dihedral views of an image and its mask (engine/augment.py's
+    ``D4_VIEWS``: quarter turns, then the same with a flip). View 0 is the row itself. The
+    encoder embeds each view, so the decoder sees turned nuclei the way the encoder really
+    encodes them (turning a cached embedding does not give that: the encoder is not
+    rotation-equivariant)."""
+    if not 1 <= n <= len(D4_VIEWS):
+        raise ValueError(f"views must be between 1 and {len(D4_VIEWS)}, got {n}")
+    return [SegImage(row.name + view_suffix(geo), row.split, row.caption, image_view(row.image, geo),
+                     image_view(row.mask, geo)) for geo in D4_VIEWS[:n]]
 
 
 def by_split(rows: list[SegImage], split: str) -> list[SegImage]:

@@ -55,8 +55,23 @@ def invert_geometry(y: torch.Tensor, geo: Geometry) -> torch.Tensor:
     return torch.rot90(y, -geo.rot90, dims=(-2, -1)) if geo.rot90 else y
 
 
-# The dihedral views a test-time-augmented teacher averages over, identity first.
+# The 8 dihedral views (quarter turns, then the same with a flip), identity first: what a
+# test-time-augmented teacher averages over, and the image views a round embeds.
 D4_VIEWS = tuple(Geometry(r, f) for f in (False, True) for r in range(4))
+
+
+def image_view(x: np.ndarray, geo: Geometry) -> np.ndarray:
+    """``geo``'s turn and flip (not its scale) of an image (H, W[, C]) or label map on its first
+    two axes, as :func:`apply_geometry` turns a tensor's last two."""
+    y = np.rot90(x, geo.rot90, axes=(0, 1)) if geo.rot90 else x
+    return np.ascontiguousarray(y[:, ::-1] if geo.flip else y)
+
+
+def view_suffix(geo: Geometry) -> str:
+    """'' for the identity, else e.g. '@r90f' (turned 90°, then flipped)."""
+    if not geo.rot90 and not geo.flip:
+        return ""
+    return f"@r{90 * geo.rot90}{'f' if geo.flip else ''}"
 
 
 def scaled_side(side: int, geo: Geometry, maximum: int, minimum: int = 4) -> int:

@@ -43,6 +43,11 @@ class ProjectPanel(QGroupBox):
         self.steps = QSpinBox()
         self.steps.setRange(1, 100000)
         self.steps.setValue(200)
+        self.views = QSpinBox()
+        self.views.setRange(0, 8)
+        self.views.setSpecialValueText("auto")   # 0: the round picks (8 on a GPU, 1 on a CPU)
+        self.views.setToolTip("Turned and flipped copies of each accepted label to train on; each costs one "
+                              "encoder pass per image, once (auto: 8 on a GPU, 1 on a CPU)")
         self.retrain_btn = QPushButton("Retrain")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
@@ -75,6 +80,7 @@ class ProjectPanel(QGroupBox):
         self.retrain_box = QGroupBox("Retrain")
         rf = QFormLayout(self.retrain_box)
         rf.addRow("Steps", self.steps)
+        rf.addRow("Image views", self.views)
         rf.addRow(row)
         rf.addRow(self.progress)
         rf.addRow(self.monitor)
@@ -239,6 +245,8 @@ class ProjectPanel(QGroupBox):
         self.proc = QProcess(self)
         cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),
                "--max-steps", str(self.steps.value()), "--device", self.owner.device_combo.currentText()]
+        if self.views.value():
+            cmd += ["--views", str(self.views.value())]
         nice = shutil.which("nice")
         if nice:   # the round yields the CPU to napari (nice execs, so Cancel's SIGTERM reaches the round)
             cmd = [nice, "-n", str(NICE), *cmd]

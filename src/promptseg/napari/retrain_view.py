@@ -109,7 +109,7 @@ class RoundsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.setMinimumHeight(90)
-        self.setToolTip("When: round start (month-day time). Labels: training + held-out labels. Dice: "
+        self.setToolTip("When: round start (month-day time). Labels: training (×image views) + held-out labels. Dice: "
                         "validation Dice. Edited: mean fraction of pixels annotators changed in the proposals "
                         "of that round's model (lower = the model helps more)")
         self.verticalHeader().setDefaultSectionSize(22)
@@ -129,7 +129,8 @@ class RoundsTable(QTableWidget):
         for i, r in enumerate(reversed(rounds)):          # newest first
             cfg, m = r.config, r.metrics
             labels = cfg.get("labelled")
-            used = "" if labels is None else f"{labels}" + (f"+{cfg['val']}" if cfg.get("val") else "")
+            views = f"×{cfg['views']}" if cfg.get("views", 1) > 1 else ""
+            used = "" if labels is None else f"{labels}{views}" + (f"+{cfg['val']}" if cfg.get("val") else "")
             dice = m.get("val_dice")
             e = edits.get(r.model_version) if r.model_version is not None else None
             cells = (time.strftime("%m-%d %H:%M", time.localtime(r.started)), used,
