@@ -21,14 +21,30 @@ def test_volumes_merge_into_the_sample_classes():
 
 
 def test_bench_aal_plumbing(tmp_path):
-    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["supervised", "promptseg"], steps=2, slice_step=25,
-                       labelled=0.05, cache=str(tmp_path / "cache"))
+    cfg = ba.AALConfig(out=str(tmp_path / "out"), steps=2, slice_step=25, labelled=0.05, cache=str(tmp_path / "cache"))
     res = ba.run_aal(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     c = on_disk["config"]
     assert len(c["labelled_slices"]) == 2 and c["eval_slices"] == c["n_slices"] - 2
-    assert [r["method"] for r in on_disk["results"]] == ["supervised", "promptseg"]
+    assert [r["method"] for r in on_disk["results"]] == ["nearest_slice", "supervised", "supervised+propagate",
+                                                         "promptseg", "promptseg+propagate"]
     for r in res["results"]:
         assert 0 <= r["dice"] <= 1 and set(r["per_class"]) <= set(c["classes"])
     assert "**mean**" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "aal_dice.png").stat().st_size > 1000
+
+
+def test_nearest_slice_copies_the_closest_labelled_slice_without_a_model(tmp_path):
+    assert [ba.nearest_labelled(i, [2, 6]) for i in range(9)] == [2, 2, 2, 2, 2, 6, 6, 6, 6]
+    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["nearest_slice"], slice_step=4, labelled=0.1)
+    res = ba.run_aal(cfg, log=lambda s: None)
+    (row,) = res["results"]
+    assert row["method"] == "nearest_slice" and 0.2 < row["dice"] < 1   # neighbouring slices overlap a lot
+    assert not (tmp_path / "out" / "embeddings").exists()                # no model, no encoder pass
+
+
+def test_unknown_or_unfit_methods_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        ba.run_aal(ba.AALConfig(out=str(tmp_path), methods=["nearest"]), log=lambda s: None)
+    with pytest.raises(ValueError, match="nearest_slice baseline"):
+        ba.run_aal(ba.AALConfig(out=str(tmp_path), methods=["unet"]), log=lambda s: None)

@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"])
     ba.add_argument("--labelled", type=float, default=None, help="labelled fraction of the slices (default 0.05)")
     ba.add_argument("--quick", action="store_true", help="CPU-affordable: every 2nd slice, 200 steps")
-    ba.add_argument("--methods", default=None, help="comma-separated (default supervised,promptseg)")
+    ba.add_argument("--methods", default=None,
+                    help="comma-separated (default nearest_slice,supervised,promptseg; each trained method is "
+                         "also scored with +propagate)")
     ba.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
     ba.add_argument("--slice-step", type=int, default=None, help="use every n-th slice (default 1; --quick 2)")
     ba.add_argument("--seed", type=int, default=None)

@@ -6,6 +6,12 @@ AAL-name -> class map built by scripts/make_sample_data.py) and the class names 
 prompts. Along ``--plane``, every slice that holds atlas labels is used: a fraction (5%) of
 them, spread evenly through the volume, is labelled; the rest form the unlabelled pool, and
 Dice per class is measured on all of them (their labels are never read in training).
+
+Scoring: every trained method is scored twice. ``METHOD`` decodes each slice on its own from
+the text prompts; ``METHOD+propagate`` runs the dock's Propagate (engine/volume.py): from the
+labelled slices outwards, each slice is decoded with the text prompts and its neighbour's labels
+as the dense mask prompt, as an annotator of a volume would. ``nearest_slice`` is the same-run
+floor without a model: every slice copies the labels of the nearest labelled slice.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from .report import finish_bar_plot, run_environment, write_results
 
 MRICRON = Path("/usr/share/mricron/templates")
 PLANES = ("axial", "coronal", "sagittal")
+AAL_BASELINES = ("nearest_slice",)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class AALConfig:
     out: str = "bench-aal"
     plane: str = "axial"
     labelled: float = 0.05
-    methods: list[str] = field(default_factory=lambda: ["supervised", "promptseg"])
+    methods: list[str] = field(default_factory=lambda: ["nearest_slice", "supervised", "promptseg"])
     steps: int = 1500
     slice_step: int = 1            # use every n-th slice of the plane (1 = all)
     seed: int = 0
@@ -110,17 +117,41 @@ def spread_indices(n: int, k: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k + 2)[1:-1]})
 
 
+def nearest_labelled(i: int, labelled: list[int]) -> int:
+    """The labelled slice index nearest to ``i`` (the lower one on a tie)."""
+    return min(labelled, key=lambda j: (abs(j - i), j))
+
+
+def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes: list[str], prompts,
+                      cache_dir: str | Path, device: str) -> dict[int, np.ndarray]:
+    """Label maps of every non-labelled slice from the dock's Propagate, seeded with the
+    labelled slices' labels (embeddings come from the bench's cache)."""
+    from ..engine.volume import propagate
+    from ..predictor import Predictor
+
+    pred = Predictor(model, device=device, prompt_cache=prompts.as_cache())
+    pred.use_embedding_cache(cache_dir)
+    volume = np.stack([r.image for r in rows])
+    seeds = np.zeros(volume.shape, np.int32)
+    for i in labelled:
+        seeds[i] = rows[i].mask
+    return {res.index: res.labels for res in propagate(pred, volume, seeds, labelled, classes)}
+
+
 def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict:
     model_cfg = model_cfg or ModelConfig()
-    methods = parse_methods(",".join(cfg.methods), tuple(cfg.methods))
+    baselines = [m for m in cfg.methods if m in AAL_BASELINES]
+    methods = parse_methods(",".join(m for m in cfg.methods if m not in AAL_BASELINES), ())
     if "unet" in methods or "supervised_100" in methods:
-        raise ValueError("the AAL bench compares prompt-model methods (supervised and SSL ones)")
+        raise ValueError("the AAL bench compares prompt-model methods (supervised and SSL ones) "
+                         "and the nearest_slice baseline")
     t1, labels, classes = load_volumes(cfg.templates)
     rows = slices(t1, labels, cfg.plane, cfg.slice_step)
     n_lab = max(2, int(round(cfg.labelled * len(rows))))
     lab_idx = spread_indices(len(rows), n_lab)
     labelled = [rows[i] for i in lab_idx]
-    others = [r for i, r in enumerate(rows) if i not in lab_idx]
+    others_idx = [i for i in range(len(rows)) if i not in lab_idx]
+    others = [rows[i] for i in others_idx]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     config = {**asdict(cfg), "classes": classes, "n_slices": len(rows), "labelled_slices": [r.name for r in labelled],
@@ -129,29 +160,40 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
                           "(labels never read in training); Dice per class over slices where the class is in "
                           "the prediction or the ground truth, then the mean over classes", **run_environment(cfg.device)}
     log(f"AAL bench ({cfg.plane}): {len(rows)} slices, {len(labelled)} labelled ({cfg.labelled:.0%}), "
-        f"{len(others)} unlabelled + scored, {len(classes)} classes; methods {', '.join(methods)}")
+        f"{len(others)} unlabelled + scored, {len(classes)} classes; methods {', '.join(baselines + methods)}")
     t0 = time.time()
-    prep = prepare(rows, model_cfg, cfg.cache or out / "embeddings", cfg.device, log, class_names=tuple(classes))
-    items = {r.name: make_item(r.name, *prep.embs[r.name], r.mask, classes, classes) for r in rows}
-    base = fresh_model(prep, model_cfg, cfg.seed, cfg.device)
     results = []
+
+    def add(method: str, preds: dict[int, np.ndarray], started: float, **extra) -> None:
+        s = summarise([per_class_dice(preds[i], rows[i].mask, len(classes)) for i in others_idx], classes)
+        results.append({"method": method, "seed": cfg.seed, "dice": s["dice"], "per_class": s["per_class"],
+                        "seconds": round(time.time() - started, 1), **extra})
+        write_results(out, results, config)
+        log(f"[{method}] mean Dice over {len(s['per_class'])} classes {100 * s['dice']:.2f}  "
+            f"({time.time() - started:.0f} s)")
+
+    if "nearest_slice" in baselines:
+        add("nearest_slice", {i: rows[nearest_labelled(i, lab_idx)].mask for i in others_idx}, time.time())
+    if methods:
+        cache_dir = cfg.cache or out / "embeddings"
+        prep = prepare(rows, model_cfg, cache_dir, cfg.device, log, class_names=tuple(classes))
+        items = {r.name: make_item(r.name, *prep.embs[r.name], r.mask, classes, classes) for r in rows}
+        base = fresh_model(prep, model_cfg, cfg.seed, cfg.device)
     for method in methods:
-        tag = f"[{method}]"
         t1_ = time.time()
         model = copy.deepcopy(base)
         unl = [items[r.name] for r in others] if method in SSL_METHODS else []
         train_prompt_model(method, model, [items[r.name] for r in labelled], unl, prep.prompts, cfg.steps, cfg.seed,
-                           cfg.device, on_step=progress_printer(tag, cfg.steps, log))
-        scores = []
-        for r in others:
-            emb, grid = prep.embs[r.name]
-            pred, _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality, device=cfg.device)
-            scores.append(per_class_dice(pred, r.mask, len(classes)))
-        s = summarise(scores, classes)
-        results.append({"method": method, "seed": cfg.seed, "dice": s["dice"], "per_class": s["per_class"],
-                        "seconds": round(time.time() - t1_, 1), "steps": cfg.steps})
-        write_results(out, results, config)
-        log(f"{tag} mean Dice over {len(s['per_class'])} classes {100 * s['dice']:.2f}  ({time.time() - t1_:.0f} s)")
+                           cfg.device, on_step=progress_printer(f"[{method}]", cfg.steps, log))
+        train_s = round(time.time() - t1_, 1)
+        preds = {}
+        for i in others_idx:
+            emb, grid = prep.embs[rows[i].name]
+            preds[i], _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality,
+                                         device=cfg.device)
+        add(method, preds, t1_, steps=cfg.steps, train_seconds=train_s)
+        add(f"{method}+propagate", propagated_labels(model, rows, lab_idx, classes, prep.prompts, cache_dir,
+                                                     cfg.device), time.time(), steps=cfg.steps)
     config["seconds"] = round(time.time() - t0, 1)
     write_results(out, results, config)
     title = (f"AAL {cfg.plane}, {len(labelled)}/{len(rows)} slices labelled"
