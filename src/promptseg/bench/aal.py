@@ -192,8 +192,9 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
             preds[i], _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality,
                                          device=cfg.device)
         add(method, preds, t1_, steps=cfg.steps, train_seconds=train_s)
+        t2 = time.time()
         add(f"{method}+propagate", propagated_labels(model, rows, lab_idx, classes, prep.prompts, cache_dir,
-                                                     cfg.device), time.time(), steps=cfg.steps)
+                                                     cfg.device), t2, steps=cfg.steps)
     config["seconds"] = round(time.time() - t0, 1)
     write_results(out, results, config)
     title = (f"AAL {cfg.plane}, {len(labelled)}/{len(rows)} slices labelled"
