@@ -43,6 +43,17 @@ def test_nearest_slice_copies_the_closest_labelled_slice_without_a_model(tmp_pat
     assert not (tmp_path / "out" / "embeddings").exists()                # no model, no encoder pass
 
 
+def test_aal_trains_on_whole_slices_unless_told_otherwise(tmp_path, monkeypatch):
+    seen = []
+    real = ba.train_prompt_model
+    monkeypatch.setattr(ba, "train_prompt_model", lambda *a, **k: seen.append(k["crop_px"]) or real(*a, **k))
+    for crop in (0, 32):
+        cfg = ba.AALConfig(out=str(tmp_path / f"out{crop}"), methods=["supervised"], steps=1, slice_step=40,
+                           cache=str(tmp_path / "cache"), crop=crop)
+        ba.run_aal(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    assert seen == [64, 32]                 # the tiny model's whole 64-px tile, then a 32-px crop
+
+
 def test_unknown_or_unfit_methods_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         ba.run_aal(ba.AALConfig(out=str(tmp_path), methods=["nearest"]), log=lambda s: None)

@@ -185,7 +185,7 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
 
     _torch_threads()
     kw = dict(out=a.out, plane=a.plane, labelled=a.labelled, steps=a.steps, slice_step=a.slice_step, seed=a.seed,
-              device=resolve_device(a.device), cache=a.cache,
+              device=resolve_device(a.device), cache=a.cache, crop=a.crop,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
     cfg = AALConfig.quick_defaults(**kw) if a.quick else AALConfig(**{k: v for k, v in kw.items() if v is not None})
     run_aal(cfg)
@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "also scored with +propagate)")
     ba.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
     ba.add_argument("--slice-step", type=int, default=None, help="use every n-th slice (default 1; --quick 2)")
+    ba.add_argument("--crop", type=int, default=None,
+                    help="training crop in pixels (default 0: the whole tile, so whole slices)")
     ba.add_argument("--seed", type=int, default=None)
     ba.add_argument("--device", default="cpu")
     ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")

@@ -45,6 +45,9 @@ class AALConfig:
     labelled: float = 0.05
     methods: list[str] = field(default_factory=lambda: ["nearest_slice", "supervised", "promptseg"])
     steps: int = 1500
+    # Training crop in pixels; 0 = the whole tile, i.e. the whole slice. Anatomy needs the
+    # context: 128-px crops gave 16.8 mean Dice, whole slices 25.6 (supervised, --quick).
+    crop: int = 0
     slice_step: int = 1            # use every n-th slice of the plane (1 = all)
     seed: int = 0
     device: str = "cpu"
@@ -184,7 +187,8 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         model = copy.deepcopy(base)
         unl = [items[r.name] for r in others] if method in SSL_METHODS else []
         train_prompt_model(method, model, [items[r.name] for r in labelled], unl, prep.prompts, cfg.steps, cfg.seed,
-                           cfg.device, on_step=progress_printer(f"[{method}]", cfg.steps, log))
+                           cfg.device, on_step=progress_printer(f"[{method}]", cfg.steps, log),
+                           crop_px=cfg.crop or model.tile)
         train_s = round(time.time() - t1_, 1)
         preds = {}
         for i in others_idx:
