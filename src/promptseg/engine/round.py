@@ -166,8 +166,7 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
         if active is not None:   # fine-tuning a trained model: a from-scratch lr can wreck it in a few steps
             cfg.supervised.lr = min(cfg.supervised.lr, 3e-4)
         round_id = proj.start_round({"stage": 2, "method": method, "ssl": cfg.to_dict(), "labelled": n_train,
-                                     "views": views,
-                                     "unlabelled": len(unlabelled), "val": len(val), "world_size": world,
+                                     "views": views, "unlabelled": len(unlabelled), "val": len(val), "world_size": world,
                                      "parent": active.version if active else None}) if rank == 0 else 0
         state_dir = proj.root / "rounds" / str(round_id)
     if world > 1:   # every rank must agree on the round (rank 0 owns the DB)
@@ -185,10 +184,10 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
     trainer = SSLTrainer(model, train, unlabelled, prompts, cfg, device, rank=rank, wrap=wrap)
     if found:
         load_state(trainer, state_dir)
-    emit("start", round=round_id, method=method, config=cfg.to_dict(), labelled=n_train, views=views, train_items=len(train),
-         val=len(val),
-         unlabelled=len(unlabelled), classes=classes, parent=active.version if active else None, device=device,
-         world_size=world, resumed_from=trainer.step_count if found else None)
+    emit("start", round=round_id, method=method, config=cfg.to_dict(), labelled=n_train, views=views,
+         train_items=len(train), val=len(val), unlabelled=len(unlabelled), classes=classes,
+         parent=active.version if active else None, device=device, world_size=world,
+         resumed_from=trainer.step_count if found else None)
     t0, start_step, last = time.time(), trainer.step_count, {}
     while trainer.step_count < cfg.steps and not stop["flag"]:
         last = trainer.step()
