@@ -35,7 +35,7 @@ def test_bench_aal_plumbing(tmp_path):
 
 
 def test_nearest_slice_copies_the_closest_labelled_slice_without_a_model(tmp_path):
-    assert [ba.nearest_labelled(i, [2, 6]) for i in range(9)] == [2, 2, 2, 2, 2, 6, 6, 6, 6]
+    assert [ba.nearest_seed(i, [2, 6]) for i in range(9)] == [2, 2, 2, 2, 2, 6, 6, 6, 6]
     cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["nearest_slice"], slice_step=4, labelled=0.1)
     res = ba.run_aal(cfg, log=lambda s: None)
     (row,) = res["results"]

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..engine.dataset import make_item
 from ..engine.evaluate import per_class_dice, predict_labels, summarise
+from ..engine.volume import nearest_seed
 from ..io.samples import sample_data_dir
 from ..model.segmenter import ModelConfig
 from .data import SegImage
@@ -120,11 +121,6 @@ def spread_indices(n: int, k: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k + 2)[1:-1]})
 
 
-def nearest_labelled(i: int, labelled: list[int]) -> int:
-    """The labelled slice index nearest to ``i`` (the lower one on a tie)."""
-    return min(labelled, key=lambda j: (abs(j - i), j))
-
-
 def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes: list[str], prompts,
                       cache_dir: str | Path, device: str) -> dict[int, np.ndarray]:
     """Label maps of every non-labelled slice from the dock's Propagate, seeded with the
@@ -176,7 +172,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
             f"({time.time() - started:.0f} s)")
 
     if "nearest_slice" in baselines:
-        add("nearest_slice", {i: rows[nearest_labelled(i, lab_idx)].mask for i in others_idx}, time.time())
+        add("nearest_slice", {i: rows[nearest_seed(i, lab_idx)].mask for i in others_idx}, time.time())
     if methods:
         cache_dir = cfg.cache or out / "embeddings"
         prep = prepare(rows, model_cfg, cache_dir, cfg.device, log, class_names=tuple(classes))

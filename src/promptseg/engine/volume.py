@@ -50,6 +50,11 @@ def propose_slices(predictor, volume: np.ndarray, prompts: Sequence[str], axis: 
         yield SliceResult(z, z + 1, n, r.labels.astype(np.int32), r.probs.astype(np.float16), r.presence)
 
 
+def nearest_seed(z: int, seeds: Sequence[int]) -> int:
+    """The seed slice nearest to ``z`` (the lower one on a tie)."""
+    return min(seeds, key=lambda s: (abs(z - s), s))
+
+
 def propagation_order(n: int, seeds: Sequence[int]) -> list[tuple[int, int]]:
     """(slice, neighbour it is prompted from) for every non-seed slice, each after its
     neighbour: slices are taken by distance to the nearest seed, ties to the lower seed."""
@@ -62,8 +67,8 @@ def propagation_order(n: int, seeds: Sequence[int]) -> list[tuple[int, int]]:
     for z in range(n):
         if z in seeds:
             continue
-        dist, seed = min((abs(z - s), s) for s in seeds)
-        order.append((dist, z, z - 1 if seed < z else z + 1))
+        seed = nearest_seed(z, seeds)
+        order.append((abs(z - seed), z, z - 1 if seed < z else z + 1))
     return [(z, src) for _, z, src in sorted(order)]
 
 
