@@ -235,3 +235,61 @@ def test_views_multiply_training_images_but_never_eval_images(tiny_data, tmp_pat
     assert len(lab) == 6 and sum("@r90" in n for n in lab) == 3 and len(unl) == 18
     assert {r["image"] for r in res["results"][0]["per_image"]} == {f"img{k:02d}" for k in range(12, 16)}
     assert res["config"]["views"] == 2
+
+
+def test_finetune_methods_train_the_encoder_and_score_with_it(tiny_data, tmp_path, monkeypatch):
+    """`supervised_ft(_100)`: the encoder is trained (the frozen reference is not touched),
+    evaluation re-embeds with the trained encoder, and no training image is put in the cache."""
+    import torch
+
+    from promptseg.bench import finetune
+
+    trained = []
+    real = finetune.train_finetune
+
+    def spy(model, rows, *args, **kw):
+        before = [p.detach().clone() for p in model.backbone.parameters()]
+        out = real(model, rows, *args, **kw)
+        moved = any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
+        trained.append((len(rows), moved, model))
+        return out
+
+    monkeypatch.setattr(mb, "train_finetune", spy)
+    embedded = []
+    real_embed = mb.embed_image
+    monkeypatch.setattr(mb, "embed_image", lambda model, image, *a, **kw: embedded.append(
+        [p.detach().clone() for p in model.backbone.parameters()]) or real_embed(model, image, *a, **kw))
+    cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25,
+                           methods=["supervised_ft", "supervised_ft_100"], steps=3, seeds=[0], ft_batch=2,
+                           cache=str(tmp_path / "cache"))
+    res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    assert [(n, moved) for n, moved, _ in trained] == [(3, True), (12, True)]
+    assert [r["labelled"] for r in res["results"]] == [3, 12]
+    for _, _, model in trained:   # the 4 val images are embedded with each tuned encoder
+        assert sum(all(torch.equal(a, b) for a, b in zip(e, model.backbone.parameters())) for e in embedded) == 4
+    assert res["config"]["finetune"]["batch_tiles"] == 2
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 4   # only the eval images were cached
+    with pytest.raises(ValueError, match="effort bench"):
+        from promptseg.bench.effort import EffortConfig, run_effort
+        run_effort(EffortConfig(data=str(tiny_data), method="supervised_ft"), model_cfg=tiny_cfg())
+
+
+def test_two_stage_methods_tune_the_encoder_once_then_train_on_its_embeddings(tiny_data, tmp_path, trained_on,
+                                                                              monkeypatch):
+    """`ft+supervised`, `ft+promptseg`: one encoder fine-tuning per seed, shared; then the inner
+    method on embeddings of that tuned encoder (not the reference cache's), with the unlabelled
+    pool for the SSL one."""
+    from promptseg.bench import finetune
+
+    tunings = []
+    real = finetune.train_finetune
+    monkeypatch.setattr(mb, "train_finetune", lambda m, rows, *a, **kw: tunings.append(len(rows)) or real(m, rows, *a, **kw))
+    cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25,
+                           methods=["supervised_ft", "ft+supervised", "ft+promptseg"], steps=2, seeds=[0], ft_batch=1,
+                           views=2, cache=str(tmp_path / "cache"))
+    res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    assert tunings == [3]
+    assert [(m, len(lab), len(unl)) for m, lab, unl in trained_on] == [("supervised", 6, 0), ("promptseg", 6, 18)]
+    assert [r["method"] for r in res["results"]] == ["supervised_ft", "ft+supervised", "ft+promptseg"]
+    assert [r["steps"] for r in res["results"]] == [2, 4, 4]
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 4   # tuned embeddings never enter the cache

@@ -135,7 +135,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .predictor import resolve_device
 
     _torch_threads()
-    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out)
+    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, cuda_graph=not a.no_cuda_graph)
     return 0
 
 
@@ -147,6 +147,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
+              ft_batch=a.ft_batch,
               bf16=a.bf16 or None,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
     if a.quick:
@@ -260,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--runs", type=int, default=20)
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--out", default="bench-out")
+    bl.add_argument("--no-cuda-graph", action="store_true",
+                    help="CUDA: run the encoder eagerly (the baseline of the default CUDA-graph replay)")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
     bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")
@@ -277,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     _training_args(bm)
     bm.add_argument("--views", type=int, default=None,
                     help="dihedral views (1-8) of each training image, each run through the encoder (default 1)")
+    bm.add_argument("--ft-batch", type=int, default=None,
+                    help="whole tiles per step of the encoder-training methods (supervised_ft, ft+...; default 8)")
     bm.set_defaults(fn=cmd_bench_monuseg)
     be = bsub.add_parser("effort", help="simulated annotator: edited fraction per round on MoNuSeg-format data")
     be.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")

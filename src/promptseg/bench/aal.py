@@ -30,7 +30,7 @@ from ..engine.volume import nearest_seed
 from ..io.samples import sample_data_dir
 from ..model.segmenter import ModelConfig
 from .data import SegImage
-from .methods import SSL_METHODS, parse_methods, progress_printer, train_prompt_model
+from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .monuseg import fresh_model, prepare
 from .report import finish_bar_plot, run_environment, write_results
 
@@ -141,7 +141,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
     model_cfg = model_cfg or ModelConfig()
     baselines = [m for m in cfg.methods if m in AAL_BASELINES]
     methods = parse_methods(",".join(m for m in cfg.methods if m not in AAL_BASELINES), ())
-    if "unet" in methods or "supervised_100" in methods:
+    if {"unet", "supervised_100", *FT_METHODS} & set(methods):
         raise ValueError("the AAL bench compares prompt-model methods (supervised and SSL ones) "
                          "and the nearest_slice baseline")
     t1, labels, classes = load_volumes(cfg.templates)

@@ -5,6 +5,10 @@
                     labelled subset only, so it differs from the SSL methods in nothing else;
 ``supervised_100``  the same on every training image (the fully supervised reference);
 ``unet``            a plain pixel-trained U-Net on the labelled subset (bench/unet_baseline.py);
+``supervised_ft``   diagnostic, not in the default list (a GPU job): ``supervised`` with the
+                    encoder trained too (bench/finetune.py); ``supervised_ft_100`` on every image;
+                    ``ft+supervised`` / ``ft+promptseg``: that tuned encoder frozen again, then
+                    the named method on its embeddings for the same number of steps;
 SSL methods         engine/ssl.py's teacher-student training with the labelled subset plus
                     the other training images unlabelled (``mean_teacher``: EMA teacher only;
                     ``promptseg``: full; ``promptseg-no_*``: one expert or loss off).
@@ -21,6 +25,8 @@ from ..model.segmenter import PromptSegModel
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
                "promptseg-no_feedback", "promptseg-no_contrastive")
 ALL_METHODS = ("supervised", "supervised_100", "unet") + SSL_METHODS
+FT_METHODS = ("supervised_ft", "supervised_ft_100", "ft+supervised", "ft+promptseg")
+KNOWN_METHODS = ALL_METHODS + FT_METHODS
 QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "promptseg", "promptseg-no_text",
                  "promptseg-no_exemplar")
 
@@ -28,14 +34,14 @@ QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "prompt
 def parse_methods(spec: str | None, default: tuple[str, ...]) -> list[str]:
     """The methods named in ``spec`` (comma-separated), or ``default``; unknown names are an error."""
     names = [m.strip() for m in spec.split(",") if m.strip()] if spec else list(default)
-    unknown = [m for m in names if m not in ALL_METHODS]
+    unknown = [m for m in names if m not in KNOWN_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(KNOWN_METHODS)}")
     return names
 
 
 def uses_all_labels(method: str) -> bool:
-    return method == "supervised_100"
+    return method in ("supervised_100", "supervised_ft_100")
 
 
 def progress_printer(tag: str, steps: int, log: Callable[[str], None], every: int | None = None):

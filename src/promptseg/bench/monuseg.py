@@ -17,14 +17,15 @@ from typing import Callable
 import torch
 
 from ..engine.dataset import class_prompts, make_item
-from ..engine.embeddings import EmbeddingCache
+from ..engine.embeddings import EmbeddingCache, embed_image
 from ..engine.evaluate import predict_labels
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save_prompt_cache
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
-from .methods import ALL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
+from .finetune import FinetuneConfig, freeze_encoder, train_finetune
+from .methods import ALL_METHODS, FT_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
     train_prompt_model, uses_all_labels
 from .metrics import binary_scores, mean_scores
 from .report import bar_plot, markdown_table, run_environment, write_results
@@ -51,6 +52,7 @@ class MonusegConfig:
     crop: int | None = None            # prompt models' training crop in pixels (default 128)
     batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
     views: int = 1                     # dihedral views of each training image, each embedded (1..8)
+    ft_batch: int = 8                  # whole tiles per step of the encoder-training methods
     bf16: bool = False                 # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
 
@@ -107,18 +109,31 @@ def fresh_model(prep: Prepared, model_cfg: ModelConfig, seed: int, device: str) 
     return model.to(device)
 
 
+def rows_trained_on(methods: list[str], train: list[SegImage], labelled: list[SegImage]) -> list[SegImage]:
+    """The training rows whose embeddings ``methods`` (cached-embedding ones) train on."""
+    if any(m in SSL_METHODS or uses_all_labels(m) for m in methods):
+        return train
+    return labelled if methods else []
+
+
 def item_of(r: SegImage, prep: Prepared) -> TrainItem:
     emb, grid = prep.embs[r.name]
     return make_item(r.name, emb, grid, r.mask, [CLASS_NAME], [CLASS_NAME])
 
 
-def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepared, device: str) -> list[dict]:
+def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepared, device: str,
+                       own_encoder: bool = False) -> list[dict]:
+    """Per-image scores; ``own_encoder``: embed with the model's (trained) encoder, not the cache."""
     out = []
     for r in rows:
-        emb, grid = prep.embs[r.name]
+        emb, grid = embed_image(model, r.image, device) if own_encoder else prep.embs[r.name]
         pred, _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality, device=device)
         out.append({"image": r.name, **binary_scores(pred == 1, r.mask)})
     return out
+
+
+def finetune_config(cfg: MonusegConfig, seed: int) -> FinetuneConfig:
+    return FinetuneConfig(steps=cfg.steps, seed=seed, batch_tiles=cfg.ft_batch)
 
 
 def unet_config(cfg: MonusegConfig, seed: int) -> UNetTrainConfig:
@@ -153,24 +168,48 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
               "unlabelled_images": [r.name for r in unlabelled], "eval_images": [r.name for r in evals],
               "captions": {r.name: r.caption for r in rows}, "model": model_cfg.to_dict(),
               "unet": unet_config(cfg, 0).to_dict(),
+              **({"finetune": finetune_config(cfg, 0).to_dict()} if set(methods) & set(FT_METHODS) else {}),
               "metric_note": "per-image foreground Dice / IoU averaged over eval images; *_224: pred and GT "
                              "resized to 224x224 (nearest) first", **run_environment(cfg.device)}
     t0 = time.time()
     # Only the images some method trains on are embedded (views of the unlabelled pool cost
     # minutes each on a CPU); views are of training images only, never of evaluation images.
-    used = train if any(m in SSL_METHODS or uses_all_labels(m) for m in methods) else labelled
-    views = {r.name: dihedral_views(r, cfg.views) for r in used}
+    cached = [m for m in methods if m not in FT_METHODS + ("unet",)]   # methods on the reference's embeddings
+    two_stage = [m.removeprefix("ft+") for m in methods if m.startswith("ft+")]
+    used = rows_trained_on(cached, train, labelled)
+    views = {r.name: dihedral_views(r, cfg.views) for r in rows_trained_on(cached + two_stage, train, labelled)}
     prep = prepare([v for r in used for v in views[r.name]] + evals, model_cfg, cfg.cache or out / "embeddings",
                    cfg.device, log, bf16=cfg.bf16)
     config["embed_seconds"] = round(time.time() - t0, 1)
-    items = {name: [item_of(v, prep) for v in vs] for name, vs in views.items()}
+    items = {r.name: [item_of(v, prep) for v in views[r.name]] for r in used}
     results: list[dict] = []
+
+    def train_cached(method: str, model: PromptSegModel, lab: list[SegImage], by_name: dict, seed: int, tag: str):
+        unl = [it for r in unlabelled for it in by_name[r.name]] if method in SSL_METHODS else []
+        train_prompt_model(method, model, [it for r in lab for it in by_name[r.name]], unl, prep.prompts, cfg.steps,
+                           seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
+                           crop_px=cfg.crop, batch=cfg.batch)
+
     for seed in cfg.seeds:
         base = fresh_model(prep, model_cfg, seed, cfg.device)
+        tuned: dict[int, tuple[PromptSegModel, float]] = {}   # fine-tuned once per labelled set, shared
+
+        def finetuned(rows: list[SegImage], tag: str) -> tuple[PromptSegModel, float]:
+            if len(rows) not in tuned:
+                t = time.time()
+                m = copy.deepcopy(base)
+                train_finetune(m, rows, prep.prompts, finetune_config(cfg, seed), cfg.device,
+                               on_step=progress_printer(tag + " encoder", cfg.steps, log))
+                tuned[len(rows)] = (freeze_encoder(m), time.time() - t)
+            m, sec = tuned[len(rows)]
+            return copy.deepcopy(m), sec
+
         for method in methods:
             tag = f"[{method} seed {seed}]"
             log(f"{tag} training")
             t1 = time.time()
+            lab = train if uses_all_labels(method) else labelled
+            n_lab, steps = len(lab), cfg.steps
             if method == "unet":
                 ucfg = unet_config(cfg, seed)
                 net = train_unet([r.image for r in labelled], [r.mask for r in labelled], ucfg, cfg.device,
@@ -178,17 +217,26 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 train_s = time.time() - t1
                 per_image = [{"image": r.name, **binary_scores(predict_unet(net, r.image, cfg.device), r.mask)}
                              for r in evals]
-                n_lab, steps = len(labelled), ucfg.steps
+                steps = ucfg.steps
+            elif method in FT_METHODS:
+                model, train_s = finetuned(lab, tag)
+                if method.startswith("ft+"):   # then a cached-embedding method on the tuned encoder
+                    inner = method.removeprefix("ft+")
+                    t2 = time.time()
+                    rows = rows_trained_on([inner], train, labelled)
+                    own = Prepared(model, {v.name: embed_image(model, v.image, cfg.device)
+                                           for r in rows for v in views[r.name]}, prep.prompts)
+                    own_items = {r.name: [item_of(v, own) for v in views[r.name]] for r in rows}
+                    train_cached(inner, model, lab, own_items, seed, tag)
+                    train_s += time.time() - t2
+                    steps = 2 * cfg.steps
+                per_image = score_prompt_model(model, evals, prep, cfg.device, own_encoder=True)
+                del model
             else:
                 model = copy.deepcopy(base)
-                lab = train if uses_all_labels(method) else labelled
-                unl = [it for r in unlabelled for it in items[r.name]] if method in SSL_METHODS else []
-                train_prompt_model(method, model, [it for r in lab for it in items[r.name]], unl, prep.prompts, cfg.steps,
-                                   seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
-                                   crop_px=cfg.crop, batch=cfg.batch)
+                train_cached(method, model, lab, items, seed, tag)
                 train_s = time.time() - t1
                 per_image = score_prompt_model(model, evals, prep, cfg.device)
-                n_lab, steps = len(lab), cfg.steps
                 del model
             res = {"method": method, "seed": seed, **mean_scores(per_image), "seconds": round(time.time() - t1, 1),
                    "train_seconds": round(train_s, 1), "steps": steps, "labelled": n_lab, "per_image": per_image}

@@ -38,11 +38,27 @@ def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu",
     """Tile embeddings (T, C, g, g) as float32 on the CPU. ``bf16`` runs the encoder under
     bfloat16 autocast on CUDA (about half the time, but the numbers differ from float32 enough
     to change masks of a decoder trained on float32 embeddings: docs/benchmarks.md)."""
-    tiles, grid = extract_tiles(prepare_image(image), model.tile)
+    return embed_prepared(model, prepare_image(image), device, bf16)
+
+
+TILES_PER_PASS = 4   # a 512² image in one encoder call
+
+
+@torch.no_grad()
+def embed_prepared(model: PromptSegModel, image01: np.ndarray, device: str = "cpu", bf16: bool = False,
+                   encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   to_cpu: bool = True) -> tuple[torch.Tensor, TileGrid]:
+    """:func:`embed_image` of an image already through ``prepare_image``. ``encoder`` replaces
+    ``model.embed`` (e.g. a CUDA-graph replay of it); ``to_cpu=False`` leaves the float32
+    embedding on ``device`` (a Predictor keeps it there: no round trip through host memory)."""
+    tiles, grid = extract_tiles(image01, model.tile)
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
+    run = encoder or model.embed
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
-        out = [model.embed(x[i:i + 4].to(device)).float().cpu() for i in range(0, len(x), 4)]
-    return torch.cat(out), grid
+        out = [run(x[i:i + TILES_PER_PASS].to(device, non_blocking=True)).float()
+               for i in range(0, len(x), TILES_PER_PASS)]
+    emb = torch.cat(out)
+    return (emb.cpu() if to_cpu else emb), grid
 
 
 class EmbeddingCache:
