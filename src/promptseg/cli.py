@@ -147,7 +147,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
-              ft_batch=a.ft_batch,
+              ft_batch=a.ft_batch, ft_from_stage=a.ft_from_stage,
               bf16=a.bf16 or None,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
     if a.quick:
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dihedral views (1-8) of each training image, each run through the encoder (default 1)")
     bm.add_argument("--ft-batch", type=int, default=None,
                     help="whole tiles per step of the encoder-training methods (supervised_ft, ft+...; default 8)")
+    bm.add_argument("--ft-from-stage", type=int, default=None,
+                    help="those methods train TinyViT from this stage (1-3) on, the earlier ones frozen and "
+                         "run once per tile of the --views (CPU-affordable); default 0: the whole encoder")
     bm.set_defaults(fn=cmd_bench_monuseg)
     be = bsub.add_parser("effort", help="simulated annotator: edited fraction per round on MoNuSeg-format data")
     be.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")

@@ -6,7 +6,9 @@ These run the encoder on every step, on random whole-tile crops (256² for LiteM
 random dihedral view, with the encoder at a tenth of the decoder's learning rate and the same
 stage-1 losses as ``supervised``. They answer one question: how much of the gap to the
 issue's orientation numbers (≈ 82 Dice, a trained TinyViT) the frozen encoder costs. A GPU
-job: on the 2-core CPU one 256² tile takes ~2.7 s forward.
+job: on the 2-core CPU one 256² tile takes ~1.4 s forward. ``from_stage`` k > 0 makes it a
+CPU job: TinyViT's stages before k are frozen and run once per tile of the images' dihedral
+views (cached), and only the later stages, the neck and the decoder train, on whole tiles.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 from ..engine.augment import D4_VIEWS, image_view
 from ..engine.stage1 import ClassPrompts, TrainConfig, stage1_losses
 from ..io.normalise import prepare_image
+from ..io.tiling import extract_tiles, tile_masks
 from ..model.segmenter import PromptSegModel
 from .data import SegImage
 
@@ -36,6 +39,8 @@ class FinetuneConfig:
     batch_tiles: int = 8
     seed: int = 0
     bf16: bool = True           # autocast on CUDA (the decoder-only trainer does the same)
+    from_stage: int = 0         # >0: TinyViT stages before this one stay frozen and are run once
+    views: int = 8              # (from_stage > 0) dihedral views of each image whose tiles are cached
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,10 +67,53 @@ def freeze_encoder(model: PromptSegModel) -> PromptSegModel:
     return model.eval()
 
 
+class _StageSplit:
+    """TinyViT (LiteMedSAM) cut before stage k: ``head`` runs the frozen stages, ``tail`` the
+    trained ones and the neck (TinyViT.forward_features, in two parts)."""
+
+    def __init__(self, model: PromptSegModel, k: int):
+        vit = getattr(model.backbone, "encoder", None)
+        if vit is None or not hasattr(vit, "layers") or not 0 < k < len(vit.layers):
+            raise ValueError(f"--ft-from-stage needs the litemedsam backbone and 1..3, got {k}")
+        self.vit, self.k = vit, k
+        for m in [vit.patch_embed] + list(vit.layers)[:k]:
+            m.requires_grad_(False).eval()   # eval: their batch norms keep the pretrained statistics
+
+    @torch.no_grad()
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.vit.patch_embed(x)
+        for layer in list(self.vit.layers)[:self.k]:
+            x = layer(x)
+        return x
+
+    def tail(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in list(self.vit.layers)[self.k:]:
+            h = layer(h)
+        b, n, c = h.shape
+        side = int(round(n ** 0.5))
+        return self.vit.neck(h.view(b, side, side, c).permute(0, 3, 1, 2))
+
+
+def _cached_tiles(split: _StageSplit, rows: list[SegImage], tile: int, views: int, device: str):
+    """(frozen-stage features (n, L, C) float16 on the CPU, labels (n, tile, tile)) of every
+    tile of every view of ``rows``; all-padding tiles are dropped."""
+    feats, labels = [], []
+    for r in rows:
+        for geo in D4_VIEWS[:views]:
+            tiles, grid = extract_tiles(prepare_image(image_view(r.image, geo)), tile)
+            lab = tile_masks((image_view(np.asarray(r.mask), geo) > 0).astype(np.int64), grid)
+            x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
+            for i in range(len(x)):
+                feats.append(split.head(x[i:i + 1].to(device)).half().cpu())
+                labels.append(torch.from_numpy(lab[i]))
+    return torch.cat(feats), torch.stack(labels)
+
+
 def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPrompts, cfg: FinetuneConfig,
-                   device: str = "cpu", on_step: Callable[[dict], None] | None = None) -> dict:
-    """Train encoder + decoder in place on ``rows`` (one foreground class, prompt
-    ``prompts.names[0]``); returns the last step's losses."""
+                   device: str = "cpu", on_step: Callable[[dict], None] | None = None,
+                   log: Callable[[str], None] | None = None) -> dict:
+    """Train encoder (or its stages from ``cfg.from_stage`` on) + decoder in place on ``rows``
+    (one foreground class, prompt ``prompts.names[0]``); returns the last step's losses."""
     if not rows:
         raise ValueError("fine-tuning needs at least one labelled image")
     if len(prompts.names) != 1:
@@ -75,8 +123,15 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     model.cfg = replace(model.cfg, train_backbone=True)   # so embed() keeps the graph
     model.backbone.requires_grad_(True)
     model.to(device).train()
-    images = [(prepare_image(r.image), np.asarray(r.mask)) for r in rows]
-    enc = list(model.backbone.parameters())
+    split = _StageSplit(model, cfg.from_stage) if cfg.from_stage else None
+    if split:
+        t = time.time()
+        feats, tile_labels = _cached_tiles(split, rows, model.tile, cfg.views, device)
+        if log:
+            log(f"    frozen stages 0-{cfg.from_stage - 1} run on {len(feats)} tiles in {time.time() - t:.0f} s")
+    else:
+        images = [(prepare_image(r.image), np.asarray(r.mask)) for r in rows]
+    enc = [p for p in model.backbone.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     opt = torch.optim.AdamW([{"params": enc, "lr": cfg.encoder_lr}, {"params": rest, "lr": cfg.lr}],
@@ -93,12 +148,16 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     last: dict = {}
     t0 = time.time()
     for step in range(cfg.steps):
-        batch = [_crop(*images[rng.randrange(len(images))], model.tile, rng) for _ in range(cfg.batch_tiles)]
-        x = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).to(device)
-        labels = torch.from_numpy(np.stack([b[1] for b in batch]))
+        if split:
+            idx = [rng.randrange(len(feats)) for _ in range(cfg.batch_tiles)]
+            labels = tile_labels[idx]
+        else:
+            batch = [_crop(*images[rng.randrange(len(images))], model.tile, rng) for _ in range(cfg.batch_tiles)]
+            x = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).to(device)
+            labels = torch.from_numpy(np.stack([b[1] for b in batch]))
         with autocast:
-            emb = model.embed(x).float()
-            crops = [(emb[i], labels[i], (0, 0, g)) for i in range(len(batch))]
+            emb = (split.tail(feats[idx].to(device).float()) if split else model.embed(x)).float()
+            crops = [(emb[i], labels[i], (0, 0, g)) for i in range(len(labels))]
             losses = stage1_losses(model, crops, prompt_tensors, full_pe, loss_cfg, rng, device)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()

@@ -53,6 +53,7 @@ class MonusegConfig:
     batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
     views: int = 1                     # dihedral views of each training image, each embedded (1..8)
     ft_batch: int = 8                  # whole tiles per step of the encoder-training methods
+    ft_from_stage: int = 0             # >0: they train TinyViT from this stage on (bench/finetune.py)
     bf16: bool = False                 # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
 
@@ -133,7 +134,8 @@ def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepar
 
 
 def finetune_config(cfg: MonusegConfig, seed: int) -> FinetuneConfig:
-    return FinetuneConfig(steps=cfg.steps, seed=seed, batch_tiles=cfg.ft_batch)
+    return FinetuneConfig(steps=cfg.steps, seed=seed, batch_tiles=cfg.ft_batch, from_stage=cfg.ft_from_stage,
+                          views=cfg.views)
 
 
 def unet_config(cfg: MonusegConfig, seed: int) -> UNetTrainConfig:
@@ -199,7 +201,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 t = time.time()
                 m = copy.deepcopy(base)
                 train_finetune(m, rows, prep.prompts, finetune_config(cfg, seed), cfg.device,
-                               on_step=progress_printer(tag + " encoder", cfg.steps, log))
+                               on_step=progress_printer(tag + " encoder", cfg.steps, log), log=log)
                 tuned[len(rows)] = (freeze_encoder(m), time.time() - t)
             m, sec = tuned[len(rows)]
             return copy.deepcopy(m), sec
