@@ -293,3 +293,28 @@ def test_two_stage_methods_tune_the_encoder_once_then_train_on_its_embeddings(ti
     assert [r["method"] for r in res["results"]] == ["supervised_ft", "ft+supervised", "ft+promptseg"]
     assert [r["steps"] for r in res["results"]] == [2, 4, 4]
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 4   # tuned embeddings never enter the cache
+
+
+def test_ft_from_stage_trains_only_the_later_tinyvit_stages(tiny_data, tmp_path):
+    """`--ft-from-stage 3` (the CPU-sized diagnostic): TinyViT's stages 0-2 keep their pretrained
+    weights and batch-norm statistics; stage 3, the neck and the decoder train."""
+    import torch
+
+    from promptseg.bench.finetune import FinetuneConfig, train_finetune
+
+    rows = load_seg_dir(tiny_data)[:1]
+    prep = mb.prepare([], ModelConfig(), tmp_path / "cache", "cpu", log=lambda s: None)
+    model = mb.PromptSegModel(ModelConfig())
+    vit = model.backbone.encoder
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_finetune(model, rows, prep.prompts, FinetuneConfig(steps=2, batch_tiles=1, from_stage=3, views=1))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    frozen = ("backbone.encoder.patch_embed.", "backbone.encoder.layers.0.", "backbone.encoder.layers.1.",
+              "backbone.encoder.layers.2.")
+    assert not [k for k in changed if k.startswith(frozen)]
+    assert any(k.startswith("backbone.encoder.layers.3.") for k in changed)
+    assert any(k.startswith("backbone.encoder.neck.") for k in changed)
+    assert any(k.startswith("decoder.") for k in changed)
+    assert not vit.training   # eval() at the end
+    with pytest.raises(ValueError, match="litemedsam"):
+        train_finetune(mb.PromptSegModel(tiny_cfg()), rows, prep.prompts, FinetuneConfig(steps=1, from_stage=3))

@@ -135,7 +135,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .predictor import resolve_device
 
     _torch_threads()
-    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, cuda_graph=not a.no_cuda_graph)
+    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out)
     return 0
 
 
@@ -261,8 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--runs", type=int, default=20)
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--out", default="bench-out")
-    bl.add_argument("--no-cuda-graph", action="store_true",
-                    help="CUDA: run the encoder eagerly (the baseline of the default CUDA-graph replay)")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
     bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")

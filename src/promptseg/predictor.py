@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .io.normalise import image_sha256, prepare_image
-from .engine.embeddings import TILES_PER_PASS, EmbeddingCache, embed_prepared
+from .engine.embeddings import EmbeddingCache, embed_prepared
 from .io.tiling import TileGrid, blend_tiles
 from .model.checkpoint import load_checkpoint
 from .model.heads import merge_classes
@@ -71,13 +71,8 @@ def preload_modules() -> None:
 
 class Predictor:
     def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
-                 prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8,
-                 cuda_graph: bool = True):
+                 prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8):
         self.device = resolve_device(device)
-        # On CUDA the frozen encoder is replayed as one CUDA graph (model/cuda_graph.py),
-        # captured at the first set_image; None = not tried yet, False = eager.
-        self._graphed = None if cuda_graph and self.device.startswith("cuda") and not model.cfg.train_backbone else False
-        self.encoder_mode = "eager"
         self.model = model.to(self.device).eval()
         self.config = config or {"model": model.cfg.to_dict()}
         self.text = TextEncoder(model.cfg.text_model, device="cpu", cache=prompt_cache)
@@ -92,16 +87,15 @@ class Predictor:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "cpu", cuda_graph: bool = True) -> "Predictor":
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "Predictor":
         """``None``: the default model (the shipped checkpoint if present, else the
         pretrained LiteMedSAM encoder + decoder with an untrained text projection)."""
         if path is None and (DEFAULT_CHECKPOINT / "config.json").exists():
             path = DEFAULT_CHECKPOINT
         if path is None:
-            return cls(PromptSegModel(ModelConfig()), device=device, source="litemedsam-init", cuda_graph=cuda_graph)
+            return cls(PromptSegModel(ModelConfig()), device=device, source="litemedsam-init")
         model, cfg, cache = load_checkpoint(path, device="cpu")
-        return cls(model, device=device, config=cfg, prompt_cache=cache, source=str(Path(path).resolve()),
-                   cuda_graph=cuda_graph)
+        return cls(model, device=device, config=cfg, prompt_cache=cache, source=str(Path(path).resolve()))
 
     @property
     def info(self) -> dict:
@@ -130,29 +124,14 @@ class Predictor:
             if self._disk is not None:
                 emb, grid = self._disk.get(image, key[0])
             else:
-                emb, grid = embed_prepared(self.model, img01, self.device, encoder=self._encoder(), to_cpu=False)
+                # normalised once, and the embedding stays on the device (no host round trip)
+                emb, grid = embed_prepared(self.model, img01, self.device, to_cpu=False)
             hit = _Embedded(emb.to(self.device), grid, img01.shape[:2], key[0], img01)
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
-
-    def _encoder(self):
-        """The CUDA-graph encoder, captured on first use; None (eager ``model.embed``) where
-        graphs are off or capture failed (then eager for good: the numbers are the same)."""
-        if self._graphed is None:
-            from .model.cuda_graph import GraphedEncoder
-
-            try:
-                self._graphed = GraphedEncoder(self.model.backbone, TILES_PER_PASS, self.model.tile, self.device)
-                self.encoder_mode = "cuda_graph"
-            except Exception as exc:   # noqa: BLE001 - any capture failure leaves the eager path
-                import warnings
-
-                warnings.warn(f"CUDA-graph capture of the encoder failed ({exc}); embedding eagerly")
-                self._graphed = False
-        return self._graphed or None
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""

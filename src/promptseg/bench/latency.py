@@ -35,12 +35,12 @@ def _pct(xs: list[float]) -> tuple[float, float]:
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
-                prompt: str = "nucleus", out: str | Path | None = None, log=print, cuda_graph: bool = True) -> dict:
+                prompt: str = "nucleus", out: str | Path | None = None, log=print) -> dict:
     from ..predictor import Predictor
 
     img = bench_image(size)
     t0 = time.perf_counter()
-    p = Predictor.load(None, device=device, cuda_graph=cuda_graph)
+    p = Predictor.load(None, device=device)
     load_s = time.perf_counter() - t0
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
     _sync(device)
@@ -70,7 +70,7 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
         "runs": runs, "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
-        "embed_dtype": "float32", "encoder": p.encoder_mode,
+        "embed_dtype": "float32",
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
         "prompt_ms_p50": round(p50, 1), "prompt_ms_p95": round(p95, 1),

@@ -46,16 +46,14 @@ TILES_PER_PASS = 4   # a 512² image in one encoder call
 
 @torch.no_grad()
 def embed_prepared(model: PromptSegModel, image01: np.ndarray, device: str = "cpu", bf16: bool = False,
-                   encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    to_cpu: bool = True) -> tuple[torch.Tensor, TileGrid]:
-    """:func:`embed_image` of an image already through ``prepare_image``. ``encoder`` replaces
-    ``model.embed`` (e.g. a CUDA-graph replay of it); ``to_cpu=False`` leaves the float32
-    embedding on ``device`` (a Predictor keeps it there: no round trip through host memory)."""
+    """:func:`embed_image` of an image already through ``prepare_image``; ``to_cpu=False``
+    leaves the float32 embedding on ``device`` (a Predictor keeps it there: no round trip
+    through host memory)."""
     tiles, grid = extract_tiles(image01, model.tile)
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
-    run = encoder or model.embed
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
-        out = [run(x[i:i + TILES_PER_PASS].to(device, non_blocking=True)).float()
+        out = [model.embed(x[i:i + TILES_PER_PASS].to(device, non_blocking=True)).float()
                for i in range(0, len(x), TILES_PER_PASS)]
     emb = torch.cat(out)
     return (emb.cpu() if to_cpu else emb), grid
