@@ -13,7 +13,6 @@ views (cached), and only the later stages, the neck and the decoder train, on wh
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ..engine.augment import D4_VIEWS, image_view
-from ..engine.stage1 import ClassPrompts, TrainConfig, stage1_losses
+from ..engine.stage1 import ClassPrompts, TrainConfig, optimiser_step, stage1_losses, warmup_cosine
 from ..io.normalise import prepare_image
 from ..io.tiling import extract_tiles, tile_masks
 from ..model.segmenter import PromptSegModel
@@ -136,8 +135,7 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     opt = torch.optim.AdamW([{"params": enc, "lr": cfg.encoder_lr}, {"params": rest, "lr": cfg.lr}],
                             weight_decay=cfg.weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = warmup_cosine(opt, cfg.steps)
     loss_cfg = TrainConfig(steps=cfg.steps, seed=cfg.seed)     # the supervised method's loss weights
     prompt_tensors = prompts.tensors(device)
     g = model.grid_size
@@ -159,13 +157,8 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
             emb = (split.tail(feats[idx].to(device).float()) if split else model.embed(x)).float()
             crops = [(emb[i], labels[i], (0, 0, g)) for i in range(len(labels))]
             losses = stage1_losses(model, crops, prompt_tensors, full_pe, loss_cfg, rng, device)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        last = {k: float(v.detach()) for k, v in losses.items()}
-        last.update(step=step + 1, lr=sched.get_last_lr()[1], it_s=(step + 1) / (time.time() - t0))
+        last = optimiser_step(opt, sched, params, losses)
+        last.update(step=step + 1, it_s=(step + 1) / (time.time() - t0))
         if on_step:
             on_step(last)
     model.eval()

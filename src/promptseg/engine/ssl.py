@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from .augment import D4_VIEWS, Geometry, apply_geometry, invert_geometry, scaled
 from .exemplars import TemplateBank, global_feature
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
 from .ssl_config import METHODS, SSLConfig, method_config  # noqa: F401  (re-exported)
-from .stage1 import ClassPrompts, TrainItem, _sample_crop, stage1_losses
+from .stage1 import ClassPrompts, TrainItem, _sample_crop, stage1_losses, warmup_cosine
 
 
 @dataclass
@@ -71,8 +70,7 @@ class SSLTrainer:
         sup = cfg.supervised
         # foreach: a few multi-tensor updates per step instead of ~8 ops per parameter tensor
         self.opt = torch.optim.AdamW(self.params, lr=sup.lr, weight_decay=sup.weight_decay, foreach=True)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+        self.sched = warmup_cosine(self.opt, cfg.steps)
         self.step_count = 0
         self.prompt_tensors = prompts.tensors(device)
         self.stride = int(model.backbone.stride)

@@ -109,8 +109,7 @@ def train_stage1(model: PromptSegModel, items: list[TrainItem], prompts: ClassPr
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    sched = warmup_cosine(opt, cfg.steps)
     pooled, tokens, tmask, lat = prompts.tensors(device)
     stride = int(model.backbone.stride)
     full_pe = model.decoder.dense_pe(model.grid_size, model.grid_size).to(device)
@@ -122,17 +121,29 @@ def train_stage1(model: PromptSegModel, items: list[TrainItem], prompts: ClassPr
         losses = stage1_losses(model, [_sample_crop(rng.choice(items), cfg.crop, stride, rng)
                                        for _ in range(cfg.batch_tiles)],
                                (pooled, tokens, tmask, lat), full_pe, cfg, rng, device)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        last = {k: float(v.detach()) for k, v in losses.items()}
-        last.update(step=step + 1, lr=sched.get_last_lr()[0], it_s=(step + 1) / (time.time() - t0))
+        last = optimiser_step(opt, sched, params, losses)
+        last.update(step=step + 1, it_s=(step + 1) / (time.time() - t0))
         if on_step:
             on_step(last)
     model.eval()
     return last
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """20 steps of linear warm-up, then cosine decay to 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def optimiser_step(opt: torch.optim.Optimizer, sched, params: list[torch.Tensor], losses: dict) -> dict:
+    """Backward of ``losses['total']``, clip to norm 1, step; the losses as floats and the
+    last parameter group's learning rate."""
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return {**{k: float(v.detach()) for k, v in losses.items()}, "lr": sched.get_last_lr()[-1]}
 
 
 def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: random.Random, device) -> dict:
