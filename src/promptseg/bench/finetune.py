@@ -157,8 +157,7 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
             emb = (split.tail(feats[idx].to(device).float()) if split else model.embed(x)).float()
             crops = [(emb[i], labels[i], (0, 0, g)) for i in range(len(labels))]
             losses = stage1_losses(model, crops, prompt_tensors, full_pe, loss_cfg, rng, device)
-        last = optimiser_step(opt, sched, params, losses)
-        last.update(step=step + 1, it_s=(step + 1) / (time.time() - t0))
+        last = optimiser_step(opt, sched, params, losses, step, t0)
         if on_step:
             on_step(last)
     model.eval()

@@ -121,8 +121,7 @@ def train_stage1(model: PromptSegModel, items: list[TrainItem], prompts: ClassPr
         losses = stage1_losses(model, [_sample_crop(rng.choice(items), cfg.crop, stride, rng)
                                        for _ in range(cfg.batch_tiles)],
                                (pooled, tokens, tmask, lat), full_pe, cfg, rng, device)
-        last = optimiser_step(opt, sched, params, losses)
-        last.update(step=step + 1, it_s=(step + 1) / (time.time() - t0))
+        last = optimiser_step(opt, sched, params, losses, step, t0)
         if on_step:
             on_step(last)
     model.eval()
@@ -135,15 +134,17 @@ def warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sche
         opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
-def optimiser_step(opt: torch.optim.Optimizer, sched, params: list[torch.Tensor], losses: dict) -> dict:
-    """Backward of ``losses['total']``, clip to norm 1, step; the losses as floats and the
-    last parameter group's learning rate."""
+def optimiser_step(opt: torch.optim.Optimizer, sched, params: list[torch.Tensor], losses: dict, step: int,
+                   t0: float) -> dict:
+    """Backward of ``losses['total']``, clip to norm 1, step; the step's record: losses as
+    floats, the last parameter group's learning rate, steps per second since ``t0``."""
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
-    return {**{k: float(v.detach()) for k, v in losses.items()}, "lr": sched.get_last_lr()[-1]}
+    return {**{k: float(v.detach()) for k, v in losses.items()}, "step": step + 1, "lr": sched.get_last_lr()[-1],
+            "it_s": (step + 1) / (time.time() - t0)}
 
 
 def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: random.Random, device) -> dict:
