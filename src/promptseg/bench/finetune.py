@@ -94,8 +94,8 @@ class _StageSplit:
 
 
 def _cached_tiles(split: _StageSplit, rows: list[SegImage], tile: int, views: int, device: str):
-    """(frozen-stage features (n, L, C) float16 on the CPU, labels (n, tile, tile)) of every
-    tile of every view of ``rows``; all-padding tiles are dropped."""
+    """(frozen-stage features (n, L, C) float16 on the CPU, labels (n, tile, tile); -1 marks
+    padding) of every tile of every view of ``rows``."""
     feats, labels = [], []
     for r in rows:
         for geo in D4_VIEWS[:views]:

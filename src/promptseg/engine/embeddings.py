@@ -53,7 +53,7 @@ def embed_prepared(model: PromptSegModel, image01: np.ndarray, device: str = "cp
     tiles, grid = extract_tiles(image01, model.tile)
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous()
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
-        out = [model.embed(x[i:i + TILES_PER_PASS].to(device, non_blocking=True)).float()
+        out = [model.embed(x[i:i + TILES_PER_PASS].to(device)).float()
                for i in range(0, len(x), TILES_PER_PASS)]
     emb = torch.cat(out)
     return (emb.cpu() if to_cpu else emb), grid
