@@ -25,7 +25,7 @@ import torch
 from skimage.io import imread
 
 from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import EmbeddingCache
+from promptseg.engine.embeddings import EmbeddingCache, tile_pixels
 from promptseg.engine.evaluate import dice, predict_labels
 from promptseg.engine.ssl import METHODS, SSLTrainer, UnlabelledItem, method_config
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
@@ -111,10 +111,11 @@ def main() -> None:
     for n in train + val:
         img, mask = imread(root / "images" / n), imread(root / "masks" / n) > 0
         emb, grid = cache.get(img)
-        data[n] = (mask, emb, grid)
+        data[n] = (mask, emb, grid, tile_pixels(img, grid.tile))
     lab_names = list(np.random.default_rng(0).choice(train, int(round(a.labelled * len(train))), replace=False))
-    lab = [make_item(n, data[n][1], data[n][2], data[n][0].astype(int), ["nucleus"], ["nucleus"]) for n in lab_names]
-    unl = [UnlabelledItem(n, data[n][1]) for n in train if n not in lab_names]
+    lab = [make_item(n, data[n][1], data[n][2], data[n][0].astype(int), ["nucleus"], ["nucleus"], data[n][3])
+           for n in lab_names]
+    unl = [UnlabelledItem(n, data[n][1], pixels=data[n][3]) for n in train if n not in lab_names]
     prompts = class_prompts(["nucleus"], TextEncoder(base.cfg.text_model))
     tr = SSLTrainer(base, lab, unl, prompts, method_config(a.method, a.steps, **overrides(a.set)))
     t0 = time.time()
@@ -125,8 +126,8 @@ def main() -> None:
                                   if k in ("seg", "unlabelled", "confident_fraction", "pseudo_foreground")}, flush=True)
 
     def held_out(model) -> float:
-        return float(np.mean([dice(predict_labels(model, data[n][1], data[n][2], prompts.embs,
-                                                  prompts.laterality)[0] > 0, data[n][0]) for n in val]))
+        return float(np.mean([dice(predict_labels(model, data[n][1], data[n][2], prompts.embs, prompts.laterality,
+                                                  pixels=data[n][3])[0] > 0, data[n][0]) for n in val]))
 
     print(f"RESULT {a.method} {' '.join(a.set)} steps {a.steps} student {held_out(tr.model):.4f} teacher {held_out(tr.teacher):.4f} "
           f"train_seconds {time.time() - t0:.0f}", flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import EmbeddingCache
+from promptseg.engine.embeddings import EmbeddingCache, tile_pixels
 from promptseg.engine.stage1 import TrainConfig, train_stage1
 from promptseg.io import list_samples, load_sample
 from promptseg.model.checkpoint import load_checkpoint, save_checkpoint
@@ -45,7 +45,8 @@ def main() -> None:
     for s in samples:
         for it in s.items:
             emb, grid = cache.get(it.image)
-            items.append(make_item(f"{s.name}/{it.name}", emb, grid, it.mask, s.classes, classes))
+            items.append(make_item(f"{s.name}/{it.name}", emb, grid, it.mask, s.classes, classes,
+                                   tile_pixels(it.image, grid.tile)))
     text = TextEncoder()
     prompts = class_prompts(classes, text)
     t0 = time.time()

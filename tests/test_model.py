@@ -25,7 +25,8 @@ def tiny():
 
 
 def test_decoder_handles_k_prompts_with_every_prompt_kind(tiny):
-    emb = tiny.embed(torch.rand(2, 3, 64, 64))
+    x = torch.rand(2, 3, 64, 64)
+    emb = tiny.embed(x)
     assert emb.shape == (2, 32, 16, 16)
     pb = prompt_batch(_fake_text(3), [0, 1, 2], n_tiles=2)
     n = 6
@@ -36,7 +37,7 @@ def test_decoder_handles_k_prompts_with_every_prompt_kind(tiny):
     pb.mask_prompt = torch.randn(n, 1, 64, 64)
     pb.exemplars = torch.randn(n, 2, 32)
     pb.exemplar_mask = torch.tensor([[True, False]]).repeat(n, 1)
-    out = tiny.decode(emb, pb)
+    out = tiny.decode(emb, pb, fine=tiny.fine_features(x))
     assert out.mask_logits.shape == (6, 64, 64)
     assert out.presence_logit.shape == (6,)
     assert out.attention.shape == (6, 256)
@@ -45,9 +46,47 @@ def test_decoder_handles_k_prompts_with_every_prompt_kind(tiny):
 
 
 def test_different_prompts_give_different_masks(tiny):
-    emb = tiny.embed(torch.rand(1, 3, 64, 64))
-    out = tiny.decode(emb, prompt_batch(_fake_text(2), [0, 0], n_tiles=1))
+    x = torch.rand(1, 3, 64, 64)
+    out = tiny.decode(tiny.embed(x), prompt_batch(_fake_text(2), [0, 0], n_tiles=1), fine=tiny.fine_features(x))
     assert not torch.allclose(out.mask_logits[0], out.mask_logits[1])
+
+
+def test_pixel_branch_starts_neutral_then_shapes_the_mask_and_is_required(tiny):
+    """A new branch leaves the decoder's masks as they were (its last layer starts at zero);
+    once its weights move, the image's pixels change the mask; a model with the branch refuses
+    to decode without them, with a message."""
+    x = torch.rand(1, 3, 64, 64)
+    pb = prompt_batch(_fake_text(1), [0], n_tiles=1)
+    plain = PromptSegModel(ModelConfig.tiny())
+    plain.cfg.pixel_branch = False
+    plain.pixel_branch = None
+    plain.load_state_dict({k: v for k, v in tiny.state_dict().items() if not k.startswith("pixel_branch.")})
+    plain.eval()
+    with torch.no_grad():
+        emb = tiny.embed(x)
+        fine = tiny.fine_features(x)
+        assert fine.shape == (1, 4, 64, 64) and not fine.any()
+        assert torch.equal(tiny.decode(emb, pb, fine=fine).mask_logits, plain.decode(emb, pb).mask_logits)
+        moved = PromptSegModel(ModelConfig.tiny()).eval()
+        moved.load_state_dict(tiny.state_dict())
+        torch.nn.init.normal_(moved.pixel_branch.out.weight, std=0.1)
+        fine2 = moved.fine_features(x)
+        assert not torch.allclose(moved.decode(emb, pb, fine=fine2).mask_logits, plain.decode(emb, pb).mask_logits)
+        edge = x.clone()
+        edge[..., 32:] = 1.0 - edge[..., 32:]          # other pixels, same embedding
+        assert not torch.allclose(moved.decode(emb, pb, fine=moved.fine_features(edge)).mask_logits,
+                                  moved.decode(emb, pb, fine=fine2).mask_logits)
+    with pytest.raises(ValueError, match="pixel"):
+        tiny.decode(emb, pb)
+    with pytest.raises(ValueError, match="pixel"):
+        tiny.fine_features(None)
+
+
+def test_checkpoints_written_before_the_pixel_branch_load_without_it():
+    cfg = ModelConfig.tiny().to_dict()
+    del cfg["pixel_branch"]
+    assert ModelConfig.from_dict(cfg).pixel_branch is False
+    assert ModelConfig().pixel_branch is True
 
 
 def test_merge_is_cps4_argmax_with_background_threshold():
@@ -66,9 +105,10 @@ def test_checkpoint_roundtrip_is_exact_and_pickle_free(tiny, tmp_path):
     x = torch.rand(1, 3, 64, 64)
     pb = prompt_batch(_fake_text(1), [0], 1)
     with torch.no_grad():
-        a = tiny.decode(tiny.embed(x), pb).mask_logits
-        b = model2.decode(model2.embed(x), pb).mask_logits
+        a = tiny.decode(tiny.embed(x), pb, fine=tiny.fine_features(x)).mask_logits
+        b = model2.decode(model2.embed(x), pb, fine=model2.fine_features(x)).mask_logits
     assert torch.equal(a, b)
+    assert torch.equal(tiny.pixel_branch.down[0].weight, model2.pixel_branch.down[0].weight)
     assert np.array_equal(cache2["nucleus"].tokens, cache["nucleus"].tokens)
 
 

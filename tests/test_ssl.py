@@ -9,7 +9,7 @@ import torch
 from promptseg.engine.augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, photometric_view,
                                       strong_features)
 from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import embed_image
+from promptseg.engine.embeddings import embed_image, tile_pixels
 from promptseg.engine.exemplars import Template, TemplateBank, similarity_prompts
 from promptseg.engine.pseudo import (binary_pseudo_label, ema_alpha, ema_update, fuse_logits,
                                      multiclass_pseudo_label, sigmoid_ramp)
@@ -177,16 +177,22 @@ def test_teacher_ensemble_averages_views_mapped_back(tiny_setup):
     rotated decodes, each rotated back (so it still lines up with the crop)."""
     tr = _trainer(tiny_setup, 4)
     geo = Geometry()
-    weak, _, _ = tr.unlabelled_batch(geo)
+    weak, _, _, px, _ = tr.unlabelled_batch(geo)
     pb = tr.all_class_queries(weak.shape[0])
     pe = tr.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
-    one = tr.teacher.decode(weak, pb, pe).mask_logits.float()
+    t = tr.teacher
+    torch.nn.init.normal_(t.pixel_branch.out.weight, std=0.1)   # so the pixels matter too
+
+    def turned(r):
+        w, p = torch.rot90(weak, r, (-2, -1)), torch.rot90(px, r, (-2, -1))
+        return torch.rot90(t.decode(w, pb, pe, fine=t.fine_features(p)).mask_logits.float(), -r, (-2, -1))
+
+    one = turned(0)
     tr.cfg.teacher_views = 1
-    assert torch.allclose(tr.teacher_logits(weak, pb, pe), one)
+    assert torch.allclose(tr.teacher_logits(weak, pb, pe, px), one)
     tr.cfg.teacher_views = 4
-    manual = sum(torch.rot90(tr.teacher.decode(torch.rot90(weak, r, (-2, -1)), pb, pe).mask_logits.float(), -r, (-2, -1))
-                 for r in range(4)) / 4
-    assert torch.allclose(tr.teacher_logits(weak, pb, pe), manual, atol=1e-5)
+    manual = sum(turned(r) for r in range(4)) / 4
+    assert torch.allclose(tr.teacher_logits(weak, pb, pe, px), manual, atol=1e-5)
     assert not torch.allclose(manual, one)
 
 
@@ -224,9 +230,10 @@ def tiny_setup():
     for i, it in enumerate(s.items[:5]):
         emb, grid = embed_image(model, it.image)
         if i < 2:
-            lab.append(make_item(it.name, emb, grid, (it.mask > 0).astype(int), ["nucleus"], ["nucleus"]))
+            lab.append(make_item(it.name, emb, grid, (it.mask > 0).astype(int), ["nucleus"], ["nucleus"],
+                                 tile_pixels(it.image, grid.tile)))
         else:
-            unl.append(UnlabelledItem(it.name, emb))
+            unl.append(UnlabelledItem(it.name, emb, pixels=tile_pixels(it.image, grid.tile)))
     return model, lab, unl, class_prompts(["nucleus"], TextEncoder(model.cfg.text_model))
 
 

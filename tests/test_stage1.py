@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import EmbeddingCache, embed_image
+from promptseg.engine.embeddings import EmbeddingCache, embed_image, tile_pixels
 from promptseg.engine.evaluate import dice, predict_labels
 from promptseg.engine.stage1 import LossWeights, TrainConfig, stage1_losses, train_stage1, _sample_crop
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
@@ -20,7 +20,8 @@ def _items(model, sample):
     items = []
     for it in sample.items[:2]:
         emb, grid = embed_image(model, it.image)
-        items.append(make_item(it.name, emb, grid, it.mask, ["nucleus"], ["nucleus", "cytoplasm"]))
+        items.append(make_item(it.name, emb, grid, it.mask, ["nucleus"], ["nucleus", "cytoplasm"],
+                               tile_pixels(it.image, grid.tile)))
     return items
 
 
@@ -34,7 +35,8 @@ def test_training_raises_dice_on_real_nuclei(nuclei, prompts):
     emb, grid = embed_image(model, it.image)
 
     def score():
-        pred, _ = predict_labels(model, emb, grid, prompts.embs[:1], prompts.laterality[:1])
+        pred, _ = predict_labels(model, emb, grid, prompts.embs[:1], prompts.laterality[:1],
+                                 pixels=tile_pixels(it.image, grid.tile))
         return dice(pred == 1, it.mask > 0)
 
     before = score()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .io.normalise import image_sha256, prepare_image
-from .engine.embeddings import EmbeddingCache, embed_prepared
+from .engine.embeddings import EmbeddingCache, embed_prepared, tile_pixels
 from .io.tiling import TileGrid, blend_tiles
 from .model.checkpoint import load_checkpoint
 from .model.heads import merge_classes
@@ -46,6 +46,7 @@ class _Embedded:
     sha: str
     image01: np.ndarray = field(repr=False)
     pix: torch.Tensor | None = field(default=None, repr=False)   # grounding pixel features, lazily
+    fine: torch.Tensor | None = field(default=None, repr=False)  # pixel-branch features (if the model has one)
 
 
 def resolve_device(device: str | None) -> str:
@@ -127,6 +128,8 @@ class Predictor:
                 # normalised once, and the embedding stays on the device (no host round trip)
                 emb, grid = embed_prepared(self.model, img01, self.device, to_cpu=False)
             hit = _Embedded(emb.to(self.device), grid, img01.shape[:2], key[0], img01)
+            if self.model.pixel_branch is not None:   # image work, like the embedding: once per image
+                hit.fine = self.model.fine_features(tile_pixels(img01, grid.tile, prepared=True).to(self.device))
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -199,7 +202,7 @@ class Predictor:
         self._add_spatial_prompts(pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names)
         if cur.pix is None and self.model.cfg.grounding_prompt:
             cur.pix = self.model.grounding.pixel_features(cur.emb)   # prompt-independent: once per image
-        probs, presence = decode_probs(self.model, cur.emb, cur.grid, pb, k, pix=cur.pix)
+        probs, presence = decode_probs(self.model, cur.emb, cur.grid, pb, k, pix=cur.pix, fine=cur.fine)
         size = cur.grid.tile
         g = None
         if grounding:

@@ -25,13 +25,13 @@ from typing import Callable
 import numpy as np
 
 from ..engine.dataset import make_item
-from ..engine.evaluate import per_class_dice, predict_labels, summarise
+from ..engine.evaluate import per_class_dice, summarise
 from ..engine.volume import nearest_seed
 from ..io.samples import sample_data_dir
 from ..model.segmenter import ModelConfig
 from .data import SegImage
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
-from .monuseg import fresh_model, prepare
+from .monuseg import fresh_model, predict_row, prepare
 from .report import finish_bar_plot, run_environment, write_results
 
 MRICRON = Path("/usr/share/mricron/templates")
@@ -176,7 +176,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
     if methods:
         cache_dir = cfg.cache or out / "embeddings"
         prep = prepare(rows, model_cfg, cache_dir, cfg.device, log, class_names=tuple(classes))
-        items = {r.name: make_item(r.name, *prep.embs[r.name], r.mask, classes, classes) for r in rows}
+        items = {r.name: make_item(r.name, *prep.embs[r.name], r.mask, classes, classes, prep.pixels[r.name]) for r in rows}
         base = fresh_model(prep, model_cfg, cfg.seed, cfg.device)
     for method in methods:
         t1_ = time.time()
@@ -188,9 +188,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         train_s = round(time.time() - t1_, 1)
         preds = {}
         for i in others_idx:
-            emb, grid = prep.embs[rows[i].name]
-            preds[i], _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality,
-                                         device=cfg.device)
+            preds[i] = predict_row(model, rows[i].name, prep, cfg.device)
         add(method, preds, t1_, steps=cfg.steps, train_seconds=train_s)
         t2 = time.time()
         add(f"{method}+propagate", propagated_labels(model, rows, lab_idx, classes, prep.prompts, cache_dir,

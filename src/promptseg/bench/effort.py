@@ -15,12 +15,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.evaluate import dice, edited_fraction, predict_labels
+from ..engine.evaluate import dice, edited_fraction
 from ..model.segmenter import ModelConfig
 from .data import by_split, load_seg_dir
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .metrics import mean_scores
-from .monuseg import fresh_model, item_of, prepare, score_prompt_model
+from .monuseg import fresh_model, item_of, predict_row, prepare, score_prompt_model
 from .report import run_environment, write_results
 
 
@@ -88,9 +88,7 @@ def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Cal
         proposals = []
         if r > 0:  # propose, "correct" to ground truth, accept
             for name in order[len(labelled):len(labelled) + cfg.per_round]:
-                emb, grid = prep.embs[name]
-                pred, _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality,
-                                         device=cfg.device)
+                pred = predict_row(model, name, prep, cfg.device)
                 gt = by_name[name].mask
                 proposals.append({"image": name, "edited_fraction": edited_fraction(pred, gt),
                                   "dice_proposal_vs_final": dice(pred == 1, gt == 1),

@@ -95,8 +95,8 @@ class _StageSplit:
 
 def _cached_tiles(split: _StageSplit, rows: list[SegImage], tile: int, views: int, device: str):
     """(frozen-stage features (n, L, C) float16 on the CPU, labels (n, tile, tile); -1 marks
-    padding) of every tile of every view of ``rows``."""
-    feats, labels = [], []
+    padding, pixels (n, 3, tile, tile) in [0, 1]) of every tile of every view of ``rows``."""
+    feats, labels, pixels = [], [], []
     for r in rows:
         for geo in D4_VIEWS[:views]:
             tiles, grid = extract_tiles(prepare_image(image_view(r.image, geo)), tile)
@@ -105,7 +105,8 @@ def _cached_tiles(split: _StageSplit, rows: list[SegImage], tile: int, views: in
             for i in range(len(x)):
                 feats.append(split.head(x[i:i + 1].to(device)).half().cpu())
                 labels.append(torch.from_numpy(lab[i]))
-    return torch.cat(feats), torch.stack(labels)
+            pixels.append(x)
+    return torch.cat(feats), torch.stack(labels), torch.cat(pixels)
 
 
 def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPrompts, cfg: FinetuneConfig,
@@ -125,7 +126,7 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     split = _StageSplit(model, cfg.from_stage) if cfg.from_stage else None
     if split:
         t = time.time()
-        feats, tile_labels = _cached_tiles(split, rows, model.tile, cfg.views, device)
+        feats, tile_labels, tile_px = _cached_tiles(split, rows, model.tile, cfg.views, device)
         if log:
             log(f"    frozen stages 0-{cfg.from_stage - 1} run on {len(feats)} tiles in {time.time() - t:.0f} s")
     else:
@@ -148,14 +149,14 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     for step in range(cfg.steps):
         if split:
             idx = [rng.randrange(len(feats)) for _ in range(cfg.batch_tiles)]
-            labels = tile_labels[idx]
+            labels, x = tile_labels[idx], tile_px[idx]
         else:
             batch = [_crop(*images[rng.randrange(len(images))], model.tile, rng) for _ in range(cfg.batch_tiles)]
             x = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).to(device)
             labels = torch.from_numpy(np.stack([b[1] for b in batch]))
         with autocast:
             emb = (split.tail(feats[idx].to(device).float()) if split else model.embed(x)).float()
-            crops = [(emb[i], labels[i], (0, 0, g)) for i in range(len(labels))]
+            crops = [(emb[i], labels[i], (0, 0, g), x[i]) for i in range(len(labels))]
             losses = stage1_losses(model, crops, prompt_tensors, full_pe, loss_cfg, rng, device)
         last = optimiser_step(opt, sched, params, losses, step, t0)
         if on_step:

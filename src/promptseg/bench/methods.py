@@ -80,6 +80,7 @@ def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainI
         raise ValueError(f"{method} is not a prompt-model method")
     cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed,
                         **crop_overrides(model, crop_px, batch))
-    pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb) for it in unlabelled]
+    pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb, pixels=it.pixels)
+                                                                   for it in unlabelled]
     return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)
 

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..engine.dataset import class_prompts, make_item
-from ..engine.embeddings import EmbeddingCache, embed_image
+from ..engine.embeddings import EmbeddingCache, embed_image, tile_pixels
 from ..engine.evaluate import predict_labels
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
@@ -70,6 +71,7 @@ class Prepared:
     ref: PromptSegModel                       # backbone shared by every prompt model
     embs: dict[str, tuple[torch.Tensor, TileGrid]]
     prompts: ClassPrompts
+    pixels: dict[str, torch.Tensor]           # tiles' pixels, for a model with a pixel branch
 
 
 def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path, device: str,
@@ -79,11 +81,12 @@ def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path,
     torch.manual_seed(0)
     ref = PromptSegModel(model_cfg).to(device)
     cache = EmbeddingCache(cache_dir, ref, device, bf16=bf16)
-    embs = {}
+    embs, pixels = {}, {}
     t0 = time.time()
     for i, r in enumerate(rows):
         t1 = time.time()
         embs[r.name] = cache.get(r.image)
+        pixels[r.name] = tile_pixels(r.image, ref.tile)
         log(f"  embedding {i + 1}/{len(rows)} {r.name} ({time.time() - t1:.1f} s)")
     log(f"embedded {len(rows)} images in {time.time() - t0:.0f} s")
     # The prompt embeddings live beside the image embeddings, so a machine without the text
@@ -99,7 +102,7 @@ def prepare(rows: list[SegImage], model_cfg: ModelConfig, cache_dir: str | Path,
     prompts = class_prompts(list(class_names), text)
     if set(text.cache) != known:
         save_prompt_cache(prompt_file, text.cache, model_cfg.text_model)
-    return Prepared(ref, embs, prompts)
+    return Prepared(ref, embs, prompts, pixels)
 
 
 def fresh_model(prep: Prepared, model_cfg: ModelConfig, seed: int, device: str) -> PromptSegModel:
@@ -119,7 +122,16 @@ def rows_trained_on(methods: list[str], train: list[SegImage], labelled: list[Se
 
 def item_of(r: SegImage, prep: Prepared) -> TrainItem:
     emb, grid = prep.embs[r.name]
-    return make_item(r.name, emb, grid, r.mask, [CLASS_NAME], [CLASS_NAME])
+    return make_item(r.name, emb, grid, r.mask, [CLASS_NAME], [CLASS_NAME], prep.pixels[r.name])
+
+
+def predict_row(model: PromptSegModel, name: str, prep: Prepared, device: str,
+                emb: tuple[torch.Tensor, TileGrid] | None = None) -> np.ndarray:
+    """Label map of the prepared image ``name`` for the prepared prompts (``emb``: another
+    embedding of it than the cached one)."""
+    pred, _ = predict_labels(model, *(emb or prep.embs[name]), prep.prompts.embs, prep.prompts.laterality,
+                             device=device, pixels=prep.pixels[name])
+    return pred
 
 
 def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepared, device: str,
@@ -127,8 +139,7 @@ def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepar
     """Per-image scores; ``own_encoder``: embed with the model's (trained) encoder, not the cache."""
     out = []
     for r in rows:
-        emb, grid = embed_image(model, r.image, device) if own_encoder else prep.embs[r.name]
-        pred, _ = predict_labels(model, emb, grid, prep.prompts.embs, prep.prompts.laterality, device=device)
+        pred = predict_row(model, r.name, prep, device, embed_image(model, r.image, device) if own_encoder else None)
         out.append({"image": r.name, **binary_scores(pred == 1, r.mask)})
     return out
 
@@ -227,7 +238,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                     t2 = time.time()
                     rows = rows_trained_on([inner], train, labelled)
                     own = Prepared(model, {v.name: embed_image(model, v.image, cfg.device)
-                                           for r in rows for v in views[r.name]}, prep.prompts)
+                                           for r in rows for v in views[r.name]}, prep.prompts, prep.pixels)
                     own_items = {r.name: [item_of(v, own) for v in views[r.name]] for r in rows}
                     train_cached(inner, model, lab, own_items, seed, tag)
                     train_s += time.time() - t2

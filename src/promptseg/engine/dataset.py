@@ -11,7 +11,7 @@ from ..io.tiling import tile_masks
 from ..model.text import TextEncoder, parse_prompt
 from ..project import Project
 from .augment import D4_VIEWS, image_view, view_suffix
-from .embeddings import EmbeddingCache
+from .embeddings import EmbeddingCache, tile_pixels
 from .stage1 import ClassPrompts, TrainItem
 
 
@@ -21,10 +21,12 @@ def class_prompts(names: list[str], text: TextEncoder) -> ClassPrompts:
 
 
 def make_item(name: str, emb: torch.Tensor, grid, labels: np.ndarray, label_classes: list[str],
-              class_names: list[str]) -> TrainItem:
+              class_names: list[str], pixels: torch.Tensor | None = None) -> TrainItem:
+    """``pixels``: the tiles' pixels (embeddings.tile_pixels), for a model with a pixel branch."""
     index = {c.lower(): i for i, c in enumerate(class_names)}
     return TrainItem(name, emb, torch.from_numpy(tile_masks(labels.astype(np.int64), grid)),
-                     [index[c.lower()] for c in label_classes])
+                     [index[c.lower()] for c in label_classes],
+                     pixels)
 
 
 @dataclass
@@ -64,7 +66,8 @@ def items_from_sources(sources: list[LabelledSource], cache: EmbeddingCache, cla
         for v, geo in enumerate(D4_VIEWS[:views]):
             image, labels = image_view(src.image, geo), image_view(src.labels, geo)
             emb, grid = cache.get(image, src.sha if v == 0 else None)
-            items.append(make_item(src.name + view_suffix(geo), emb, grid, labels, src.label_classes, class_names))
+            items.append(make_item(src.name + view_suffix(geo), emb, grid, labels, src.label_classes, class_names,
+                                   tile_pixels(image, grid.tile)))
         if progress:
             progress(i + 1, len(sources), src.name)
     return items

@@ -22,7 +22,7 @@ from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder
 from ..project import Project, atomic_write_json
 from .dataset import class_prompts, labelled_items
-from .embeddings import EmbeddingCache
+from .embeddings import EmbeddingCache, tile_pixels
 from .evaluate import dice, edited_fraction, per_class_dice, predict_labels, summarise
 from .stage1 import TrainConfig, train_stage1
 
@@ -75,7 +75,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
     cache.warm([(it.name, it.image) for it in sample.items],
                lambda i, n, name: log(f"  embedding {i}/{n} {name}") if i in (1, n) or i % 8 == 0 else None)
     log(f"embedded {len(sample.items)} images in {time.time() - t0:.1f} s ({model.cfg.backbone})")
-    eval_embs = [cache.get(it.image) for it in held_out]
+    eval_embs = [(*cache.get(it.image), tile_pixels(it.image, model.tile)) for it in held_out]
 
     for it in pool[:cfg.initial_labelled]:
         project.save_label(it.name, it.mask, sample.classes, "gold", prompt="; ".join(sample.classes))
@@ -86,8 +86,10 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
         if r > 0:  # propose on the next images, "correct" them, accept
             todo = project.unlabelled_images()[:cfg.per_round]
             for rec in todo:
-                emb, grid = cache.get(project.read_image(rec), rec.sha256)
-                proposal, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device)
+                image = project.read_image(rec)
+                emb, grid = cache.get(image, rec.sha256)
+                proposal, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device,
+                                             pixels=tile_pixels(image, grid.tile))
                 gt = truth[rec.name]
                 fg = [dice(proposal == k + 1, gt == k + 1) for k in range(len(sample.classes)) if (gt == k + 1).any()]
                 project.save_label(rec, proposal, sample.classes, "proposal", model_version=version,
@@ -105,8 +107,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
         loss = train_stage1(model, items, prompts, tcfg, device=device)
         train_s = time.time() - t0
         scores = []
-        for (emb, grid), it in zip(eval_embs, held_out):
-            pred, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device)
+        for (emb, grid, pixels), it in zip(eval_embs, held_out):
+            pred, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device, pixels=pixels)
             scores.append(per_class_dice(pred, it.mask, len(sample.classes)))
         summary = summarise(scores, sample.classes)
         with tempfile.TemporaryDirectory(dir=project.root) as tmp:

@@ -41,6 +41,15 @@ def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu",
     return embed_prepared(model, prepare_image(image), device, bf16)
 
 
+def tile_pixels(image: np.ndarray, tile: int, prepared: bool = False) -> torch.Tensor:
+    """The tiles' pixels as the pixel branch reads them: (T, 3, tile, tile) uint8, tiled like
+    the embedding. ``prepared``: ``image`` already went through ``prepare_image``. uint8 keeps
+    training items small (a 512² view is 0.8 MB) and is the same quantisation everywhere."""
+    tiles, _ = extract_tiles(image if prepared else prepare_image(image), tile)
+    q = np.clip(np.rint(tiles * 255.0), 0, 255).astype(np.uint8)
+    return torch.from_numpy(q).permute(0, 3, 1, 2).contiguous()
+
+
 TILES_PER_PASS = 4   # a 512² image in one encoder call
 
 

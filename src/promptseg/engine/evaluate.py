@@ -40,11 +40,14 @@ def edited_fraction(proposal: np.ndarray, final: np.ndarray) -> float:
 
 @torch.no_grad()
 def predict_labels(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, embs: list[TextEmbedding],
-                   laterality: list[int], tau: float | None = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Label map (H,W) and probabilities (K,H,W) for the given class prompts."""
+                   laterality: list[int], tau: float | None = None, device: str = "cpu",
+                   pixels: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (H,W) and probabilities (K,H,W) for the given class prompts. ``pixels``: the
+    tiles' pixels (engine/embeddings.tile_pixels), needed by a model with a pixel branch."""
     model.eval()
     pb = prompt_batch(embs, laterality, grid.n_tiles, device)
-    probs, _ = decode_probs(model, emb.to(device), grid, pb, len(embs))
+    fine = model.fine_features(None if pixels is None else pixels.to(device))
+    probs, _ = decode_probs(model, emb.to(device), grid, pb, len(embs), fine=fine)
     labels = merge_classes(probs, model.cfg.threshold if tau is None else tau)
     return labels.cpu().numpy().astype(np.int32), probs.cpu().numpy()
 

@@ -50,6 +50,7 @@ def _dist_setup(device: str) -> tuple[int, int, str]:
 def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
     from .augment import photometric_view
     from .dataset import volume_slice_indices
+    from .embeddings import tile_pixels
     from .ssl import UnlabelledItem
 
     recs = proj.unlabelled_images()
@@ -61,12 +62,14 @@ def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
         else:
             views = [(rec.name, image, rec.sha256)]
         for name, img, sha in views:
-            emb, _ = cache.get(img, sha)
-            strong = None
+            emb, grid = cache.get(img, sha)
+            strong = strong_px = None
             if strong_views > 0:   # one photometric view per image, reproducible per image and seed
                 rng = np.random.default_rng([seed, int(rec.sha256[:8], 16)])
-                strong, _ = cache.get(photometric_view(img, rng))
-            out.append(UnlabelledItem(name, emb, strong))
+                view = photometric_view(img, rng)
+                strong, _ = cache.get(view)
+                strong_px = tile_pixels(view, grid.tile)
+            out.append(UnlabelledItem(name, emb, strong, tile_pixels(img, grid.tile), strong_px))
         progress(i + 1, len(recs), rec.name)
     return out
 

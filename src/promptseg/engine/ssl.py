@@ -33,7 +33,7 @@ from .augment import D4_VIEWS, Geometry, apply_geometry, invert_geometry, scaled
 from .exemplars import TemplateBank, global_feature
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
 from .ssl_config import METHODS, SSLConfig, method_config  # noqa: F401  (re-exported)
-from .stage1 import ClassPrompts, TrainItem, _sample_crop, stage1_losses, warmup_cosine
+from .stage1 import ClassPrompts, TrainItem, _sample_crop, pixel_crop, stack_pixels, stage1_losses, warmup_cosine
 
 
 @dataclass
@@ -41,6 +41,12 @@ class UnlabelledItem:
     name: str
     emb: torch.Tensor                  # (T, C, g, g)
     strong_emb: torch.Tensor | None = None  # embedding of a photometric strong view (augment.py)
+    pixels: torch.Tensor | None = None      # (T, 3, tile, tile) uint8, for a pixel branch
+    strong_pixels: torch.Tensor | None = None  # the strong view's pixels
+
+
+def _geo(x: torch.Tensor | None, geo: Geometry, size: int | None = None) -> torch.Tensor | None:
+    return None if x is None else apply_geometry(x, geo, size)
 
 
 def _pb_select(pb: PromptBatch, idx: torch.Tensor) -> PromptBatch:
@@ -97,23 +103,24 @@ class SSLTrainer:
         crops, names = [], []
         for _ in range(sup.batch_tiles):
             item = self.rng_l.choice(self.labelled)
-            emb, glob, (_, _, c) = _sample_crop(item, sup.crop, self.stride, self.rng_l)
+            emb, glob, (_, _, c), px = _sample_crop(item, sup.crop, self.stride, self.rng_l)
             c2 = scaled_side(c, geo, item.emb.shape[-1])
             crops.append((apply_geometry(emb, geo, c2), apply_geometry(glob, geo, c2 * self.stride, nearest=True),
-                          (0, 0, c2)))
+                          (0, 0, c2), _geo(px, geo, c2 * self.stride)))
             names.append(item)
         return crops, names
 
     def unlabelled_batch(self, geo: Geometry):
         """Weak and strong views of crops from the unlabelled pool (or, if there is none, from
-        the labelled images with their labels unused)."""
-        pool = self.unlabelled or [UnlabelledItem(it.name, it.emb) for it in self.labelled]
+        the labelled images with their labels unused), and the pixels of both (or None)."""
+        pool = self.unlabelled or [UnlabelledItem(it.name, it.emb, pixels=it.pixels) for it in self.labelled]
         k = self.prompt_tensors[0].shape[0]
         n = max(1, min(self.cfg.unlabelled_tiles, self.cfg.unlabelled_queries // max(1, k)))
         g = pool[0].emb.shape[-1]
         c = g if self.cfg.supervised.crop <= 0 else min(g, self.cfg.supervised.crop)
         c2 = scaled_side(c, geo, g)
-        weak, strong, items = [], [], []
+        weak, strong, items, weak_px, strong_px = [], [], [], [], []
+        s = self.stride
         for _ in range(n):
             it = self.rng_u.choice(pool)
             t = self.rng_u.randrange(it.emb.shape[0])
@@ -121,12 +128,15 @@ class SSLTrainer:
             weak.append(apply_geometry(it.emb[t, :, y:y + c, x:x + c], geo, c2))
             src = it.strong_emb if it.strong_emb is not None else it.emb
             strong.append(apply_geometry(src[t, :, y:y + c, x:x + c], geo, c2))
+            weak_px.append(_geo(pixel_crop(it.pixels, t, y, x, c, s), geo, c2 * s))
+            src_px = it.strong_pixels if it.strong_pixels is not None else it.pixels
+            strong_px.append(_geo(pixel_crop(src_px, t, y, x, c, s), geo, c2 * s))
             items.append(it)
         fmt = torch.channels_last if str(self.device).startswith("cuda") else torch.contiguous_format
         weak = torch.stack(weak).to(self.device, memory_format=fmt)
         strong = torch.stack(strong).to(self.device, memory_format=fmt)
         strong = strong_features(strong, self.rng_u, self.gen, self.cfg.noise, self.cfg.channel_drop, self.cfg.cutout)
-        return weak, strong, items
+        return weak, strong, items, stack_pixels(weak_px, self.device), stack_pixels(strong_px, self.device)
 
     def all_class_queries(self, n_crops: int) -> PromptBatch:
         pooled, tokens, tmask, lat = self.prompt_tensors
@@ -180,22 +190,25 @@ class SSLTrainer:
         return 1.0 - cfg.expert_fade * progress
 
     @torch.no_grad()
-    def teacher_logits(self, weak: torch.Tensor, pb: PromptBatch, pe: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, weak: torch.Tensor, pb: PromptBatch, pe: torch.Tensor,
+                       weak_px: torch.Tensor | None = None) -> torch.Tensor:
         """The teacher's mask logits, averaged over ``teacher_views`` dihedral views of the
         crop (each mapped back): an ensemble whose pseudo labels are better than one pass."""
         views = D4_VIEWS[:max(1, min(self.cfg.teacher_views, len(D4_VIEWS)))]
         z = 0.0
         for geo in views:
-            out = self.teacher.decode(apply_geometry(weak, geo), pb, pe).mask_logits.float()
+            fine = self.teacher.fine_features(_geo(weak_px, geo))
+            out = self.teacher.decode(apply_geometry(weak, geo), pb, pe, fine=fine).mask_logits.float()
             z = z + invert_geometry(out, geo)
         return z / len(views)
 
     @torch.no_grad()
-    def pseudo_labels(self, weak: torch.Tensor, items, pb: PromptBatch, pe: torch.Tensor):
-        """Fused logits (N, H, W), the grounding logits, and what each expert contributed."""
+    def pseudo_labels(self, weak: torch.Tensor, items, pb: PromptBatch, pe: torch.Tensor,
+                      weak_px: torch.Tensor | None = None):
+        """Fused logits (N, H, W) and the grounding logits."""
         cfg = self.cfg
         t = self.teacher
-        z_t = self.teacher_logits(weak, pb, pe)
+        z_t = self.teacher_logits(weak, pb, pe, weak_px)
         size = z_t.shape[-2:]
         z_g = F.interpolate(t.grounding_logits(weak, pb)[:, None].float(), size=size, mode="bilinear",
                             align_corners=False)[:, 0]
@@ -203,11 +216,12 @@ class SSLTrainer:
         if cfg.exemplar_expert and len(self.bank):
             fb = None
             if cfg.student_feedback and self.step_count >= cfg.feedback_after * cfg.steps:
-                fb = self.model.decode(weak, pb, pe).mask_logits.float()   # the student's current mask
+                fb = self.model.decode(weak, pb, pe, fine=self.model.fine_features(weak_px)).mask_logits.float()
             classes = torch.arange(pb.text_pooled.shape[0], device=self.device) % self.prompt_tensors[0].shape[0]
             xb, has = self.exemplar_batch(pb, weak, items, classes, exclude_self=False, feedback=fb)
             if xb is not None:
-                z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe).mask_logits.float(), 0.0)
+                z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe, fine=t.fine_features(weak_px))
+                                  .mask_logits.float(), 0.0)
         fade = self.expert_scale()
         z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, fade * cfg.w_grounding, fade * cfg.w_exemplar,
                         cfg.fusion)
@@ -221,15 +235,15 @@ class SSLTrainer:
         with self.autocast:
             warm = self.step_count < cfg.warmup * cfg.steps
             if cfg.unlabelled_weight > 0 and not warm:
-                weak, strong, uitems = self.unlabelled_batch(geo)
+                weak, strong, uitems, weak_px, strong_px = self.unlabelled_batch(geo)
                 pe = self.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
                 pb = self.all_class_queries(weak.shape[0])
                 self.model.eval()
-                z, z_g = self.pseudo_labels(weak, uitems, pb, pe)
+                z, z_g = self.pseudo_labels(weak, uitems, pb, pe, weak_px)
                 self.model.train()
                 k = self.prompt_tensors[0].shape[0]
                 labels, onehot, conf = multiclass_pseudo_label(z.reshape(-1, k, *z.shape[-2:]), cfg.confidence)
-                unl = (strong, pb, pe, onehot, conf, z_g)
+                unl = (strong, strong_px, pb, pe, onehot, conf, z_g)
             else:
                 unl, labels, conf = None, torch.zeros(1), torch.zeros(1)
             lam = 0.0 if warm else cfg.unlabelled_weight * sigmoid_ramp(
@@ -267,16 +281,18 @@ class _StudentLoss(nn.Module):
 
     def forward(self, crops, litems, unl, lam) -> dict:
         tr, cfg = self.trainer, self.trainer.cfg
-        losses = stage1_losses(self.model, crops, tr.prompt_tensors, tr.full_pe, cfg.supervised, tr.rng_l, tr.device)
+        fine = self.model.fine_features(stack_pixels([c[3] for c in crops], tr.device))   # once for both labelled paths
+        losses = stage1_losses(self.model, crops, tr.prompt_tensors, tr.full_pe, cfg.supervised, tr.rng_l, tr.device,
+                               fine=fine)
         total = losses.pop("total")
         if cfg.exemplar_supervision > 0 and len(tr.bank):
-            losses["exemplar_supervised"] = self._exemplar_supervised(crops, litems, pe_side=crops[0][0].shape[-1])
+            losses["exemplar_supervised"] = self._exemplar_supervised(crops, litems, crops[0][0].shape[-1], fine)
             total = total + cfg.exemplar_supervision * losses["exemplar_supervised"]
         if unl is None:
             losses["total"] = total
             return losses
-        strong, pb, pe, onehot, conf, z_g = unl
-        out = self.model.decode(strong, pb, pe).mask_logits.float()
+        strong, strong_px, pb, pe, onehot, conf, z_g = unl
+        out = self.model.decode(strong, pb, pe, fine=self.model.fine_features(strong_px)).mask_logits.float()
         target = onehot.reshape(-1, *onehot.shape[-2:])
         k = onehot.shape[-3]
         valid = conf.repeat_interleave(k, dim=0)
@@ -298,7 +314,7 @@ class _StudentLoss(nn.Module):
         losses["total"] = total + lam * lu
         return losses
 
-    def _exemplar_supervised(self, crops, litems, pe_side: int) -> torch.Tensor:
+    def _exemplar_supervised(self, crops, litems, pe_side: int, fine: torch.Tensor | None) -> torch.Tensor:
         """Decode labelled crops from exemplar prompts of *other* accepted images and
         supervise with the label: teaches the decoder to use the assistant's prompts."""
         tr = self.trainer
@@ -320,7 +336,7 @@ class _StudentLoss(nn.Module):
             return embs.sum() * 0.0
         idx = has.nonzero()[:, 0]
         xb = _pb_select(xb, idx)
-        out = self.model.decode(embs, xb, tr.full_pe[:, :pe_side, :pe_side]).mask_logits.float()
+        out = self.model.decode(embs, xb, tr.full_pe[:, :pe_side, :pe_side], fine=fine).mask_logits.float()
         target = (glob[xb.image_index] == (qc_t[idx] + 1)[:, None, None]).float()
         valid = (glob[xb.image_index] >= 0).float()
         if out.shape[-1] != target.shape[-1]:

@@ -57,6 +57,7 @@ class TrainItem:
     emb: torch.Tensor          # (T, C, g, g) tile embeddings
     labels: torch.Tensor       # (T, tile, tile) long; 0 background, i+1 -> classes[i], -1 ignore
     classes: list[int]         # global class index of each label value
+    pixels: torch.Tensor | None = None   # (T, 3, tile, tile) uint8, for a model's pixel branch
 
 
 @dataclass
@@ -79,7 +80,21 @@ class ClassPrompts:
         return pooled, tokens, mask, torch.tensor(self.laterality, dtype=torch.long, device=device)
 
 
+def pixel_crop(pixels: torch.Tensor | None, t: int, y: int, x: int, c: int, stride: int) -> torch.Tensor | None:
+    """Tile ``t``'s pixels under the token crop (y, x, c) as float in [0, 1] (None stays None)."""
+    if pixels is None:
+        return None
+    return pixels[t, :, y * stride:(y + c) * stride, x * stride:(x + c) * stride].float() / 255.0
+
+
+def stack_pixels(px: list[torch.Tensor | None], device) -> torch.Tensor | None:
+    """Pixel crops as one batch, or None if any is missing (a model without a pixel branch
+    needs none; one with it then says clearly that they are missing)."""
+    return None if any(p is None for p in px) else torch.stack(px).to(device)
+
+
 def _sample_crop(item: TrainItem, crop: int, stride: int, rng: random.Random):
+    """(embedding crop (C,c,c), global labels (c·s,c·s), (y, x, c), pixel crop (3,c·s,c·s) or None)."""
     t = rng.randrange(item.emb.shape[0])
     g = item.emb.shape[-1]
     c = g if crop <= 0 or crop >= g else crop
@@ -94,7 +109,7 @@ def _sample_crop(item: TrainItem, crop: int, stride: int, rng: random.Random):
     # Global class index map for the crop: -1 ignore, 0 background, k+1 global class k.
     lut = torch.tensor([0] + [k + 1 for k in item.classes], dtype=torch.long)
     glob = torch.where(sub >= 0, lut[sub.clamp_min(0)], torch.full_like(sub, -1))
-    return emb, glob, (y, x, c)
+    return emb, glob, (y, x, c), pixel_crop(item.pixels, t, y, x, c, stride)
 
 
 def train_stage1(model: PromptSegModel, items: list[TrainItem], prompts: ClassPrompts, cfg: TrainConfig,
@@ -147,8 +162,10 @@ def optimiser_step(opt: torch.optim.Optimizer, sched, params: list[torch.Tensor]
             "it_s": (step + 1) / (time.time() - t0)}
 
 
-def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: random.Random, device) -> dict:
-    """All stage-1 terms for a batch of crops (emb (C,c,c), global labels (c*s,c*s), (y,x,c))."""
+def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: random.Random, device,
+                  fine: torch.Tensor | None = None) -> dict:
+    """All stage-1 terms for a batch of crops (see :func:`_sample_crop`). ``fine``: the pixel
+    branch's features of the crops, if the caller already computed them."""
     pooled, tokens, tmask, lat = prompt_tensors
     w = cfg.weights
     n_cls = pooled.shape[0]
@@ -172,7 +189,9 @@ def stage1_losses(model, crops, prompt_tensors, full_pe, cfg: TrainConfig, rng: 
     # Grounding: class similarity maps on the token grid; its pixel features also feed the
     # decoder's dense prompt, so they are computed once.
     g_logits, pix, txt = model.grounding(embs, pooled)
-    out = model.decode(embs, pb, pe, pix=pix)
+    if fine is None:
+        fine = model.fine_features(stack_pixels([c[3] for c in crops], device))
+    out = model.decode(embs, pb, pe, pix=pix, fine=fine)
     target = (glob[qi] == (qc + 1)[:, None, None]).float()
     valid = (glob[qi] >= 0).float()
     logits = out.mask_logits

@@ -26,7 +26,8 @@ def validate(project, model, val: list[TrainItem], prompts: ClassPrompts, classe
     for it in val:
         h, w = project.image(it.name).spatial_shape[:2]
         grid = make_grid(h, w, model.tile)
-        pred, _ = predict_labels(model, it.emb, grid, prompts.embs, prompts.laterality, device=device)
+        pred, _ = predict_labels(model, it.emb, grid, prompts.embs, prompts.laterality, device=device,
+                                 pixels=it.pixels)
         gt = untile(torch.where(it.labels < 0, 0, it.labels), grid, it.classes)
         scores.append(per_class_dice(pred, gt, len(classes)))
     return summarise(scores, classes)

@@ -154,8 +154,10 @@ class PromptDecoder(nn.Module):
 
     # -- decoding ------------------------------------------------------------------
     def forward(self, image_emb: torch.Tensor, pb: PromptBatch,
-                pe: torch.Tensor | None = None) -> DecoderOutput:
-        """image_emb (B, C, h, w) tile embeddings; pe optional (dim, h, w) positional encoding."""
+                pe: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> DecoderOutput:
+        """image_emb (B, C, h, w) tile embeddings; pe optional (dim, h, w) positional encoding;
+        fine optional (B, dim/8, 4h, 4w) full-resolution features added to the upscaled mask
+        features (pixel_branch.py)."""
         src = self.neck(image_emb)[pb.image_index]
         n, d, h, w = src.shape
         if pb.mask_prompt is not None:
@@ -168,6 +170,8 @@ class PromptDecoder(nn.Module):
         tokens = torch.cat([out_tokens, self.prompt_tokens(pb, (h, w)).to(src.dtype)], dim=1)
         queries, keys, attn = self._transform(src, pos, tokens)
         up = self.output_upscaling(keys.transpose(1, 2).reshape(n, d, h, w))
+        if fine is not None:
+            up = up + fine[pb.image_index].to(up.dtype)
         hyper = self.hypernetwork(queries[:, 1])
         masks = torch.einsum("nc,nchw->nhw", hyper, up)
         presence = self.presence_head(queries[:, 0])[:, 0]

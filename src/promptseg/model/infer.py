@@ -10,9 +10,11 @@ from .segmenter import PromptSegModel
 
 
 def decode_probs(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, pb: PromptBatch, k: int,
-                 chunk: int = 16, pix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int = 16, pix: torch.Tensor | None = None,
+                 fine: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """emb (T,C,h,w) and a prompt batch of T*K queries -> probs (K,H,W), presence (K,).
-    ``pix``: cached grounding pixel features of the tiles (prompt-independent)."""
+    ``pix``: cached grounding pixel features of the tiles (prompt-independent); ``fine``: the
+    pixel branch's features of the tiles (needed by a model with the branch)."""
     if pix is None and model.cfg.grounding_prompt:
         pix = model.grounding.pixel_features(emb)   # once, not once per chunk
     t = grid.n_tiles
@@ -21,7 +23,7 @@ def decode_probs(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, pb: P
     for s in range(0, n, chunk):  # bounded memory: each query owns a copy of the image tokens
         sub = PromptBatch(**{f: (v[s:s + chunk] if isinstance(v, torch.Tensor) else v)
                              for f, v in vars(pb).items()})
-        out = model.decode(emb, sub, pix=pix)
+        out = model.decode(emb, sub, pix=pix, fine=fine)
         masks.append(out.mask_logits.float())
         pres.append(out.presence_logit.float())
     logits = torch.cat(masks).reshape(t, k, *masks[0].shape[-2:])

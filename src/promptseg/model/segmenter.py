@@ -13,6 +13,7 @@ from .backbones import build_backbone
 from .decoder import DecoderConfig, DecoderOutput, PromptBatch, PromptDecoder
 from .distribution import DistributionHead
 from .heads import GroundingHead
+from .pixel_branch import PixelBranch
 from .text import DEFAULT_TEXT_MODEL, MAX_TOKENS, TextEmbedding
 
 
@@ -27,6 +28,7 @@ class ModelConfig:
     text_model: str = DEFAULT_TEXT_MODEL
     threshold: float = 0.5
     grounding_prompt: bool = True   # feed the text-similarity map to the decoder as a dense prompt
+    pixel_branch: bool = True       # full-resolution image features for the mask head (pixel_branch.py)
 
     @classmethod
     def tiny(cls) -> "ModelConfig":
@@ -42,6 +44,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         d = dict(d)
+        d.setdefault("pixel_branch", False)   # checkpoints written before the branch existed
         d["decoder"] = DecoderConfig(**d.get("decoder", {}))
         return cls(**d)
 
@@ -58,6 +61,7 @@ class PromptSegModel(nn.Module):
         self.grounding = GroundingHead(self.backbone.out_channels, dcfg.text_dim, cfg.grounding_dim)
         # Per-token Gaussians for DuSSS's semantic-similarity supervision (training only).
         self.distribution = DistributionHead(cfg.grounding_dim, num_heads=4)
+        self.pixel_branch = PixelBranch(dcfg.dim // 8) if cfg.pixel_branch else None
         if not cfg.train_backbone:
             self.backbone.requires_grad_(False)
 
@@ -76,6 +80,15 @@ class PromptSegModel(nn.Module):
         with torch.no_grad():
             return self.backbone(tiles)
 
+    def fine_features(self, pixels: torch.Tensor | None) -> torch.Tensor | None:
+        """The pixel branch's features of (T, 3, tile, tile) tiles (uint8 or [0, 1] float), or
+        None for a model without the branch. Prompt-independent: compute once per batch."""
+        if self.pixel_branch is None:
+            return None
+        if pixels is None:
+            raise ValueError("this model reads image pixels (pixel_branch): pass the tiles' pixels")
+        return self.pixel_branch(pixels.to(next(self.pixel_branch.parameters()).device))
+
     def grounding_logits(self, emb: torch.Tensor, pb: PromptBatch, pix: torch.Tensor | None = None) -> torch.Tensor:
         """Per-query text-similarity logits (N, h, w) on the query's own tile. ``pix``: the
         tiles' grounding pixel features if already computed (they do not depend on the prompt)."""
@@ -84,7 +97,11 @@ class PromptSegModel(nn.Module):
         return self.grounding.scale * torch.einsum("ndhw,nd->nhw", pix, txt) + self.grounding.bias
 
     def decode(self, emb: torch.Tensor, pb: PromptBatch, pe: torch.Tensor | None = None,
-               pix: torch.Tensor | None = None) -> DecoderOutput:
+               pix: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> DecoderOutput:
+        """Decode the queries of ``pb`` on tiles ``emb``. ``fine``: :meth:`fine_features` of the
+        same tiles (or crops), required when the model has a pixel branch."""
+        if self.pixel_branch is not None and fine is None:
+            raise ValueError("this model reads image pixels (pixel_branch): pass fine=model.fine_features(pixels)")
         if pb.mask_prompt is None and self.cfg.grounding_prompt:
             # The grounding map is a cheap class-aware prior; the decoder refines it (DuSSS's
             # text-guided mask as a dense prompt). Upsampled to the decoder's mask-input size.
@@ -94,7 +111,7 @@ class PromptSegModel(nn.Module):
         if pe is None:
             g = self.grid_size
             pe = self.decoder.dense_pe(g, g)[:, :emb.shape[-2], :emb.shape[-1]]
-        return self.decoder(emb, pb, pe)
+        return self.decoder(emb, pb, pe, fine)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: all weights except a frozen pretrained backbone, which
