@@ -237,8 +237,10 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                     inner = method.removeprefix("ft+")
                     t2 = time.time()
                     rows = rows_trained_on([inner], train, labelled)
-                    own = Prepared(model, {v.name: embed_image(model, v.image, cfg.device)
-                                           for r in rows for v in views[r.name]}, prep.prompts, prep.pixels)
+                    own_rows = [v for r in rows for v in views[r.name]]
+                    own = Prepared(model, {v.name: embed_image(model, v.image, cfg.device) for v in own_rows},
+                                   prep.prompts, {**prep.pixels, **{v.name: tile_pixels(v.image, model.tile)
+                                                                    for v in own_rows}})
                     own_items = {r.name: [item_of(v, own) for v in views[r.name]] for r in rows}
                     train_cached(inner, model, lab, own_items, seed, tag)
                     train_s += time.time() - t2
