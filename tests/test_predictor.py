@@ -106,3 +106,32 @@ def test_grounding_map_reuses_the_cached_pixel_features(default_predictor, nucle
     fresh, _, _ = default_predictor.model.grounding(cur.emb, pooled)
     cached, _, _ = default_predictor.model.grounding(cur.emb, pooled, pix=cur.pix)
     assert torch.allclose(fresh, cached) and r.grounding.shape == r.probs.shape
+
+
+def test_pixel_branch_model_predicts_like_the_training_path(nuclei):
+    """A model with a (trained-looking) pixel branch: the Predictor computes the branch once
+    per image and its masks match the benchmarks' decoding path (engine/evaluate.py)."""
+    import torch
+
+    from promptseg.engine.embeddings import embed_image, tile_pixels
+    from promptseg.engine.evaluate import predict_labels
+    from promptseg.model.segmenter import ModelConfig, PromptSegModel
+
+    torch.manual_seed(0)
+    model = PromptSegModel(ModelConfig.tiny()).eval()
+    torch.nn.init.normal_(model.pixel_branch.out.weight, std=0.5)   # so the pixels change the masks
+    pred = Predictor(model, device="cpu")
+    image = nuclei.items[0].image
+    pred.set_image(image)
+    cur = pred._need_image()
+    assert cur.fine is not None and cur.fine.shape[1:] == (4, 64, 64)
+    first = cur.fine
+    pred.set_image(image)                                              # cached: not recomputed
+    assert pred._need_image().fine is first
+    r = pred.predict(["nucleus"])
+    emb, grid = embed_image(model, image)
+    text = pred.text.encode(["nucleus"])
+    _, probs = predict_labels(model, emb, grid, text, [0], pixels=tile_pixels(image, grid.tile))
+    assert np.abs(r.probs - probs).max() < 1e-2                       # float16 cache vs float32
+    _, without = predict_labels(model, emb, grid, text, [0], pixels=torch.zeros_like(tile_pixels(image, grid.tile)))
+    assert np.abs(r.probs - without).max() > 0.05                      # the pixels do matter

@@ -129,7 +129,8 @@ class Predictor:
                 emb, grid = embed_prepared(self.model, img01, self.device, to_cpu=False)
             hit = _Embedded(emb.to(self.device), grid, img01.shape[:2], key[0], img01)
             if self.model.pixel_branch is not None:   # image work, like the embedding: once per image
-                hit.fine = self.model.fine_features(tile_pixels(img01, grid.tile, prepared=True).to(self.device))
+                # float16: 32 full-resolution channels would otherwise double a cached image's memory
+                hit.fine = self.model.fine_features(tile_pixels(img01, grid.tile, prepared=True).to(self.device)).half()
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
