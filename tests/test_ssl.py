@@ -301,3 +301,17 @@ def test_ema_update_copies_buffers_by_name_even_when_eval_adds_one():
     student.running.fill_(7.0)
     ema_update(teacher, student, 0.5)
     assert torch.equal(teacher.running, torch.full((2,), 7.0)) and teacher.eval_cache.shape == (5,)
+
+
+def test_pixel_jitter_is_a_bounded_reproducible_strong_view():
+    from promptseg.engine.augment import jitter_pixels
+
+    px = torch.rand(3, 3, 16, 16)
+    assert jitter_pixels(px, torch.Generator().manual_seed(0), 0.0) is px
+    a = jitter_pixels(px, torch.Generator().manual_seed(0), 0.3)
+    b = jitter_pixels(px, torch.Generator().manual_seed(0), 0.3)
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    assert (a - px).abs().mean() > 0.02
+    # per crop, not per batch: the three crops get different gains
+    ratio = (a.mean((2, 3)) + 1e-6) / (px.mean((2, 3)) + 1e-6)
+    assert not torch.allclose(ratio[0], ratio[1], atol=1e-3)

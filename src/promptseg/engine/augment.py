@@ -101,6 +101,24 @@ def strong_features(emb: torch.Tensor, rng: random.Random, gen: torch.Generator,
     return out
 
 
+def jitter_pixels(px: torch.Tensor, gen: torch.Generator, strength: float) -> torch.Tensor:
+    """A strong photometric view of pixel crops (B, 3, H, W) in [0, 1], for a model's pixel
+    branch (the embedding cannot follow: it was computed from the unjittered image). Per crop:
+    contrast and brightness, a gain per channel (stain variation), and pixel noise."""
+    if strength <= 0:
+        return px
+    b = px.shape[0]
+
+    def uniform(*shape):
+        return (2 * torch.rand(*shape, generator=gen) - 1).to(px.device)
+
+    mean = px.mean(dim=(1, 2, 3), keepdim=True)
+    out = (px - mean) * (1 + strength * uniform(b, 1, 1, 1)) + mean + 0.5 * strength * uniform(b, 1, 1, 1)
+    out = out * (1 + strength * uniform(b, 3, 1, 1))
+    out = out + 0.1 * strength * torch.randn(px.shape, generator=gen).to(px.device)
+    return out.clamp(0, 1)
+
+
 def photometric_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A strong photometric view of an image in [0, 1] float (H, W) or (H, W, 3).
 

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from ..model.decoder import PromptBatch
 from ..model.losses import dice_bce_loss, text_guided_loss
 from ..model.segmenter import PromptSegModel
-from .augment import D4_VIEWS, Geometry, apply_geometry, invert_geometry, scaled_side, strong_features
+from .augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, jitter_pixels, scaled_side,
+                      strong_features)
 from .exemplars import TemplateBank, global_feature
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
 from .ssl_config import METHODS, SSLConfig, method_config  # noqa: F401  (re-exported)
@@ -136,7 +137,10 @@ class SSLTrainer:
         weak = torch.stack(weak).to(self.device, memory_format=fmt)
         strong = torch.stack(strong).to(self.device, memory_format=fmt)
         strong = strong_features(strong, self.rng_u, self.gen, self.cfg.noise, self.cfg.channel_drop, self.cfg.cutout)
-        return weak, strong, items, stack_pixels(weak_px, self.device), stack_pixels(strong_px, self.device)
+        strong_px = stack_pixels(strong_px, self.device)
+        if strong_px is not None:
+            strong_px = jitter_pixels(strong_px, self.gen, self.cfg.pixel_jitter)
+        return weak, strong, items, stack_pixels(weak_px, self.device), strong_px
 
     def all_class_queries(self, n_crops: int) -> PromptBatch:
         pooled, tokens, tmask, lat = self.prompt_tensors

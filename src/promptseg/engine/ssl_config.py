@@ -27,6 +27,7 @@ class SSLConfig:
     noise: float = 0.1
     channel_drop: float = 0.1
     cutout: float = 0.25
+    pixel_jitter: float = 0.0          # photometric jitter of the student's pixel crops (pixel branch only)
     text_expert: bool = True
     w_grounding: float = 1.0
     exemplar_expert: bool = True
