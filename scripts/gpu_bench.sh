@@ -80,12 +80,15 @@ if [ "$JOBS" = dry ]; then
   jobs_list=("ftB_s0 --labels 0.25 --seeds 0 --methods supervised_ft,ft+supervised --ft-batch 1"
              "ps25_s0 --labels 0.25 --seeds 0 --methods promptseg")
 else
-  # What the 2026-11-26 H200 run left open (docs/benchmarks.md): the encoder-training rows
-  # (1500 steps took > 7 min beside 7 other jobs: give them the GPU's first minutes) and 50 %.
-  jobs_list=("ftA_s0 $(ft 0 supervised_ft,ft+promptseg)" "ftB_s0 $(ft 0 ft+supervised)")
+  # Since the pixel branch (2026-11-26, on by default) every earlier GPU table is of the old
+  # model: first the 25 % rows with all three methods, then 50 %, then the encoder-training rows
+  # (1500 steps took > 7 min beside 7 other jobs).
+  jobs_list=()
+  for s in 0 1 2; do jobs_list+=("ps25_s$s --labels 0.25 --seeds $s --methods promptseg"
+                                 "sup25_s$s --labels 0.25 --seeds $s --methods supervised,supervised_100"); done
   for s in 0 1 2; do jobs_list+=("ps50_s$s --labels 0.5 --seeds $s --methods promptseg"
                                  "sup50_s$s --labels 0.5 --seeds $s --methods supervised"); done
-  jobs_list+=("ftA_s1 $(ft 1 supervised_ft,ft+promptseg)" "ftB_s1 $(ft 1 ft+supervised)")
+  jobs_list+=("ftA_s0 $(ft 0 supervised_ft,ft+promptseg)" "ftB_s0 $(ft 0 ft+supervised)")
 fi
 printf '%s\n' "${jobs_list[@]}" | xargs -P "$PAR" -L 1 bash -c 'run_job "$@"' _ &
 while kill -0 $! 2>/dev/null; do
