@@ -195,14 +195,15 @@ class SSLTrainer:
 
     @torch.no_grad()
     def teacher_logits(self, weak: torch.Tensor, pb: PromptBatch, pe: torch.Tensor,
-                       weak_px: torch.Tensor | None = None) -> torch.Tensor:
+                       weak_px: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> torch.Tensor:
         """The teacher's mask logits, averaged over ``teacher_views`` dihedral views of the
-        crop (each mapped back): an ensemble whose pseudo labels are better than one pass."""
+        crop (each mapped back): an ensemble whose pseudo labels are better than one pass.
+        ``fine``: the teacher's pixel-branch features of the unturned crop, if already computed."""
         views = D4_VIEWS[:max(1, min(self.cfg.teacher_views, len(D4_VIEWS)))]
         z = 0.0
         for geo in views:
-            fine = self.teacher.fine_features(_geo(weak_px, geo))
-            out = self.teacher.decode(apply_geometry(weak, geo), pb, pe, fine=fine).mask_logits.float()
+            f = fine if fine is not None and geo == D4_VIEWS[0] else self.teacher.fine_features(_geo(weak_px, geo))
+            out = self.teacher.decode(apply_geometry(weak, geo), pb, pe, fine=f).mask_logits.float()
             z = z + invert_geometry(out, geo)
         return z / len(views)
 
@@ -212,7 +213,8 @@ class SSLTrainer:
         """Fused logits (N, H, W) and the grounding logits."""
         cfg = self.cfg
         t = self.teacher
-        z_t = self.teacher_logits(weak, pb, pe, weak_px)
+        t_fine = t.fine_features(weak_px)   # once: the teacher and the exemplar expert both decode the crop
+        z_t = self.teacher_logits(weak, pb, pe, weak_px, t_fine)
         size = z_t.shape[-2:]
         z_g = F.interpolate(t.grounding_logits(weak, pb)[:, None].float(), size=size, mode="bilinear",
                             align_corners=False)[:, 0]
@@ -224,7 +226,7 @@ class SSLTrainer:
             classes = torch.arange(pb.text_pooled.shape[0], device=self.device) % self.prompt_tensors[0].shape[0]
             xb, has = self.exemplar_batch(pb, weak, items, classes, exclude_self=False, feedback=fb)
             if xb is not None:
-                z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe, fine=t.fine_features(weak_px))
+                z_x = torch.where(has[:, None, None], t.decode(weak, xb, pe, fine=t_fine)
                                   .mask_logits.float(), 0.0)
         fade = self.expert_scale()
         z = fuse_logits(z_t, z_g if cfg.text_expert else None, z_x, fade * cfg.w_grounding, fade * cfg.w_exemplar,
