@@ -315,3 +315,20 @@ def test_pixel_jitter_is_a_bounded_reproducible_strong_view():
     # per crop, not per batch: the three crops get different gains
     ratio = (a.mean((2, 3)) + 1e-6) / (px.mean((2, 3)) + 1e-6)
     assert not torch.allclose(ratio[0], ratio[1], atol=1e-3)
+
+
+def test_label_jitter_reaches_the_supervised_loss_only_when_on(tiny_setup):
+    """``label_jitter`` perturbs the labelled crops' pixels (the pixel branch's input); at 0 the
+    labelled path draws no random number, so training is exactly what it was without it."""
+    base, lab, _, prompts = tiny_setup
+
+    def train(jitter):
+        model = PromptSegModel(ModelConfig.tiny())
+        model.load_state_dict(base.state_dict())
+        train_ssl(model, lab, [], prompts, method_config("supervised", 3, label_jitter=jitter))
+        return model.pixel_branch.state_dict()
+
+    assert base.pixel_branch is not None
+    off, off_again, on = train(0.0), train(0.0), train(0.4)
+    assert all(torch.equal(off[k], off_again[k]) for k in off)
+    assert any(not torch.allclose(off[k], on[k]) for k in off)

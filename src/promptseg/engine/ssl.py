@@ -287,7 +287,10 @@ class _StudentLoss(nn.Module):
 
     def forward(self, crops, litems, unl, lam) -> dict:
         tr, cfg = self.trainer, self.trainer.cfg
-        fine = self.model.fine_features(stack_pixels([c[3] for c in crops], tr.device))   # once for both labelled paths
+        px = stack_pixels([c[3] for c in crops], tr.device)
+        if px is not None:
+            px = jitter_pixels(px, tr.gen, cfg.label_jitter)
+        fine = self.model.fine_features(px)   # once for both labelled paths
         losses = stage1_losses(self.model, crops, tr.prompt_tensors, tr.full_pe, cfg.supervised, tr.rng_l, tr.device,
                                fine=fine)
         total = losses.pop("total")
