@@ -318,3 +318,28 @@ def test_ft_from_stage_trains_only_the_later_tinyvit_stages(tiny_data, tmp_path)
     assert not vit.training   # eval() at the end
     with pytest.raises(ValueError, match="litemedsam"):
         train_finetune(mb.PromptSegModel(tiny_cfg()), rows, prep.prompts, FinetuneConfig(steps=1, from_stage=3))
+
+
+def test_label_jitter_reaches_the_trainer_and_the_results(tiny_data, tmp_path, monkeypatch):
+    """`--label-jitter 0` reproduces the baseline before the jitter; the value used is recorded."""
+    import promptseg.bench.methods as methods
+    from promptseg.cli import build_parser
+
+    assert build_parser().parse_args(["bench", "monuseg", "--data", "D"]).label_jitter is None
+    a = build_parser().parse_args(["bench", "effort", "--data", "D", "--label-jitter", "0"])
+    assert a.label_jitter == 0.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "monuseg", "--data", "D", "--label-jitter", "1.5"])
+    used, real = [], methods.train_ssl
+    monkeypatch.setattr(methods, "train_ssl", lambda m, lab, unl, p, cfg, **kw: used.append(cfg.label_jitter)
+                        or real(m, lab, unl, p, cfg, **kw))
+    for jitter in (None, 0.0):
+        kw = {} if jitter is None else {"label_jitter": jitter}
+        out = tmp_path / f"out{jitter}"
+        cfg = mb.MonusegConfig(data=str(tiny_data), out=str(out), methods=["supervised"], steps=2, seeds=[0],
+                               cache=str(tmp_path / "cache"), **kw)
+        mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+        assert json.loads((out / "results.json").read_text())["config"]["label_jitter"] == used[-1]
+    assert used == [0.2, 0.0]
+    with pytest.raises(ValueError, match="--label-jitter"):
+        methods.train_prompt_model("supervised", None, [], [], None, 2, 0, label_jitter=1.5)

@@ -147,6 +147,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
+              label_jitter=a.label_jitter,
               ft_batch=a.ft_batch, ft_from_stage=a.ft_from_stage,
               bf16=a.bf16 or None,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
@@ -170,7 +171,8 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
     _torch_threads()
     kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
               steps_per_round=a.steps_per_round, method=a.method, eval_split=a.eval_split, seed=a.seed,
-              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, bf16=a.bf16 or None)
+              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, bf16=a.bf16 or None,
+              label_jitter=a.label_jitter)
     if a.quick:
         cfg = EffortConfig.quick_defaults(a.data, **kw)
     else:
@@ -212,12 +214,21 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_float(text: str) -> float:
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return v
+
+
 def _training_args(p: argparse.ArgumentParser) -> None:
     """Options of the prompt models' training shared by `bench monuseg` and `bench effort`."""
     p.add_argument("--crop", type=int, default=None,
                    help="training crop of the prompt models in image pixels, up to the 256-px tile (default 128)")
     p.add_argument("--batch", type=int, default=None,
                    help="tiles per training step, labelled and unlabelled each (default 2)")
+    p.add_argument("--label-jitter", type=_unit_float, default=None,
+                   help="photometric jitter of the labelled crops' pixels, 0-1 (default 0.2; 0 = the baseline before it)")
     p.add_argument("--bf16", action="store_true",
                    help="run the image encoder in bfloat16 on CUDA (faster; embeddings cached apart from float32 ones)")
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine.evaluate import dice, edited_fraction
+from ..engine.ssl_config import SSLConfig
 from ..model.segmenter import ModelConfig
 from .data import by_split, load_seg_dir
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
@@ -40,6 +41,7 @@ class EffortConfig:
     cache: str | None = None
     crop: int | None = None         # training crop in pixels (default 128)
     batch: int | None = None        # tiles per step (default 2)
+    label_jitter: float = SSLConfig.label_jitter   # photometric jitter of the labelled pixel crops
     bf16: bool = False              # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
 
@@ -99,7 +101,7 @@ def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Cal
         t0 = time.time()
         train_prompt_model(method, model, [items[n] for n in labelled], unl, prep.prompts, steps, cfg.seed + r,
                            cfg.device, on_step=progress_printer(f"[round {r}]", steps, log),
-                           crop_px=cfg.crop, batch=cfg.batch)
+                           crop_px=cfg.crop, batch=cfg.batch, label_jitter=cfg.label_jitter)
         train_s = time.time() - t0
         val = mean_scores(score_prompt_model(model, evals, prep, cfg.device))
         row = {"round": r, "labelled": len(labelled), "steps": steps, "train_seconds": round(train_s, 1),

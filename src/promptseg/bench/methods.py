@@ -73,13 +73,18 @@ def crop_overrides(model: PromptSegModel, crop_px: int | None, batch: int | None
 def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainItem], unlabelled: list[TrainItem],
                        prompts: ClassPrompts, steps: int, seed: int, device: str = "cpu",
                        on_step: Callable[[dict], None] | None = None, crop_px: int | None = None,
-                       batch: int | None = None) -> dict:
+                       batch: int | None = None, label_jitter: float | None = None) -> dict:
     """Train ``model`` in place with ``method``; returns the last step's losses. ``unlabelled``
-    items only lend their embeddings (their labels are never read)."""
+    items only lend their embeddings (their labels are never read). ``label_jitter`` None keeps
+    the trainer's default."""
     if method not in ("supervised", "supervised_100") + SSL_METHODS:
         raise ValueError(f"{method} is not a prompt-model method")
-    cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed,
-                        **crop_overrides(model, crop_px, batch))
+    extra = crop_overrides(model, crop_px, batch)
+    if label_jitter is not None:
+        if not 0 <= label_jitter <= 1:
+            raise ValueError(f"--label-jitter must be between 0 and 1, got {label_jitter}")
+        extra["label_jitter"] = label_jitter
+    cfg = method_config("supervised" if method == "supervised_100" else method, steps, seed, **extra)
     pool = [] if method in ("supervised", "supervised_100") else [UnlabelledItem(it.name, it.emb, pixels=it.pixels)
                                                                    for it in unlabelled]
     return train_ssl(model, labelled, pool, prompts, cfg, device=device, on_step=on_step)

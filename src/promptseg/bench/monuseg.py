@@ -20,6 +20,7 @@ import torch
 from ..engine.dataset import class_prompts, make_item
 from ..engine.embeddings import EmbeddingCache, embed_image, tile_pixels
 from ..engine.evaluate import predict_labels
+from ..engine.ssl_config import SSLConfig
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
@@ -52,6 +53,7 @@ class MonusegConfig:
     cache: str | None = None           # embedding cache folder (default OUT/embeddings)
     crop: int | None = None            # prompt models' training crop in pixels (default 128)
     batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
+    label_jitter: float = SSLConfig.label_jitter   # photometric jitter of the labelled pixel crops
     views: int = 1                     # dihedral views of each training image, each embedded (1..8)
     ft_batch: int = 8                  # whole tiles per step of the encoder-training methods
     ft_from_stage: int = 0             # >0: they train TinyViT from this stage on (bench/finetune.py)
@@ -201,7 +203,7 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
         unl = [it for r in unlabelled for it in by_name[r.name]] if method in SSL_METHODS else []
         train_prompt_model(method, model, [it for r in lab for it in by_name[r.name]], unl, prep.prompts, cfg.steps,
                            seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
-                           crop_px=cfg.crop, batch=cfg.batch)
+                           crop_px=cfg.crop, batch=cfg.batch, label_jitter=cfg.label_jitter)
 
     for seed in cfg.seeds:
         base = fresh_model(prep, model_cfg, seed, cfg.device)
