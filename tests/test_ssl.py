@@ -332,3 +332,12 @@ def test_label_jitter_reaches_the_supervised_loss_only_when_on(tiny_setup):
     off, off_again, on = train(0.0), train(0.0), train(0.4)
     assert all(torch.equal(off[k], off_again[k]) for k in off)
     assert any(not torch.allclose(off[k], on[k]) for k in off)
+
+
+def test_a_round_saved_before_label_jitter_resumes_without_it():
+    from promptseg.engine.ssl_config import SSLConfig
+
+    saved = SSLConfig(steps=4).to_dict()
+    assert SSLConfig.from_dict(saved).label_jitter == 0.2
+    del saved["label_jitter"]
+    assert SSLConfig.from_dict(saved).label_jitter == 0.0

@@ -58,6 +58,7 @@ class SSLConfig:
         sup = dict(d.pop("supervised", {}))
         sup["weights"] = LossWeights(**sup.get("weights", {}))
         d["scale_range"] = tuple(d.get("scale_range", (0.8, 1.25)))
+        d.setdefault("label_jitter", 0.0)   # a round saved before it existed resumes as it started
         return cls(supervised=TrainConfig(**sup), **d)
 
 
