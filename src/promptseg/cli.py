@@ -135,7 +135,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .predictor import resolve_device
 
     _torch_threads()
-    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out)
+    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference)
     return 0
 
 
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--size", type=int, default=512)
     bl.add_argument("--runs", type=int, default=20)
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
+    bl.add_argument("--no-reference", action="store_true",
+                    help="skip the same-run baseline (the package's TinyViT module, SAM's decoder layout)")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")

@@ -127,7 +127,9 @@ class Predictor:
             else:
                 # normalised once, and the embedding stays on the device (no host round trip)
                 emb, grid = embed_prepared(self.model, img01, self.device, to_cpu=False)
-            hit = _Embedded(emb.to(self.device), grid, img01.shape[:2], key[0], img01)
+            # channels-last: the decoder reads the embedding as (h*w, C) token rows without a copy
+            emb = emb.to(self.device).contiguous(memory_format=torch.channels_last)
+            hit = _Embedded(emb, grid, img01.shape[:2], key[0], img01)
             if self.model.pixel_branch is not None:   # image work, like the embedding: once per image
                 # float16: 32 full-resolution channels would otherwise double a cached image's memory
                 hit.fine = self.model.fine_features(tile_pixels(img01, grid.tile, prepared=True).to(self.device)).half()

@@ -34,14 +34,38 @@ def _pct(xs: list[float]) -> tuple[float, float]:
     return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
 
 
+class _Paths:
+    """Switches a Predictor's model between the fast inference paths (default) and the
+    reference ones: the package's TinyViT module and SAM's decoder layout."""
+
+    def __init__(self, model):
+        self.backbone, self.decoder = model.backbone, model.decoder
+
+    def use(self, reference: bool) -> None:
+        if hasattr(self.backbone, "fast_inference"):
+            self.backbone.fast_inference = not reference
+        self.decoder.sam_layout = reference
+
+
+def _mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+
+
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
-                prompt: str = "nucleus", out: str | Path | None = None, log=print) -> dict:
+                prompt: str = "nucleus", out: str | Path | None = None, reference: bool = True,
+                log=print) -> dict:
+    """``reference``: also time the reference paths (the package's TinyViT module, SAM's
+    decoder layout) in the same run, interleaved run by run with the fast ones, and report
+    the speed-ups and the Dice between the two paths' masks."""
     from ..predictor import Predictor
 
     img = bench_image(size)
     t0 = time.perf_counter()
     p = Predictor.load(None, device=device)
     load_s = time.perf_counter() - t0
+    paths = _Paths(p.model)
+    modes = (False, True) if reference else (False,)
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
     _sync(device)
     t0 = time.perf_counter()
@@ -49,27 +73,32 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
     p.predict(prompt)
     _sync(device)
     first_ms = (time.perf_counter() - t0) * 1e3
-    embed_ms, prompt_ms = [], []
-    for _ in range(embed_runs or runs):
-        p._cache.clear()
+    embed_ms = {m: [] for m in modes}
+    prompt_ms = {m: [] for m in modes}
+    labels = {}
+
+    def timed(fn) -> float:
         _sync(device)
         t0 = time.perf_counter()
-        p.set_image(img)
+        fn()
         _sync(device)
-        embed_ms.append((time.perf_counter() - t0) * 1e3)
-    p.predict(prompt)  # warm-up on the cached embedding
-    for _ in range(runs):
-        _sync(device)
-        t0 = time.perf_counter()
-        p.predict(prompt)
-        _sync(device)
-        prompt_ms.append((time.perf_counter() - t0) * 1e3)
-    e50, e95 = _pct(embed_ms)
-    p50, p95 = _pct(prompt_ms)
+        return (time.perf_counter() - t0) * 1e3
+
+    for i in range(embed_runs or runs):
+        for m in (modes if i % 2 == 0 else modes[::-1]):   # alternate the order: fair under drift
+            paths.use(m)
+            p._cache.clear()
+            embed_ms[m].append(timed(lambda: p.set_image(img)))
+            labels[m] = p.predict(prompt).labels > 0
+            p.predict(prompt)  # warm-up on the cached embedding
+            prompt_ms[m].extend(timed(lambda: p.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
+    paths.use(False)
+    e50, e95 = _pct(embed_ms[False])
+    p50, p95 = _pct(prompt_ms[False])
     res = {
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
-        "runs": runs, "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
+        "runs": len(prompt_ms[False]), "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
         "embed_dtype": "float32",
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
@@ -77,6 +106,16 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
         "speedup_cached_prompt_vs_first": round(first_ms / p50, 1), "model": p.info["version"],
         "torch": torch.__version__,
     }
+    if reference:
+        r_e50, r_e95 = _pct(embed_ms[True])
+        r_p50, r_p95 = _pct(prompt_ms[True])
+        res.update({
+            "reference_embed_ms_p50": round(r_e50, 1), "reference_embed_ms_p95": round(r_e95, 1),
+            "reference_prompt_ms_p50": round(r_p50, 1), "reference_prompt_ms_p95": round(r_p95, 1),
+            "embed_speedup_vs_reference": round(r_e50 / e50, 2),
+            "prompt_speedup_vs_reference": round(r_p50 / p50, 2),
+            "mask_dice_vs_reference": round(_mask_dice(labels[False], labels[True]), 4),
+        })
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(out) / "latency.json", res)

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from .sam_layout import sam_layout_decode
+from .token_layout import two_way, upscaled_masks
 
 
 def _sam_modules():
@@ -63,6 +67,7 @@ class PromptDecoder(nn.Module):
         LayerNorm2d, MLP, PositionEmbeddingRandom, TwoWayTransformer = _sam_modules()
         d = cfg.dim
         self.cfg = cfg
+        self.sam_layout = False   # True: decode with SAM's module calls (sam_layout.py), the slow reference
         self.neck = nn.Identity() if cfg.image_channels == d else nn.Conv2d(cfg.image_channels, d, 1)
         self.transformer = TwoWayTransformer(depth=cfg.depth, embedding_dim=d, mlp_dim=cfg.mlp_dim, num_heads=cfg.heads)
         self.presence_token = nn.Embedding(1, d)
@@ -157,40 +162,33 @@ class PromptDecoder(nn.Module):
                 pe: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> DecoderOutput:
         """image_emb (B, C, h, w) tile embeddings; pe optional (dim, h, w) positional encoding;
         fine optional (B, dim/8, 4h, 4w) full-resolution features added to the upscaled mask
-        features (pixel_branch.py)."""
-        src = self.neck(image_emb)[pb.image_index]
-        n, d, h, w = src.shape
+        features (pixel_branch.py). The image-sized work runs in token layout (token_layout.py)."""
+        if self.sam_layout:
+            return sam_layout_decode(self, image_emb, pb, pe, fine)
+        h, w = image_emb.shape[-2:]
+        src = self.neck(image_emb).flatten(2).transpose(1, 2)[pb.image_index]   # (N, h*w, d)
         if pb.mask_prompt is not None:
-            src = src + self.mask_downscaling(pb.mask_prompt)
+            keys = src + self._dense_prompt(pb.mask_prompt)
         else:
-            src = src + self.no_mask_embed.weight.reshape(1, d, 1, 1)
-        pos = (pe if pe is not None else self.dense_pe(h, w)).to(src.dtype)
-        pos = pos.unsqueeze(0).expand(n, -1, -1, -1)
+            keys = src + self.no_mask_embed.weight
+        pos = pe if pe is not None else self.dense_pe(h, w)
+        key_pe = pos.flatten(1).t().contiguous()[None].to(keys.dtype)           # (1, h*w, d)
+        n = keys.shape[0]
         out_tokens = torch.cat([self.presence_token.weight, self.mask_token.weight], 0).expand(n, -1, -1)
-        tokens = torch.cat([out_tokens, self.prompt_tokens(pb, (h, w)).to(src.dtype)], dim=1)
-        queries, keys, attn = self._transform(src, pos, tokens)
-        up = self.output_upscaling(keys.transpose(1, 2).reshape(n, d, h, w))
-        if fine is not None:
-            up = up + fine[pb.image_index].to(up.dtype)
+        tokens = torch.cat([out_tokens, self.prompt_tokens(pb, (h, w)).to(keys.dtype)], dim=1)
+        queries, keys, attn = two_way(self.transformer, keys, key_pe, tokens)
         hyper = self.hypernetwork(queries[:, 1])
-        masks = torch.einsum("nc,nchw->nhw", hyper, up)
+        masks = upscaled_masks(self.output_upscaling, keys, hyper, (h, w),
+                               None if fine is None else fine[pb.image_index])
         presence = self.presence_head(queries[:, 0])[:, 0]
         return DecoderOutput(masks, presence, attn, queries[:, 1])
 
-    def _transform(self, src, pos, tokens):
-        """TwoWayTransformer.forward, also returning the mask token's final attention."""
-        t = self.transformer
-        keys = src.flatten(2).transpose(1, 2)
-        key_pe = pos.flatten(2).transpose(1, 2)
-        queries = tokens
-        for layer in t.layers:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
-        fa = t.final_attn_token_to_image
-        q = fa.q_proj(queries + tokens)
-        k = fa.k_proj(keys + key_pe)
-        v = fa.v_proj(keys)
-        q, k, v = (fa._separate_heads(x, fa.num_heads) for x in (q, k, v))
-        logits = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5)
-        probs = logits.softmax(-1)
-        queries = t.norm_final_attn(queries + fa.out_proj(fa._recombine_heads(probs @ v)))
-        return queries, keys, probs[:, :, 1].mean(1)
+    def _dense_prompt(self, mask_prompt: torch.Tensor) -> torch.Tensor:
+        """SAM's mask_downscaling of (N, 1, 4h, 4w) logits, as (N, h*w, d) tokens: the last
+        1x1 convolution is applied as a product on 16-channel tokens, so only a 16-channel map
+        is transposed."""
+        *small, last = self.mask_downscaling
+        x = mask_prompt
+        for m in small:
+            x = m(x)
+        return F.linear(x.flatten(2).transpose(1, 2), last.weight.flatten(1), last.bias)
