@@ -1,4 +1,5 @@
 """Model parts on tiny configs, plus the real pretrained LiteMedSAM weights."""
+import hashlib
 import json
 
 import numpy as np
@@ -141,3 +142,25 @@ def test_litemedsam_backbone_and_decoder_start_from_pretrained_weights():
     with torch.no_grad():
         emb = model.embed(torch.rand(1, 3, 256, 256))
     assert emb.shape == (1, 256, 64, 64)
+
+
+def test_a_frozen_backbone_embeds_in_eval_mode_even_while_the_model_trains():
+    """TinyViT's BatchNorm must use its pretrained statistics however the model's mode is set:
+    a training-mode embedding (batch statistics) is a different feature map (cosine ~0.5), and
+    a model trained on those fails on the eval-mode embeddings the Predictor computes."""
+    from promptseg.engine.embeddings import backbone_hash, embed_image
+
+    model = PromptSegModel(ModelConfig(pixel_branch=False))
+    bn = model.backbone.encoder.patch_embed.seq[0].bn
+    stats = bn.running_mean.clone()
+    img = (np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)
+    assert not model.backbone.training
+    model.train()
+    assert model.training and model.decoder.training and not model.backbone.training
+    fresh, _ = embed_image(model, img)
+    assert torch.equal(bn.running_mean, stats)            # pretrained statistics untouched
+    model.eval()
+    torch.testing.assert_close(embed_image(model, img)[0], fresh)
+    # a cache folder written before this fix (BatchNorm in training mode) is not read
+    old = [model.cfg.backbone, model.cfg.backbone_kwargs, model.backbone.weights_sha256]
+    assert backbone_hash(model) != hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()

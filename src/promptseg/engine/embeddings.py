@@ -28,7 +28,9 @@ def backbone_hash(model: PromptSegModel) -> str:
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())
         return h.hexdigest()
-    key = [cfg.backbone, cfg.backbone_kwargs, getattr(model.backbone, "weights_sha256", None)]
+    # "eval-bn": embeddings from before 2026-11-26 were computed with the frozen encoder's
+    # BatchNorm in training mode (batch statistics); they must not be reused
+    key = [cfg.backbone, cfg.backbone_kwargs, getattr(model.backbone, "weights_sha256", None), "eval-bn"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -64,6 +64,16 @@ class PromptSegModel(nn.Module):
         self.pixel_branch = PixelBranch(dcfg.dim // 8) if cfg.pixel_branch else None
         if not cfg.train_backbone:
             self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "PromptSegModel":
+        """A frozen backbone stays in eval mode: in training mode TinyViT's BatchNorm layers
+        would normalise with each batch's statistics (embeddings at cosine ~0.5 to the
+        pretrained ones) and overwrite the pretrained running statistics."""
+        super().train(mode)
+        if not self.cfg.train_backbone:
+            self.backbone.eval()
+        return self
 
     @property
     def tile(self) -> int:
