@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from promptseg.model.checkpoint import load_checkpoint, save_checkpoint
-from promptseg.model.decoder import PromptBatch
 from promptseg.model.heads import merge_classes
 from promptseg.model.segmenter import ModelConfig, PromptSegModel, prompt_batch
 from promptseg.model.text import MAX_TOKENS, TextEmbedding
