@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from promptseg.engine.evaluate import dice
 from promptseg.io import load_sample
 from promptseg.predictor import Predictor
 
@@ -19,8 +20,7 @@ def nuclei_dice(p: Predictor) -> list[float]:
     for it in load_sample("nuclei").items:
         p._cache.clear()
         p.set_image(it.image)
-        pred, gt = p.predict("nucleus").labels > 0, np.asarray(it.mask) > 0
-        out.append(float(2 * (pred & gt).sum() / max(1, pred.sum() + gt.sum())))
+        out.append(dice(p.predict("nucleus").labels > 0, np.asarray(it.mask) > 0))
     return out
 
 

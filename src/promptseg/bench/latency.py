@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.evaluate import dice
 from ..io import load_sample
 from ..project import atomic_write_json
 
@@ -34,22 +35,12 @@ def _pct(xs: list[float]) -> tuple[float, float]:
     return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
 
 
-class _Paths:
-    """Switches a Predictor's model between the fast inference paths (default) and the
-    reference ones: the package's TinyViT module and SAM's decoder layout."""
-
-    def __init__(self, model):
-        self.backbone, self.decoder = model.backbone, model.decoder
-
-    def use(self, reference: bool) -> None:
-        if hasattr(self.backbone, "fast_inference"):
-            self.backbone.fast_inference = not reference
-        self.decoder.sam_layout = reference
-
-
-def _mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+def _use_reference(model, reference: bool) -> None:
+    """Switch a model between the fast inference paths (default) and the reference ones: the
+    package's TinyViT module and SAM's decoder layout."""
+    if hasattr(model.backbone, "fast_inference"):
+        model.backbone.fast_inference = not reference
+    model.decoder.sam_layout = reference
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
@@ -64,7 +55,6 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
     t0 = time.perf_counter()
     p = Predictor.load(None, device=device)
     load_s = time.perf_counter() - t0
-    paths = _Paths(p.model)
     modes = (False, True) if reference else (False,)
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
     _sync(device)
@@ -86,13 +76,13 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
 
     for i in range(embed_runs or runs):
         for m in (modes if i % 2 == 0 else modes[::-1]):   # alternate the order: fair under drift
-            paths.use(m)
+            _use_reference(p.model, m)
             p._cache.clear()
             embed_ms[m].append(timed(lambda: p.set_image(img)))
             labels[m] = p.predict(prompt).labels > 0
             p.predict(prompt)  # warm-up on the cached embedding
             prompt_ms[m].extend(timed(lambda: p.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
-    paths.use(False)
+    _use_reference(p.model, False)
     e50, e95 = _pct(embed_ms[False])
     p50, p95 = _pct(prompt_ms[False])
     res = {
@@ -114,7 +104,7 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
             "reference_prompt_ms_p50": round(r_p50, 1), "reference_prompt_ms_p95": round(r_p95, 1),
             "embed_speedup_vs_reference": round(r_e50 / e50, 2),
             "prompt_speedup_vs_reference": round(r_p50 / p50, 2),
-            "mask_dice_vs_reference": round(_mask_dice(labels[False], labels[True]), 4),
+            "mask_dice_vs_reference": round(dice(labels[False], labels[True]), 4),
         })
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
