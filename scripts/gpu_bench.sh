@@ -43,7 +43,7 @@ cp "$CARRY"/prompts/*.safetensors "$CACHE"/
 
 # 1. latency and the embedding profile, alone on the GPU
 echo "latency $(date -u +%T)"
-timeout 60 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --runs "$LAT_RUNS" --out "$R/latency" \
+timeout 120 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --runs "$LAT_RUNS" --out "$R/latency" \
   > "$R/logs/latency.log" 2>&1
 # the encoder profile (GPU run 2) is unchanged by decoder work: PROFILE=0 skips it
 [ "${PROFILE:-1}" = 0 ] || timeout 90 $PY scripts/gpu_embed_profile.py "$R/embed_profile" --device "$DEVICE" \
@@ -81,16 +81,14 @@ if [ "$JOBS" = dry ]; then
   jobs_list=("ftB_s0 --labels 0.25 --seeds 0 --methods supervised_ft,ft+supervised --ft-batch 1"
              "ps25_s0 --labels 0.25 --seeds 0 --methods promptseg")
 else
-  # Since the pixel branch (2026-11-26, on by default) every earlier GPU table is of the old
-  # model: the 25 % and 50 % rows, 12 decoder-sized jobs side by side (GPU run 2: the two
-  # encoder-training jobs were what filled the GPU), then the encoder-training rows
-  # (1500 steps took > 7 min beside 7 other jobs).
+  # Since the BatchNorm fix (bce3041) every earlier GPU table is of batch-statistics
+  # embeddings: the 25 % and 50 % rows again, 12 decoder-sized jobs side by side (GPU run 3:
+  # 538 s for these twelve with a 545 s deadline).
   jobs_list=()
   for s in 0 1 2; do jobs_list+=("ps25_s$s --labels 0.25 --seeds $s --methods promptseg"
                                  "sup25_s$s --labels 0.25 --seeds $s --methods supervised,supervised_100"); done
   for s in 0 1 2; do jobs_list+=("ps50_s$s --labels 0.5 --seeds $s --methods promptseg"
                                  "sup50_s$s --labels 0.5 --seeds $s --methods supervised"); done
-  jobs_list+=("ftA_s0 $(ft 0 supervised_ft,ft+promptseg)" "ftB_s0 $(ft 0 ft+supervised)")
 fi
 printf '%s\n' "${jobs_list[@]}" | xargs -P "$PAR" -L 1 bash -c 'run_job "$@"' _ &
 while kill -0 $! 2>/dev/null; do
