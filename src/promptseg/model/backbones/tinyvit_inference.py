@@ -94,7 +94,10 @@ def inference_copy(encoder: nn.Module) -> nn.Module:
             if isinstance(m, cls):
                 _check_gelu(m)
                 m.forward = types.MethodType(fwd, m)
-    return enc.to(memory_format=torch.channels_last)
+    # TinyViT's Conv2d_BN.fuse builds its convolution on the default device (the CPU): move the
+    # copy back to where the encoder lives
+    p = next(encoder.parameters())
+    return enc.to(device=p.device, dtype=p.dtype, memory_format=torch.channels_last)
 
 
 def _check_gelu(m: nn.Module) -> None:
