@@ -37,6 +37,51 @@ def test_token_layout_decoder_matches_sam_modules_on_pretrained_weights_and_grad
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
+@pytest.mark.parametrize("n_exemplars, force_fold", [(1, False), (24, False), (1, True)])
+def test_folded_and_unfolded_attention_and_merged_tokens_match_sam_modules(n_exemplars, force_fold, monkeypatch):
+    """Few prompt tokens run the cross attentions folded (the image-side projections moved to
+    the token side), many run them unfolded; without gradients, equal tokens (padding words,
+    points, exemplars) are merged first. Both branches, merged or not, give SAM's results and
+    its gradients (the folded branch with gradients: forced, as training has >= 19 tokens)."""
+    from promptseg.model import token_layout
+
+    torch.manual_seed(0)
+    dec = PromptDecoder(DecoderConfig())
+    emb = torch.randn(2, 256, 12, 20)
+    pb = prompt_batch(_fake_text(2), [0, 1], n_tiles=2)      # 3 and 4 words: 13 and 12 padding
+    pb.points = torch.rand(4, 2, 2) * 40
+    pb.point_labels = torch.tensor([[1, -1]] * 4)
+    pb.boxes = torch.tensor([[3.0, 4.0, 30.0, 20.0], [float("nan")] * 4] * 2)
+    pb.exemplars = torch.randn(4, n_exemplars, 256)
+    pb.exemplar_mask = torch.ones(4, n_exemplars, dtype=torch.bool)
+    pb.exemplar_mask[1::2, 0] = False
+    pe = dec.dense_pe(12, 20, (64, 64))
+    fa = dec.transformer.final_attn_token_to_image
+    # 24 tokens (12 once merged): unfolded (folded); 47 tokens (35 once merged): unfolded
+    assert not token_layout._fold(fa, 24) and token_layout._fold(fa, 12) and not token_layout._fold(fa, 35)
+    if force_fold:
+        monkeypatch.setattr(token_layout, "_fold", lambda a, tokens: True)
+    params = [dec.transformer.layers[1].cross_attn_token_to_image.k_proj.weight,
+              dec.transformer.layers[0].cross_attn_image_to_token.q_proj.weight,
+              dec.transformer.layers[1].cross_attn_image_to_token.out_proj.bias,
+              fa.k_proj.weight, fa.v_proj.bias, dec.text_pad.weight, dec.exemplar_proj.weight]
+    results = []
+    for sam in (True, False):
+        dec.sam_layout = sam
+        with torch.no_grad():
+            merged = dec(emb, pb, pe)
+        out = dec(emb, pb, pe)
+        dec.zero_grad()
+        (out.mask_logits.square().mean() + out.attention.sum() + out.presence_logit.sum()).backward()
+        results.append((merged, out, [p.grad.clone() for p in params]))
+    (ref_ng, ref, ref_grads), (got_ng, got, got_grads) = results
+    for a, b in ((got_ng, ref_ng), (got, ref)):
+        for f in ("mask_logits", "presence_logit", "attention", "mask_token"):
+            torch.testing.assert_close(getattr(a, f), getattr(b, f), rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
+
+
 def test_tinyvit_inference_copy_matches_the_package_encoder_and_follows_weight_changes():
     """The rewritten encoder (folded BatchNorm, channels-last, fused bias) gives the package
     module's embedding; training-mode or grad-enabled forwards use the package module; new
