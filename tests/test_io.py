@@ -222,6 +222,20 @@ def test_prepare_image_values() -> None:
     assert not np.isnan(const).any() and const.max() == 0.0
 
 
+@pytest.mark.parametrize("dtype, lo, hi", [(np.uint8, 0, 256), (np.uint8, 3, 9), (np.uint16, 0, 65536),
+                                           (np.int16, -32768, 32768), (np.int8, -128, 128), (np.uint16, 7, 8)])
+def test_prepare_image_8_and_16_bit_give_the_exact_float64_scaling(dtype, lo: int, hi: int) -> None:
+    """8/16-bit images take a lookup-table path; its values are the float64 min-max scaling,
+    bit for bit, for gray and RGB, unsigned and signed, and a constant image."""
+    for shape in ((33, 47), (33, 47, 3)):
+        img = RNG.integers(lo, hi, shape).astype(dtype)
+        work = img.astype(np.float64)
+        span = work.max() - work.min()
+        want = ((work - work.min()) / span if span else np.zeros_like(work)).astype(np.float32)
+        want = np.broadcast_to(want[..., None] if want.ndim == 2 else want, (33, 47, 3))
+        np.testing.assert_array_equal(prepare_image(img), want)
+
+
 @pytest.mark.parametrize(
     "img, pattern",
     [
