@@ -159,7 +159,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
         from .bench.methods import ALL_METHODS, parse_methods
 
         parse_methods(a.methods, ALL_METHODS)  # fail on a typo before embedding anything
-    run_monuseg(cfg)
+    run_monuseg(cfg, _bench_model_config(a))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
 
@@ -177,7 +177,7 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
         cfg = EffortConfig.quick_defaults(a.data, **kw)
     else:
         cfg = EffortConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
-    run_effort(cfg)
+    run_effort(cfg, _bench_model_config(a))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
 
@@ -214,6 +214,14 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_model_config(a: argparse.Namespace):
+    """The benchmarks' model: the defaults, with the encoder's BatchNorm mode from --encoder-norm
+    (left out of the config when default, so default embedding caches keep their key)."""
+    from .model.segmenter import ModelConfig
+
+    return ModelConfig() if a.encoder_norm == "pretrained" else ModelConfig(backbone_kwargs={"norm": a.encoder_norm})
+
+
 def _unit_float(text: str) -> float:
     v = float(text)
     if not 0 <= v <= 1:
@@ -231,6 +239,9 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                    help="photometric jitter of the labelled crops' pixels, 0-1 (default 0.2; 0 = the baseline before it)")
     p.add_argument("--bf16", action="store_true",
                    help="run the image encoder in bfloat16 on CUDA (faster; embeddings cached apart from float32 ones)")
+    p.add_argument("--encoder-norm", choices=("pretrained", "per_tile"), default="pretrained",
+                   help="BatchNorm statistics of the frozen encoder: the pretrained ones (default, the app's) or "
+                        "each tile's own (per-tile AdaBN; slower on CPU: no folded fast path)")
 
 
 def build_parser() -> argparse.ArgumentParser:

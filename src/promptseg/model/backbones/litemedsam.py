@@ -17,6 +17,27 @@ from .tinyvit_inference import inference_copy, weights_key
 
 TILE = 256
 OUT_CHANNELS = 256
+NORMS = ("pretrained", "per_tile")
+
+
+class TileNorm(nn.BatchNorm2d):
+    """A BatchNorm2d that normalises each tile by its own statistics (over H, W), with the
+    pretrained scale and shift: AdaBN per tile. Deterministic and independent of which tiles
+    share a batch, in training and inference alike. The running statistics stay in the state
+    dict (unused), so checkpoints keep their keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+def _tile_norm(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            tn = TileNorm(child.num_features, eps=child.eps).to(child.weight.device)
+            tn.load_state_dict(child.state_dict())
+            setattr(module, name, tn)
+        else:
+            _tile_norm(child)
 
 
 @lru_cache(maxsize=None)
@@ -65,8 +86,11 @@ class LiteMedSAMBackbone(nn.Module):
     stride = 4
     out_channels = OUT_CHANNELS
 
-    def __init__(self, pretrained: bool = True, fast_inference: bool = True):
+    def __init__(self, pretrained: bool = True, fast_inference: bool = True, norm: str = "pretrained"):
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"litemedsam norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
         self.encoder = build_tinyvit()
         # eval-mode no-grad forwards use a rewritten copy (tinyvit_inference.py); False: the
         # package's module as is (the latency benchmark's same-run baseline)
@@ -77,11 +101,17 @@ class LiteMedSAMBackbone(nn.Module):
         if pretrained:
             self.encoder.load_state_dict(sub_state("image_encoder."), strict=True)
             self.weights_sha256 = load_state_dict()[1]
+        if norm == "per_tile":
+            # the statistics of each tile instead of the pretrained ones: a per-image stain and
+            # exposure normalisation (docs/benchmarks.md, "GPU run 4"); BatchNorm cannot be
+            # folded into the convolutions then, so the fast inference copy is not used
+            _tile_norm(self.encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (TILE, TILE):
             raise ValueError(f"litemedsam takes {TILE}x{TILE} tiles, got {tuple(x.shape[-2:])}")
-        if self.fast_inference and not self.encoder.training and not torch.is_grad_enabled():
+        if self.fast_inference and self.norm == "pretrained" and not self.encoder.training \
+                and not torch.is_grad_enabled():
             fast = self._inference_encoder()
             return fast(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.encoder(x)
@@ -94,5 +124,5 @@ class LiteMedSAMBackbone(nn.Module):
 
 
 @register("litemedsam")
-def _build(pretrained: bool = True, **_: object) -> nn.Module:
-    return LiteMedSAMBackbone(pretrained=pretrained)
+def _build(pretrained: bool = True, norm: str = "pretrained", **_: object) -> nn.Module:
+    return LiteMedSAMBackbone(pretrained=pretrained, norm=norm)
