@@ -163,3 +163,26 @@ def test_a_frozen_backbone_embeds_in_eval_mode_even_while_the_model_trains():
     # a cache folder written before this fix (BatchNorm in training mode) is not read
     old = [model.cfg.backbone, model.cfg.backbone_kwargs, model.backbone.weights_sha256]
     assert backbone_hash(model) != hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+
+
+def test_per_tile_encoder_norm_uses_each_tiles_own_statistics_and_its_own_cache():
+    """norm='per_tile' (AdaBN per tile): a tile's embedding does not depend on the tiles it is
+    batched with, it follows the tile's contrast less than the pretrained statistics do, it
+    survives a checkpoint's state-dict keys, and its embeddings never share a cache with the
+    default encoder's."""
+    from promptseg.engine.embeddings import backbone_hash
+    from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone
+
+    tiled = PromptSegModel(ModelConfig(pixel_branch=False, backbone_kwargs={"norm": "per_tile"}))
+    plain = PromptSegModel(ModelConfig(pixel_branch=False))
+    x = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    low = 0.4 + 0.2 * x[:1]                                  # the first tile at a fifth of its contrast
+    with torch.no_grad():
+        alone, batched = tiled.embed(x[:1]), tiled.embed(x)[:1]
+        torch.testing.assert_close(alone, batched)
+        shift = [float((m.embed(low) - m.embed(x[:1])).norm() / m.embed(x[:1]).norm()) for m in (tiled, plain)]
+    assert shift[0] < 0.5 * shift[1]
+    assert set(tiled.backbone.state_dict()) == set(plain.backbone.state_dict())
+    assert backbone_hash(tiled) != backbone_hash(plain)
+    with pytest.raises(ValueError, match="norm"):
+        LiteMedSAMBackbone(pretrained=False, norm="batch")
