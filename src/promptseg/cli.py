@@ -6,8 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:   # the CLI imports torch-heavy modules lazily, inside each command
+    from .model.segmenter import ModelConfig
 
 
 def _torch_threads() -> None:
@@ -214,7 +218,7 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_model_config(a: argparse.Namespace):
+def _bench_model_config(a: argparse.Namespace) -> ModelConfig:
     """The benchmarks' model: the defaults, with the encoder's BatchNorm mode from --encoder-norm
     (left out of the config when default, so default embedding caches keep their key)."""
     from .model.segmenter import ModelConfig

@@ -103,7 +103,7 @@ def prepare_image(img: np.ndarray) -> np.ndarray:
     out = np.empty(arr.shape[:2] + (3,), np.float32)
     if arr.dtype.kind in "biu" and arr.dtype.itemsize <= 2:
         # 8/16-bit (the usual microscopy and medical images): one float64 value per grey level,
-        # looked up: the float64 path's result, several times faster (6.4 -> ~1 ms at 512²)
+        # looked up: the float64 path's result, 5x faster (6.8 -> 1.3 ms at 512² on 2 CPU cores)
         lo_i, hi_i = int(lo), int(hi)
         lut = _scaled(np.arange(lo_i, hi_i + 1, dtype=np.float64), lo_i, hi_i).astype(np.float32)
         idx = arr - lo if arr.dtype.kind == "u" else arr.astype(np.int32) - lo_i   # >= 0, no overflow

@@ -102,9 +102,10 @@ class LiteMedSAMBackbone(nn.Module):
             self.encoder.load_state_dict(sub_state("image_encoder."), strict=True)
             self.weights_sha256 = load_state_dict()[1]
         if norm == "per_tile":
-            # the statistics of each tile instead of the pretrained ones: a per-image stain and
-            # exposure normalisation (docs/benchmarks.md, "GPU run 4"); BatchNorm cannot be
-            # folded into the convolutions then, so the fast inference copy is not used
+            # the statistics of each tile instead of the pretrained ones: a per-tile stain and
+            # exposure normalisation, opt-in (it measured ~1 Dice worse on MoNuSeg:
+            # docs/benchmarks.md, "GPU run 4"); BatchNorm cannot be folded into the
+            # convolutions then, so the fast inference copy is not used
             _tile_norm(self.encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
