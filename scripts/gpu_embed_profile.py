@@ -64,17 +64,23 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, x, runs: int) -> tuple[list[float], torch.Tensor]:
-    for _ in range(min(5, runs)):
-        out = fn(x)
+def median_runs(fn, runs: int, warmup: int = 1) -> list[float]:
+    """Milliseconds of ``runs`` synchronised calls of ``fn()`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
     sync()
     ms = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        out = fn(x)
+        fn()
         sync()
         ms.append((time.perf_counter() - t0) * 1e3)
-    return ms, out.float()
+    return ms
+
+
+def timed(fn, x, runs: int) -> tuple[list[float], torch.Tensor]:
+    ms = median_runs(lambda: fn(x), runs, warmup=min(5, runs))
+    return ms, fn(x).float()
 
 
 def main() -> None:
@@ -152,32 +158,23 @@ def main() -> None:
                                  "ref_abs_max": float(ref.abs().max()),
                                  "mask_dice_vs_package_fp32": round(dice, 4), "wall_s": round(time.time() - t0, 1)}
         print(name, res["variants"][name], flush=True)
-    # The Predictor's whole set_image (normalise, hash, tile, encode), eager vs graph.
-    for mode in ("eager",):
-        q = Predictor.load(None, device=dev)
-        q.set_image(img)
-        ms = []
-        for _ in range(a.runs):
-            q._cache.clear()
-            sync()
-            t0 = time.perf_counter()
-            q.set_image(img)
-            sync()
-            ms.append((time.perf_counter() - t0) * 1e3)
-        res[f"set_image_{mode}_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
-        print(mode, "set_image p50", res[f"set_image_{mode}_ms_p50"], flush=True)
-    # the host-side part of set_image alone: normalise, hash, tile, copy to the device
+    # the Predictor's whole set_image (normalise, hash, tile, encode), then its host side alone
     from promptseg.io.normalise import image_sha256
-    ms = []
-    for _ in range(a.runs):
-        t0 = time.perf_counter()
+
+    q = Predictor.load(None, device=dev)
+
+    def set_image() -> None:
+        q._cache.clear()
+        q.set_image(img)
+
+    def host_side() -> None:
         image_sha256(img)
         t, _ = extract_tiles(prepare_image(img), p.model.tile)
         torch.from_numpy(t).permute(0, 3, 1, 2).contiguous().to(dev)
-        sync()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    res["host_side_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
-    print("host side p50", res["host_side_ms_p50"], flush=True)
+
+    for key, fn in (("set_image_eager_ms_p50", set_image), ("host_side_ms_p50", host_side)):
+        res[key] = round(float(np.percentile(median_runs(fn, a.runs), 50)), 2)
+        print(key, res[key], flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "embed_variants.json").write_text(json.dumps(res, indent=1))
     try:
