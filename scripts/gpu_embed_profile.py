@@ -3,7 +3,7 @@
 Times the default model's TinyViT on the 4 tiles of the 512² latency image in several ways,
 in one process on one GPU: the package module in float32, the Predictor's fast eval path
 (folded BatchNorm, channels-last) in float32, with TF32 matmuls, under float16 and bfloat16
-autocast, CUDA-graph replays (GraphedEncoder below) of it in float32 and float16, and
+autocast, CUDA-graph replays (model/backbones/cuda_graph.py) of it in float32 and float16, and
 optionally torch.compile. For each: median and p95 over N runs (synchronised), the largest difference
 from the package float32 embedding and the Dice of the 'nucleus' mask decoded from it against
 the package float32 mask. Then a torch.profiler summary of one eager pass: kernel count, GPU
@@ -17,46 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-
-
-class GraphedEncoder:
-    """A frozen encoder replayed as one CUDA graph captured for a fixed batch. Call like the encoder on up to ``batch`` tiles (N, 3, tile, tile) already on the
-    device; returns a fresh tensor (N, C, h, w)."""
-
-    def __init__(self, encoder: nn.Module, batch: int, tile: int, device: torch.device | str, warmup: int = 3):
-        if not str(device).startswith("cuda"):
-            raise ValueError("CUDA graphs need a CUDA device")
-        self.batch = batch
-        self._lock = threading.Lock()   # one static input buffer: replays must not interleave
-        self._in = torch.zeros(batch, 3, tile, tile, device=device)
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.no_grad(), torch.cuda.stream(side):   # warm-up off the default stream (cuDNN/cuBLAS setup)
-            for _ in range(warmup):
-                encoder(self._in)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a GUI may run CUDA work on other threads while this one captures
-        with torch.no_grad(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self._out = encoder(self._in)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if n > self.batch:
-            raise ValueError(f"the graph was captured for {self.batch} tiles, got {n}")
-        with self._lock:
-            self._in[:n].copy_(x)
-            if n < self.batch:
-                self._in[n:].zero_()
-            self.graph.replay()
-            return self._out[:n].clone()
 
 
 def sync() -> None:
@@ -93,6 +58,7 @@ def main() -> None:
     from promptseg.bench.latency import bench_image
     from promptseg.io.normalise import prepare_image
     from promptseg.io.tiling import extract_tiles
+    from promptseg.model.backbones.cuda_graph import GraphedEncoder
     from promptseg.predictor import Predictor
 
     dev = a.device

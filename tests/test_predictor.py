@@ -135,3 +135,56 @@ def test_pixel_branch_model_predicts_like_the_training_path(nuclei):
     assert np.abs(r.probs - probs).max() < 1e-2                       # float16 cache vs float32
     _, without = predict_labels(model, emb, grid, text, [0], pixels=torch.zeros_like(tile_pixels(image, grid.tile)))
     assert np.abs(r.probs - without).max() > 0.05                      # the pixels do matter
+
+
+@pytest.mark.parametrize("shape, dtype", [((512, 512), np.uint8), ((300, 520, 3), np.uint8), ((700, 260), np.uint16),
+                                          ((3, 200, 300), np.int16), ((256, 256, 4), np.uint8), ((50, 60), bool),
+                                          ((300, 300), np.float32)])
+def test_device_side_scaling_gives_the_host_tiles_exactly(shape, dtype, rng):
+    """The GPU path (8/16-bit images scaled through the lookup table where the pixels go) must
+    be the same numbers as prepare_image + extract_tiles, and so must the pixel branch's uint8."""
+    import torch
+
+    from promptseg.engine.embeddings import image_tiles, quantise_tiles, tile_pixels
+    from promptseg.io import prepare_image
+    from promptseg.io.tiling import extract_tiles
+
+    if dtype == np.float32:
+        img = (rng.random(shape) * 40 - 3).astype(dtype)
+    elif dtype is bool:
+        img = rng.random(shape) > 0.5
+    else:
+        info = np.iinfo(dtype)
+        img = rng.integers(max(info.min, -900), min(info.max, 40000), shape).astype(dtype)
+    want, grid = extract_tiles(prepare_image(img), 256)
+    want = torch.from_numpy(want).permute(0, 3, 1, 2)
+    got, got_grid = image_tiles(img, 256, "cpu", scale_on_device=True)
+    assert got_grid == grid and got.dtype == torch.float32 and torch.equal(got, want)
+    old_quantisation = np.clip(np.rint(want.numpy() * 255.0), 0, 255).astype(np.uint8)
+    assert np.array_equal(quantise_tiles(got).numpy(), old_quantisation)
+    assert torch.equal(tile_pixels(img, 256), quantise_tiles(got))
+
+
+def test_float16_encoder_is_refused_off_cuda_with_a_clear_message():
+    from promptseg.model.segmenter import ModelConfig, PromptSegModel
+
+    model = PromptSegModel(ModelConfig.tiny())
+    with pytest.raises(ValueError, match="encoder_precision must be one of"):
+        Predictor(model, device="cpu", encoder_precision="half")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Predictor(model, device="cpu", encoder_precision="float16")
+
+
+def test_set_image_embeds_like_the_training_cache(default_predictor, rng):
+    """The Predictor's embedding (device-side tiles) equals the one the training rounds cache
+    (embed_image), for a 16-bit image of 3 x 2 tiles."""
+    import torch
+
+    from promptseg.engine.embeddings import embed_image
+
+    img = rng.integers(0, 4096, (600, 400)).astype(np.uint16)
+    default_predictor.set_image(img)
+    cur = default_predictor._need_image()
+    emb, grid = embed_image(default_predictor.model, img)
+    assert cur.grid == grid and cur.shape == (600, 400)
+    torch.testing.assert_close(cur.emb.float().cpu(), emb, rtol=0, atol=0)

@@ -139,7 +139,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .predictor import resolve_device
 
     _torch_threads()
-    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference)
+    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference,
+                encoder_precision=a.encoder_precision)
     return 0
 
 
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--no-reference", action="store_true",
                     help="skip the same-run baseline (the package's TinyViT module, SAM's decoder layout)")
+    bl.add_argument("--encoder-precision", choices=("float32", "float16"), default="float32",
+                    help="float16: the image encoder as float16 CUDA graphs (CUDA only)")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")

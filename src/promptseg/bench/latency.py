@@ -35,25 +35,30 @@ def _pct(xs: list[float]) -> tuple[float, float]:
     return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
 
 
-def _use_reference(model, reference: bool) -> None:
-    """Switch a model between the fast inference paths (default) and the reference ones: the
-    package's TinyViT module and SAM's decoder layout."""
+def _use_reference(p, reference: bool, encoder) -> None:
+    """Switch a Predictor between its fast inference paths (default; ``encoder``: its float16
+    graph encoder, if any) and the reference ones: the package's TinyViT module in float32 and
+    SAM's decoder layout."""
+    model = p.model
     if hasattr(model.backbone, "fast_inference"):
         model.backbone.fast_inference = not reference
     model.decoder.sam_layout = reference
+    p._encoder = None if reference else encoder
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
                 prompt: str = "nucleus", out: str | Path | None = None, reference: bool = True,
-                log=print) -> dict:
+                encoder_precision: str = "float32", log=print) -> dict:
     """``reference``: also time the reference paths (the package's TinyViT module, SAM's
     decoder layout) in the same run, interleaved run by run with the fast ones, and report
-    the speed-ups and the Dice between the two paths' masks."""
+    the speed-ups and the Dice between the two paths' masks. ``encoder_precision="float16"``:
+    the fast path's encoder is the float16 CUDA-graph one (the reference stays float32)."""
     from ..predictor import Predictor
 
     img = bench_image(size)
     t0 = time.perf_counter()
-    p = Predictor.load(None, device=device)
+    p = Predictor.load(None, device=device, encoder_precision=encoder_precision)
+    encoder = p._encoder
     load_s = time.perf_counter() - t0
     modes = (False, True) if reference else (False,)
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
@@ -76,20 +81,20 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
 
     for i in range(embed_runs or runs):
         for m in (modes if i % 2 == 0 else modes[::-1]):   # alternate the order: fair under drift
-            _use_reference(p.model, m)
+            _use_reference(p, m, encoder)
             p._cache.clear()
             embed_ms[m].append(timed(lambda: p.set_image(img)))
             labels[m] = p.predict(prompt).labels > 0
             p.predict(prompt)  # warm-up on the cached embedding
             prompt_ms[m].extend(timed(lambda: p.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
-    _use_reference(p.model, False)
+    _use_reference(p, False, encoder)
     e50, e95 = _pct(embed_ms[False])
     p50, p95 = _pct(prompt_ms[False])
     res = {
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
         "runs": len(prompt_ms[False]), "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
-        "embed_dtype": "float32",
+        "embed_dtype": encoder_precision,
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
         "prompt_ms_p50": round(p50, 1), "prompt_ms_p95": round(p95, 1),

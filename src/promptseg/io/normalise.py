@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["prepare_image", "spatial_shape", "image_sha256"]
+__all__ = ["prepare_image", "spatial_shape", "image_sha256", "hwc_view", "scale_table"]
 
 _HWC_CHANNELS = (1, 3, 4)
 _CHW_CHANNELS = (1, 3)
@@ -72,24 +72,19 @@ def spatial_shape(img: np.ndarray) -> tuple[int, int]:
     return int(arr.shape[0]), int(arr.shape[1])
 
 
-def prepare_image(img: np.ndarray) -> np.ndarray:
-    """Return a C-contiguous float32 H×W×3 copy of ``img`` min–max scaled to [0, 1].
-
-    Accepts H×W, H×W×1, H×W×3, H×W×4 (alpha dropped) and C×H×W with C in {1, 3}.
-    A constant image maps to zeros. Raises ValueError for anything the model
-    cannot consume, naming the problem together with the shape and dtype.
-    """
+def hwc_view(img: np.ndarray) -> np.ndarray:
+    """``img`` validated and viewed as H×W×C with C in {1, 3} (no copy where possible):
+    gray gets a channel axis, C×H×W is moved, RGBA's alpha is dropped. Raises ValueError like
+    :func:`prepare_image` (NaN/Inf included)."""
     arr = np.asarray(img)
     _check_dtype(arr)
     layout = _layout(arr)
-
     if layout == "gray":
         arr = arr[:, :, None]
     elif layout == "chw":
         arr = np.moveaxis(arr, 0, -1)
     if arr.shape[-1] == 4:
         arr = arr[..., :3]
-
     if arr.dtype.kind == "f":
         bad = ~np.isfinite(arr)
         if bad.any():
@@ -98,20 +93,40 @@ def prepare_image(img: np.ndarray) -> np.ndarray:
                 f"image contains NaN/Inf values ({n_bad} pixels) in {_describe(np.asarray(img))}; "
                 "replace them (e.g. np.nan_to_num) before segmenting"
             )
+    return arr
 
-    lo, hi = arr.min(), arr.max()
+
+def scale_table(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For an 8/16-bit (or bool) :func:`hwc_view` array: ``(idx, lut)`` with ``lut[idx]`` equal
+    to :func:`prepare_image`'s result (before the gray channel is repeated); None for other
+    dtypes. ``lut`` holds one float32 value per grey level, computed in float64, so the lookup
+    is the float64 path's result, 5x faster (6.8 -> 1.3 ms at 512² on 2 CPU cores), and it can
+    be done where the pixels go (a GPU) from the small integer image."""
+    if arr.dtype.kind not in "biu" or arr.dtype.itemsize > 2:
+        return None
+    lo_i, hi_i = int(arr.min()), int(arr.max())
+    lut = _scaled(np.arange(lo_i, hi_i + 1, dtype=np.float64), lo_i, hi_i).astype(np.float32)
+    idx = arr - arr.dtype.type(lo_i) if arr.dtype.kind == "u" else arr.astype(np.int32) - lo_i   # >= 0, no overflow
+    return idx, lut
+
+
+def prepare_image(img: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous float32 H×W×3 copy of ``img`` min–max scaled to [0, 1].
+
+    Accepts H×W, H×W×1, H×W×3, H×W×4 (alpha dropped) and C×H×W with C in {1, 3}.
+    A constant image maps to zeros. Raises ValueError for anything the model
+    cannot consume, naming the problem together with the shape and dtype.
+    """
+    arr = hwc_view(img)
     out = np.empty(arr.shape[:2] + (3,), np.float32)
-    if arr.dtype.kind in "biu" and arr.dtype.itemsize <= 2:
-        # 8/16-bit (the usual microscopy and medical images): one float64 value per grey level,
-        # looked up: the float64 path's result, 5x faster (6.8 -> 1.3 ms at 512² on 2 CPU cores)
-        lo_i, hi_i = int(lo), int(hi)
-        lut = _scaled(np.arange(lo_i, hi_i + 1, dtype=np.float64), lo_i, hi_i).astype(np.float32)
-        idx = arr - lo if arr.dtype.kind == "u" else arr.astype(np.int32) - lo_i   # >= 0, no overflow
+    table = scale_table(arr)
+    if table is not None:
+        idx, lut = table
         out[:] = lut[idx]          # (H, W, 1) broadcasts to the 3 channels
     else:
         # float64 for the arithmetic: uint32/int64 ranges and tiny float ranges
         # would lose precision or overflow in float32.
-        out[:] = _scaled(arr.astype(np.float64), float(lo), float(hi))
+        out[:] = _scaled(arr.astype(np.float64), float(arr.min()), float(arr.max()))
     return out
 
 
