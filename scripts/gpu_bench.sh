@@ -48,8 +48,9 @@ timeout 120 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --r
 # the encoder profile (GPU run 2) is unchanged by decoder work: PROFILE=0 skips it
 [ "${PROFILE:-1}" = 0 ] || timeout 90 $PY scripts/gpu_embed_profile.py "$R/embed_profile" --device "$DEVICE" \
   --runs "$LAT_RUNS" > "$R/logs/embed_profile.log" 2>&1
-if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: correctness, then latency
-  timeout 90 $PY scripts/gpu_predictor_check.py "$R/predictor_check" > "$R/logs/predictor_check.log" 2>&1
+if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: accuracy and threads, then latency
+  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda --data "$CARRY/monuseg" \
+    > "$R/logs/precision_check.log" 2>&1
   timeout 120 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
 fi

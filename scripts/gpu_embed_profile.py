@@ -3,7 +3,7 @@
 Times the default model's TinyViT on the 4 tiles of the 512² latency image in several ways,
 in one process on one GPU: the package module in float32, the Predictor's fast eval path
 (folded BatchNorm, channels-last) in float32, with TF32 matmuls, under float16 and bfloat16
-autocast, CUDA-graph replays (model/backbones/cuda_graph.py) of it in float32 and float16, and
+autocast, CUDA-graph replays (model/backbones/reduced_precision.py) of it in float32 and float16, and
 optionally torch.compile. For each: median and p95 over N runs (synchronised), the largest difference
 from the package float32 embedding and the Dice of the 'nucleus' mask decoded from it against
 the package float32 mask. Then a torch.profiler summary of one eager pass: kernel count, GPU
@@ -58,7 +58,7 @@ def main() -> None:
     from promptseg.bench.latency import bench_image
     from promptseg.io.normalise import prepare_image
     from promptseg.io.tiling import extract_tiles
-    from promptseg.model.backbones.cuda_graph import GraphedEncoder
+    from promptseg.model.backbones.reduced_precision import GraphedEncoder
     from promptseg.predictor import Predictor
 
     dev = a.device

@@ -114,3 +114,37 @@ def test_tinyvit_inference_copy_matches_the_package_encoder_and_follows_weight_c
     with torch.no_grad():
         y = bb(x[:1])       # training mode: batch statistics, the package module
     assert y.shape == (1, 256, 64, 64)
+
+
+def test_bfloat16_encoder_is_close_to_float32_and_follows_weight_changes():
+    """The CPU's bfloat16 encoder copy (opt-in, for CPUs with native bfloat16) gives embeddings
+    within bfloat16 rounding of the float32 ones, fused ops included, and is rebuilt when the
+    weights change; on a CPU without native bfloat16 it is refused with a message."""
+    from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone
+    from promptseg.model.backbones.reduced_precision import BFloat16Encoder, bfloat16_supported
+    from promptseg.model.fused_ops import fused_ops_work
+
+    bb = LiteMedSAMBackbone().eval()
+    if not bfloat16_supported():
+        with pytest.raises(ValueError, match="no native bfloat16"):
+            BFloat16Encoder(bb, "cpu")
+        return
+    assert fused_ops_work(torch.bfloat16) in (True, False)   # checked, not assumed
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 256, 256)
+    enc = BFloat16Encoder(bb, "cpu")
+    with torch.no_grad():
+        want, got = bb(x), enc(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    err = (got - want).abs()
+    # bfloat16 keeps ~3 digits; through 12 blocks the error is ~4 % of a typical value (measured)
+    assert err.mean() < 0.08 * want.abs().mean() and err.max() < 0.25 * want.abs().max()
+    first = enc._copy[1]
+    with torch.no_grad():
+        w = bb.encoder.neck[2].weight
+        w.add_(torch.randn_like(w) * 0.05)
+        changed = enc(x)
+    assert enc._copy[1] is not first
+    assert (changed - got).abs().mean() > 10 * err.mean()
+    with pytest.raises(ValueError, match="on CUDA use float16"):
+        BFloat16Encoder(bb, "cuda")

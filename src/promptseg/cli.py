@@ -289,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--no-reference", action="store_true",
                     help="skip the same-run baseline (the package's TinyViT module, SAM's decoder layout)")
-    bl.add_argument("--encoder-precision", choices=("float32", "float16"), default="float32",
-                    help="float16: the image encoder as float16 CUDA graphs (CUDA only)")
+    bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16"), default="float32",
+                    help="the Predictor's image encoder: float16 CUDA graphs (CUDA only) or a bfloat16 copy "
+                         "(CPUs with native bfloat16); the reference stays float32")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")

@@ -69,26 +69,28 @@ def preload_modules() -> None:
     from .model import decoder  # noqa: F401
 
 
-ENCODER_PRECISIONS = ("float32", "float16")
+ENCODER_PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class Predictor:
     def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
                  prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8,
                  encoder_precision: str = "float32"):
-        """``encoder_precision="float16"`` (CUDA only): the image encoder runs in float16 as CUDA
-        graphs (model/backbones/cuda_graph.py), about half the float32 time on an H200, masks
-        at Dice 0.998 of float32's; embeddings read from a disk cache stay float32."""
+        """``encoder_precision``: "float16" (CUDA only) runs the image encoder in float16 as CUDA
+        graphs, "bfloat16" (CPUs with native bfloat16 only) as a bfloat16 copy, each about
+        twice as fast as float32 with masks at Dice >= 0.995 of float32's
+        (model/backbones/reduced_precision.py); embeddings read from a disk cache stay float32."""
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         if encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {encoder_precision!r}")
         self.encoder_precision = encoder_precision
         self._encoder = None
-        if encoder_precision == "float16":
-            from .model.backbones.cuda_graph import HalfGraphEncoder
+        if encoder_precision != "float32":
+            from .model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
 
-            self._encoder = HalfGraphEncoder(self.model.backbone, self.device)
+            make = HalfGraphEncoder if encoder_precision == "float16" else BFloat16Encoder
+            self._encoder = make(self.model.backbone, self.device)
         self.config = config or {"model": model.cfg.to_dict()}
         self.text = TextEncoder(model.cfg.text_model, device="cpu", cache=prompt_cache)
         self.source = source

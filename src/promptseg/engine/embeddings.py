@@ -91,7 +91,7 @@ def embed_tiles(model: PromptSegModel, tiles: torch.Tensor, device: str = "cpu",
                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(T, 3, tile, tile) tiles in [0, 1] -> float32 embeddings (T, C, g, g) on ``device``,
     :data:`TILES_PER_PASS` tiles per encoder call. ``encoder`` replaces ``model.embed`` (a
-    Predictor's float16 CUDA-graph encoder, model/backbones/cuda_graph.py)."""
+    Predictor's float16 CUDA-graph encoder, model/backbones/reduced_precision.py)."""
     encode = encoder or model.embed
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
         out = [encode(tiles[i:i + TILES_PER_PASS].to(device)).float()

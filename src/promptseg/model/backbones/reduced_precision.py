@@ -1,9 +1,15 @@
-"""The frozen encoder in float16, replayed as CUDA graphs: the GPU embedding path.
+"""The frozen encoder in reduced precision, for a Predictor's embeddings (opt-in).
 
-Measured on an H200 (docs/benchmarks.md, "GPU run 4"), 4 tiles of 256²: the eval-mode float32
-encoder takes 16.6 ms, eager float16 17.9 ms (329 kernel launches per pass, 12 ms of CPU
-launching: launch-bound), and one CUDA-graph replay of the float16 encoder 8.6 ms, with the
-'nucleus' mask at Dice 0.998 against float32's.
+- GPU: float16, replayed as CUDA graphs. Measured on an H200 (docs/benchmarks.md, "GPU run
+  4"), 4 tiles of 256²: the eval-mode float32 encoder takes 16.6 ms, eager float16 17.9 ms
+  (329 kernel launches per pass, 12 ms of CPU launching: launch-bound), and one CUDA-graph
+  replay of the float16 encoder 8.6 ms, with the 'nucleus' mask at Dice 0.998 against
+  float32's.
+- CPU: a bfloat16 copy of the fast inference encoder (tinyvit_inference.py, its fused
+  oneDNN ops in bfloat16), for CPUs with native bfloat16 (AVX512-BF16, AMX). On 2 cores of
+  an AMD EPYC with AVX512-BF16: 3.39 -> 1.49 s for 4 tiles, 'nucleus' mask Dice 0.9956
+  against float32's (docs/benchmarks.md, "Predictor latency").
+Both are for embeddings only; training and the embedding caches stay float32.
 """
 from __future__ import annotations
 
@@ -12,7 +18,13 @@ import threading
 import torch
 import torch.nn as nn
 
-from .tinyvit_inference import weights_key
+from .tinyvit_inference import inference_copy, weights_key
+
+
+def _check_backbone(backbone: nn.Module, what: str) -> None:
+    if not hasattr(backbone, "encoder") or getattr(backbone, "norm", "pretrained") != "pretrained":
+        raise ValueError(f"the {what} encoder needs the litemedsam backbone with its pretrained "
+                         "BatchNorm statistics")
 
 
 class GraphedEncoder:
@@ -57,9 +69,7 @@ class HalfGraphEncoder:
     def __init__(self, backbone: nn.Module, device: torch.device | str):
         if torch.device(device).type != "cuda":
             raise ValueError("the float16 graph encoder needs a CUDA device; on the CPU use float32")
-        if not hasattr(backbone, "encoder") or getattr(backbone, "norm", "pretrained") != "pretrained":
-            raise ValueError("the float16 graph encoder needs the litemedsam backbone with its pretrained "
-                             "BatchNorm statistics")
+        _check_backbone(backbone, "float16 graph")
         self.backbone = backbone
         self.device = torch.device(device)
         self._graphs: dict[int, GraphedEncoder] = {}
@@ -82,3 +92,39 @@ class HalfGraphEncoder:
                     graph = GraphedEncoder(self.backbone, n, self.backbone.tile, self.device)
                 self._graphs[n] = graph
         return graph(x.to(self.device))
+
+
+def bfloat16_supported() -> bool:
+    """Whether this CPU runs bfloat16 natively in oneDNN (elsewhere it is emulated, slower
+    than float32)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class BFloat16Encoder:
+    """``backbone``'s fast eval-mode encoder as a bfloat16 copy on the CPU (rebuilt when the
+    backbone's weights change). Takes float32 tiles, returns float32 embeddings."""
+
+    def __init__(self, backbone: nn.Module, device: torch.device | str):
+        if torch.device(device).type != "cpu":
+            raise ValueError("the bfloat16 encoder is for the CPU; on CUDA use float16")
+        _check_backbone(backbone, "bfloat16")
+        if not bfloat16_supported():
+            raise ValueError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): bfloat16 would be "
+                             "slower than float32 here; use float32")
+        self.backbone = backbone
+        self._copy: tuple[tuple, nn.Module] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone.training or torch.is_grad_enabled():
+            raise RuntimeError("the bfloat16 encoder is for eval-mode, no-grad embedding")
+        with self._lock:
+            key = weights_key(self.backbone.encoder)
+            if self._copy is None or self._copy[0] != key:
+                self._copy = (key, inference_copy(self.backbone.encoder).to(torch.bfloat16))
+            enc = self._copy[1]
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        return enc(x).float().contiguous()
