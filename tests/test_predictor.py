@@ -190,9 +190,10 @@ def test_set_image_embeds_like_the_training_cache(default_predictor, rng):
     torch.testing.assert_close(cur.emb.float().cpu(), emb, rtol=0, atol=0)
 
 
-def test_bfloat16_encoder_predictor_keeps_the_masks(default_predictor, nuclei):
+def test_bfloat16_encoder_predictor_keeps_the_masks(default_predictor, nuclei, tmp_path):
     """encoder_precision="bfloat16" (CPUs with native bfloat16): about twice as fast to embed
-    (docs/benchmarks.md), the 'nucleus' mask within a few percent of float32's."""
+    (docs/benchmarks.md), the 'nucleus' mask within a few percent of float32's; a disk cache
+    (a project's embeddings/) keeps its embeddings apart from the float32 ones training reads."""
     from promptseg.model.backbones.reduced_precision import bfloat16_supported
 
     if not bfloat16_supported():
@@ -207,3 +208,14 @@ def test_bfloat16_encoder_predictor_keeps_the_masks(default_predictor, nuclei):
     b = default_predictor.predict("nucleus").labels > 0
     assert a.any() and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
     assert not np.array_equal(p._need_image().emb.numpy(), default_predictor._need_image().emb.numpy())
+
+    from promptseg.engine.embeddings import EmbeddingCache
+
+    p.use_embedding_cache(tmp_path)
+    p._cache.clear()
+    p.set_image(image)
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-bfloat16") and len(list(folder.glob("*.npz"))) == 1
+    np.testing.assert_allclose(p._need_image().emb.numpy(), p._disk.get(image)[0].numpy(), atol=0.02)
+    training = EmbeddingCache(tmp_path, default_predictor.model)
+    assert training.folder != folder and not training.path(p._need_image().sha).exists()

@@ -72,6 +72,19 @@ def preload_modules() -> None:
 ENCODER_PRECISIONS = ("float32", "bfloat16", "float16")
 
 
+def fast_encoder_precision(device: str | None) -> str | None:
+    """The reduced encoder precision worth using on ``device`` ("float16" on CUDA, "bfloat16" on
+    a CPU with native bfloat16), or None where there is none (float32 only)."""
+    from .model.backbones.reduced_precision import bfloat16_supported
+
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        return "float16"
+    if device == "cpu" and bfloat16_supported():
+        return "bfloat16"
+    return None
+
+
 class Predictor:
     def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
                  prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8,
@@ -166,7 +179,8 @@ class Predictor:
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
-        self._disk = EmbeddingCache(folder, self.model, self.device)
+        tag = "" if self._encoder is None else self.encoder_precision   # kept apart from float32 ones
+        self._disk = EmbeddingCache(folder, self.model, self.device, encoder=self._encoder, encoder_tag=tag)
 
     @property
     def is_image_set(self) -> bool:

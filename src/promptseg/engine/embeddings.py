@@ -100,14 +100,21 @@ def embed_tiles(model: PromptSegModel, tiles: torch.Tensor, device: str = "cpu",
 
 
 class EmbeddingCache:
-    """``folder/<backbone hash>[-bf16]/<image hash>.npz`` holding float16 tile embeddings
-    (bfloat16-encoder embeddings, see :func:`embed_image`, are kept apart)."""
+    """``folder/<backbone hash>[-bf16][-<encoder tag>]/<image hash>.npz`` holding float16 tile
+    embeddings. Embeddings of other encoder arithmetic are kept apart: bfloat16 autocast (see
+    :func:`embed_image`), or a Predictor's reduced-precision ``encoder`` with its ``encoder_tag``
+    (training rounds read the float32 folder only)."""
 
-    def __init__(self, folder: str | Path, model: PromptSegModel, device: str = "cpu", bf16: bool = False):
+    def __init__(self, folder: str | Path, model: PromptSegModel, device: str = "cpu", bf16: bool = False,
+                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None, encoder_tag: str = ""):
+        if (encoder is None) != (not encoder_tag):
+            raise ValueError("an EmbeddingCache with its own encoder needs an encoder_tag, and only then")
         self.model = model
         self.device = device
         self.bf16 = bf16 and str(device).startswith("cuda")
-        self.folder = Path(folder) / (backbone_hash(model)[:16] + ("-bf16" if self.bf16 else ""))
+        self.encoder = encoder
+        self.folder = Path(folder) / (backbone_hash(model)[:16] + ("-bf16" if self.bf16 else "")
+                                      + (f"-{encoder_tag}" if encoder_tag else ""))
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha: str) -> Path:
@@ -126,7 +133,8 @@ class EmbeddingCache:
                     return emb, grid
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache entry is recomputed, never trusted
-        emb, grid = embed_image(self.model, image, self.device, self.bf16)
+        x, grid = image_tiles(image, self.model.tile, self.device)
+        emb = embed_tiles(self.model, x, self.device, self.bf16, self.encoder).cpu()
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
         os.close(fd)
         try:
