@@ -37,6 +37,25 @@ def test_token_layout_decoder_matches_sam_modules_on_pretrained_weights_and_grad
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
+def test_one_prompt_inference_path_matches_the_training_path_and_leaves_its_inputs():
+    """One prompt per tile (the Predictor's usual case): without gradients the decoder skips
+    the per-query copy of the image tokens and updates the keys in place; the result equals the
+    grad-enabled path's, and the embedding and pixel features passed in are not modified."""
+    torch.manual_seed(0)
+    dec = PromptDecoder(DecoderConfig()).eval()
+    emb = torch.randn(3, 256, 16, 16)
+    fine = torch.randn(3, 32, 64, 64)
+    pb = prompt_batch(_fake_text(1), [0], n_tiles=3)
+    assert torch.equal(pb.image_index, torch.arange(3))
+    emb0, fine0 = emb.clone(), fine.clone()
+    with torch.no_grad():
+        fast = dec(emb, pb, fine=fine)
+    assert torch.equal(emb, emb0) and torch.equal(fine, fine0)
+    slow = dec(emb, pb, fine=fine)
+    for f in ("mask_logits", "presence_logit", "attention"):
+        torch.testing.assert_close(getattr(fast, f), getattr(slow, f).detach(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("n_exemplars, force_fold", [(1, False), (24, False), (1, True)])
 def test_folded_and_unfolded_attention_and_merged_tokens_match_sam_modules(n_exemplars, force_fold, monkeypatch):
     """Few prompt tokens run the cross attentions folded (the image-side projections moved to

@@ -166,7 +166,7 @@ class PromptDecoder(nn.Module):
         if self.sam_layout:
             return sam_layout_decode(self, image_emb, pb, pe, fine)
         h, w = image_emb.shape[-2:]
-        src = self.neck(image_emb).flatten(2).transpose(1, 2)[pb.image_index]   # (N, h*w, d)
+        src = gather_rows(self.neck(image_emb).flatten(2).transpose(1, 2), pb.image_index)   # (N, h*w, d)
         if pb.mask_prompt is not None:
             keys = src + self._dense_prompt(pb.mask_prompt)
         else:
@@ -179,7 +179,7 @@ class PromptDecoder(nn.Module):
         queries, keys, attn = two_way(self.transformer, keys, key_pe, tokens)
         hyper = self.hypernetwork(queries[:, 1])
         masks = upscaled_masks(self.output_upscaling, keys, hyper, (h, w),
-                               None if fine is None else fine[pb.image_index])
+                               None if fine is None else gather_rows(fine, pb.image_index))
         presence = self.presence_head(queries[:, 0])[:, 0]
         return DecoderOutput(masks, presence, attn, queries[:, 1])
 
@@ -192,3 +192,11 @@ class PromptDecoder(nn.Module):
         for m in small:
             x = m(x)
         return F.linear(x.flatten(2).transpose(1, 2), last.weight.flatten(1), last.bias)
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]``, without the copy when ``index`` is 0..len(x)-1 (one query per tile: a
+    single prompt), which is a 16 MB gather per decode of a 512² image."""
+    if len(index) == len(x) and not index.is_cuda and torch.equal(index, torch.arange(len(x))):
+        return x
+    return x[index]

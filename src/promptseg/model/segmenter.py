@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbones import build_backbone
-from .decoder import DecoderConfig, DecoderOutput, PromptBatch, PromptDecoder
+from .decoder import DecoderConfig, DecoderOutput, PromptBatch, PromptDecoder, gather_rows
 from .distribution import DistributionHead
 from .heads import GroundingHead
 from .pixel_branch import PixelBranch
@@ -102,7 +102,7 @@ class PromptSegModel(nn.Module):
     def grounding_logits(self, emb: torch.Tensor, pb: PromptBatch, pix: torch.Tensor | None = None) -> torch.Tensor:
         """Per-query text-similarity logits (N, h, w) on the query's own tile. ``pix``: the
         tiles' grounding pixel features if already computed (they do not depend on the prompt)."""
-        pix = (self.grounding.pixel_features(emb) if pix is None else pix)[pb.image_index]
+        pix = gather_rows(self.grounding.pixel_features(emb) if pix is None else pix, pb.image_index)
         txt = self.grounding.text_features(pb.text_pooled)
         return self.grounding.scale * torch.einsum("ndhw,nd->nhw", pix, txt) + self.grounding.bias
 

@@ -107,6 +107,8 @@ def _image_to_token_folded(a: nn.Module, x: Tensor, keys: Tensor, qp: Tensor, qu
     p = s.view(n, h, t, -1).softmax(2).view(n, h * t, -1)
     # each image token's H softmax groups sum to 1 each, so b_o / H on every value row adds b_o
     vo = torch.einsum("nthd,chd->nhtc", v, a.out_proj.weight.view(c, h, d)).reshape(n, h * t, c)
+    if not torch.is_grad_enabled():   # inference: nothing reads the old keys again; saves a copy of them
+        return keys.baddbmm_(p.transpose(1, 2), vo + a.out_proj.bias / h)
     return torch.baddbmm(keys, p.transpose(1, 2), vo + a.out_proj.bias / h)
 
 
