@@ -87,9 +87,13 @@ class HalfGraphEncoder:
                 self._key = key
             graph = self._graphs.get(n)
             if graph is None:
-                # no autocast weight cache: cached half weights would be freed under the graph
-                with torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
-                    graph = GraphedEncoder(self.backbone, n, self.backbone.tile, self.device)
+                try:
+                    # no autocast weight cache: cached half weights would be freed under the graph
+                    with torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
+                        graph = GraphedEncoder(self.backbone, n, self.backbone.tile, self.device)
+                except RuntimeError as exc:   # e.g. out of memory, or a driver without graph support
+                    raise RuntimeError(f"capturing the float16 encoder as a CUDA graph failed ({exc}); "
+                                       "use encoder_precision='float32' (untick Fast encoder)") from exc
                 self._graphs[n] = graph
         return graph(x.to(self.device))
 
