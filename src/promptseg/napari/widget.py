@@ -93,18 +93,8 @@ class PromptSegWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Classes", self.prompt_edit)
         form.addRow(self.propose_btn)
-        thr = QWidget()
-        thr_lay = QHBoxLayout(thr)
-        thr_lay.setContentsMargins(0, 0, 0, 0)
-        thr_lay.addWidget(self.threshold, 1)
-        thr_lay.addWidget(self.threshold_label)
-        form.addRow("Threshold", thr)
-        dev = QWidget()
-        dev_lay = QHBoxLayout(dev)
-        dev_lay.setContentsMargins(0, 0, 0, 0)
-        dev_lay.addWidget(self.device_combo, 1)
-        dev_lay.addWidget(self.fast_encoder)
-        form.addRow("Device", dev)
+        form.addRow("Threshold", _row(self.threshold, self.threshold_label))
+        form.addRow("Device", _row(self.device_combo, self.fast_encoder))
         self._update_fast_encoder()
         self.model_version: int | None = None
         self.project_panel = ProjectPanel(self)
@@ -398,3 +388,14 @@ class PromptSegWidget(QWidget):
             return
         p.tau = tau
         self.viewer.layers[p.layer].data = self.proposal_labels()
+
+
+def _row(stretch: QWidget, *rest: QWidget) -> QWidget:
+    """One form row of widgets side by side; the first takes the spare width."""
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(stretch, 1)
+    for w in rest:
+        lay.addWidget(w)
+    return row
