@@ -35,15 +35,15 @@ def _pct(xs: list[float]) -> tuple[float, float]:
     return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
 
 
-def _use_reference(p, reference: bool, encoder) -> None:
-    """Switch a Predictor between its fast inference paths (default; ``encoder``: its float16
-    graph encoder, if any) and the reference ones: the package's TinyViT module in float32 and
-    SAM's decoder layout."""
+def _use_mode(p, mode: str, encoder) -> None:
+    """Switch a Predictor between its paths: "fast" (default: fast inference paths, ``encoder``
+    its reduced-precision encoder if any), "float32" (fast paths, float32 encoder) and
+    "reference" (the package's TinyViT module in float32, SAM's decoder layout)."""
     model = p.model
     if hasattr(model.backbone, "fast_inference"):
-        model.backbone.fast_inference = not reference
-    model.decoder.sam_layout = reference
-    p._encoder = None if reference else encoder
+        model.backbone.fast_inference = mode != "reference"
+    model.decoder.sam_layout = mode == "reference"
+    p._encoder = encoder if mode == "fast" else None
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
@@ -51,8 +51,9 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
                 encoder_precision: str = "float32", log=print) -> dict:
     """``reference``: also time the reference paths (the package's TinyViT module, SAM's
     decoder layout) in the same run, interleaved run by run with the fast ones, and report
-    the speed-ups and the Dice between the two paths' masks. ``encoder_precision="float16"``:
-    the fast path's encoder is the float16 CUDA-graph one (the reference stays float32)."""
+    the speed-ups and the Dice between the two paths' masks. ``encoder_precision`` other than
+    float32 (bfloat16 on a CPU, float16 CUDA graphs): the fast path's encoder; the float32 fast
+    path is then timed in the same run too, and the reference stays float32."""
     from ..predictor import Predictor
 
     img = bench_image(size)
@@ -60,7 +61,7 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
     p = Predictor.load(None, device=device, encoder_precision=encoder_precision)
     encoder = p._encoder
     load_s = time.perf_counter() - t0
-    modes = (False, True) if reference else (False,)
+    modes = ("fast",) + (("float32",) if encoder is not None else ()) + (("reference",) if reference else ())
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
     _sync(device)
     t0 = time.perf_counter()
@@ -81,19 +82,19 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
 
     for i in range(embed_runs or runs):
         for m in (modes if i % 2 == 0 else modes[::-1]):   # alternate the order: fair under drift
-            _use_reference(p, m, encoder)
+            _use_mode(p, m, encoder)
             p._cache.clear()
             embed_ms[m].append(timed(lambda: p.set_image(img)))
             labels[m] = p.predict(prompt).labels > 0
             p.predict(prompt)  # warm-up on the cached embedding
             prompt_ms[m].extend(timed(lambda: p.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
-    _use_reference(p, False, encoder)
-    e50, e95 = _pct(embed_ms[False])
-    p50, p95 = _pct(prompt_ms[False])
+    _use_mode(p, "fast", encoder)
+    e50, e95 = _pct(embed_ms["fast"])
+    p50, p95 = _pct(prompt_ms["fast"])
     res = {
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
-        "runs": len(prompt_ms[False]), "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
+        "runs": len(prompt_ms["fast"]), "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
         "embed_dtype": encoder_precision,
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
@@ -101,15 +102,15 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
         "speedup_cached_prompt_vs_first": round(first_ms / p50, 1), "model": p.info["version"],
         "torch": torch.__version__,
     }
-    if reference:
-        r_e50, r_e95 = _pct(embed_ms[True])
-        r_p50, r_p95 = _pct(prompt_ms[True])
+    for m in modes[1:]:
+        m_e50, m_e95 = _pct(embed_ms[m])
+        m_p50, m_p95 = _pct(prompt_ms[m])
         res.update({
-            "reference_embed_ms_p50": round(r_e50, 1), "reference_embed_ms_p95": round(r_e95, 1),
-            "reference_prompt_ms_p50": round(r_p50, 1), "reference_prompt_ms_p95": round(r_p95, 1),
-            "embed_speedup_vs_reference": round(r_e50 / e50, 2),
-            "prompt_speedup_vs_reference": round(r_p50 / p50, 2),
-            "mask_dice_vs_reference": round(dice(labels[False], labels[True]), 4),
+            f"{m}_embed_ms_p50": round(m_e50, 1), f"{m}_embed_ms_p95": round(m_e95, 1),
+            f"{m}_prompt_ms_p50": round(m_p50, 1), f"{m}_prompt_ms_p95": round(m_p95, 1),
+            f"embed_speedup_vs_{m}": round(m_e50 / e50, 2),
+            f"prompt_speedup_vs_{m}": round(m_p50 / p50, 2),
+            f"mask_dice_vs_{m}": round(dice(labels["fast"], labels[m]), 4),
         })
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
