@@ -11,7 +11,8 @@
 #   CARRY/prompts/prompts-*.safetensors   from promptseg.model.text.save_prompt_cache
 # usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 PROFILE=1 JOBS=full] bash scripts/gpu_bench.sh
 # JOBS=latency stops after step 1 (latency, embedding profile, the Predictor's float16 encoder:
-# about 3-4 minutes), for a short device session.
+# about 3-4 minutes), for a short device session; it needs only CARRY/wheels (CARRY/monuseg is
+# optional there), so the carry stays under the 64 MiB a run takes with the whole tree.
 # (a dry run here: PY=.venv/bin/python DEVICE=cpu STEPS=2 VIEWS=1 PAR=2 LAT_RUNS=2 JOBS=dry
 #  CACHE=/tmp/monu_cache OUT=/tmp/o bash scripts/gpu_bench.sh)
 # Everything under /tmp/r is re-packed into $OUT/gpu_results.tgz every 20 s, so a run cut
@@ -51,7 +52,8 @@ timeout 120 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --r
 [ "${PROFILE:-1}" = 0 ] || timeout 90 $PY scripts/gpu_embed_profile.py "$R/embed_profile" --device "$DEVICE" \
   --runs "$LAT_RUNS" > "$R/logs/embed_profile.log" 2>&1
 if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: accuracy and threads, then latency
-  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda --data "$CARRY/monuseg" \
+  data=(); [ -d "$CARRY/monuseg" ] && data=(--data "$CARRY/monuseg")   # MoNuSeg val accuracy, if carried
+  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda "${data[@]}" \
     > "$R/logs/precision_check.log" 2>&1
   timeout 120 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
