@@ -53,7 +53,7 @@ timeout 120 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --r
   --runs "$LAT_RUNS" > "$R/logs/embed_profile.log" 2>&1
 if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: accuracy and threads, then latency
   data=(); [ -d "$CARRY/monuseg" ] && data=(--data "$CARRY/monuseg")   # MoNuSeg val accuracy, if carried
-  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda "${data[@]}" \
+  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda ${data[@]+"${data[@]}"} \
     > "$R/logs/precision_check.log" 2>&1
   timeout 120 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
