@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..io.normalise import hwc_view, image_sha256, prepare_image, scale_table
+from ..io.normalise import hwc_view, image_sha256, prepare_hwc, prepare_image, scale_table
 from ..io.tiling import TileGrid, extract_tiles, make_grid
 from ..model.segmenter import PromptSegModel
 
@@ -70,7 +70,7 @@ def image_tiles(image: np.ndarray, tile: int, device: str | torch.device = "cpu"
         scale_on_device = torch.device(device).type != "cpu"
     table = scale_table(arr) if scale_on_device else None
     if table is None:
-        tiles, grid = extract_tiles(prepare_image(image), tile)
+        tiles, grid = extract_tiles(prepare_hwc(arr), tile)
         return torch.from_numpy(tiles).permute(0, 3, 1, 2).contiguous().to(device), grid
     idx, lut = table
     grid = make_grid(arr.shape[0], arr.shape[1], tile)

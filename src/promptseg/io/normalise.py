@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["prepare_image", "spatial_shape", "image_sha256", "hwc_view", "scale_table"]
+__all__ = ["prepare_image", "spatial_shape", "image_sha256", "hwc_view", "prepare_hwc", "scale_table"]
 
 _HWC_CHANNELS = (1, 3, 4)
 _CHW_CHANNELS = (1, 3)
@@ -117,7 +117,11 @@ def prepare_image(img: np.ndarray) -> np.ndarray:
     A constant image maps to zeros. Raises ValueError for anything the model
     cannot consume, naming the problem together with the shape and dtype.
     """
-    arr = hwc_view(img)
+    return prepare_hwc(hwc_view(img))
+
+
+def prepare_hwc(arr: np.ndarray) -> np.ndarray:
+    """:func:`prepare_image` of an array already through :func:`hwc_view` (not validated again)."""
     out = np.empty(arr.shape[:2] + (3,), np.float32)
     table = scale_table(arr)
     if table is not None:
