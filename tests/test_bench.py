@@ -24,13 +24,15 @@ def test_latency_bench_times_a_reduced_precision_encoder_against_float32_in_the_
     from promptseg.model.backbones.reduced_precision import bfloat16_supported
 
     p = subprocess.run([sys.executable, "-m", "promptseg.cli", "bench", "latency", "--size", "200", "--runs", "2",
-                        "--embed-runs", "2", "--no-reference", "--encoder-precision", "bfloat16", "--out", str(tmp_path)],
+                        "--embed-runs", "2", "--no-reference", "--encoder-precision", "bfloat16",
+                        "--decoder-precision", "bfloat16", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     if not bfloat16_supported():
         assert p.returncode != 0 and "no native bfloat16" in p.stderr
         return
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "latency.json").read_text())
-    assert res["embed_dtype"] == "bfloat16" and "reference_embed_ms_p50" not in res
-    assert res["embed_speedup_vs_float32"] == round(res["float32_embed_ms_p50"] / res["embed_ms_p50"], 2)
+    assert res["embed_dtype"] == res["decoder_dtype"] == "bfloat16" and "reference_embed_ms_p50" not in res
+    assert abs(res["embed_speedup_vs_float32"] - res["float32_embed_ms_p50"] / res["embed_ms_p50"]) < 0.01
+    assert abs(res["prompt_speedup_vs_float32"] - res["float32_prompt_ms_p50"] / res["prompt_ms_p50"]) < 0.02
     assert res["mask_dice_vs_float32"] > 0.9

@@ -75,33 +75,34 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     assert len(viewer.layers) == n_layers + 1
 
 
-def test_fast_encoder_box_switches_the_predictor_precision(make_napari_viewer, qtbot):
-    """The "Fast encoder" box next to Device: enabled where the device has a reduced precision
+def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbot):
+    """The "Fast mode" box next to Device: enabled where the device has a reduced precision
     (a CPU with native bfloat16, CUDA), off by default; checked, the next proposal runs on a
     reduced-precision predictor and still finds the nuclei; a device without one greys it out."""
-    from promptseg.predictor import fast_encoder_precision
+    from promptseg.predictor import fast_precisions
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-promptseg", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
     widget.device_combo.setCurrentText("mps")
-    assert not widget.fast_encoder.isEnabled() and not widget.fast_encoder.isChecked()
+    assert not widget.fast_mode.isEnabled() and not widget.fast_mode.isChecked()
     widget.device_combo.setCurrentText("cpu")
-    assert not widget.fast_encoder.isChecked()
-    if fast_encoder_precision("cpu") is None:
-        assert not widget.fast_encoder.isEnabled()
+    assert not widget.fast_mode.isChecked()
+    if fast_precisions("cpu") is None:
+        assert not widget.fast_mode.isEnabled()
         return
-    assert widget.fast_encoder.isEnabled() and "bfloat16" in widget.fast_encoder.toolTip()
-    widget.fast_encoder.setChecked(True)
+    assert widget.fast_mode.isEnabled() and "bfloat16" in widget.fast_mode.toolTip()
+    widget.fast_mode.setChecked(True)
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and widget.propose_btn.isEnabled(), timeout=180_000)
-    assert widget._predictor.encoder_precision == "bfloat16", widget.status.text()
+    info = widget._predictor.info
+    assert (info["encoder_precision"], info["decoder_precision"]) == ("bfloat16", "bfloat16"), widget.status.text()
     gt = viewer.layers["nuclei_00 ground truth"].data > 0
     got = viewer.layers["nuclei_00 promptseg"].data > 0
     assert 2 * (got & gt).sum() / (got.sum() + gt.sum()) > 0.8
-    widget.fast_encoder.setChecked(False)
-    assert widget.predictor("cpu").encoder_precision == "float32"
+    widget.fast_mode.setChecked(False)
+    assert widget.predictor("cpu").info["decoder_precision"] == "float32"
 
 
 def test_widget_reports_bad_layers(make_napari_viewer, qtbot):

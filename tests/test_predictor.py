@@ -219,3 +219,32 @@ def test_bfloat16_encoder_predictor_keeps_the_masks(default_predictor, nuclei, t
     np.testing.assert_allclose(p._need_image().emb.numpy(), p._disk.get(image)[0].numpy(), atol=0.02)
     training = EmbeddingCache(tmp_path, default_predictor.model)
     assert training.folder != folder and not training.path(p._need_image().sha).exists()
+
+
+def test_bfloat16_decoder_keeps_the_masks_and_the_callers_model(default_predictor, nuclei):
+    """decoder_precision="bfloat16" (CPUs with native bfloat16): the decoder's image-sized
+    products run in bfloat16 on a copy of the model (the caller's stays float32), outputs stay
+    float32, and the 'nucleus' mask stays within a few percent of float32's; refused elsewhere."""
+    import torch
+
+    from promptseg.model.backbones.reduced_precision import bfloat16_supported
+
+    model = default_predictor.model
+    if not bfloat16_supported():
+        with pytest.raises(ValueError, match="native bfloat16"):
+            Predictor(model, device="cpu", decoder_precision="bfloat16")
+        return
+    with pytest.raises(ValueError, match="decoder_precision must be"):
+        Predictor(model, device="cpu", decoder_precision="float16")
+    p = Predictor(model, device="cpu", config=default_predictor.config, prompt_cache=default_predictor.text.cache,
+                  decoder_precision="bfloat16")
+    assert p.model is not model and next(model.decoder.transformer.parameters()).dtype == torch.float32
+    assert next(p.model.decoder.transformer.parameters()).dtype == torch.bfloat16
+    image = nuclei.items[0].image
+    for q in (p, default_predictor):
+        q.set_image(image)
+    r, want = p.predict("nucleus"), default_predictor.predict("nucleus")
+    assert r.probs.dtype == np.float32 and r.probs.shape == want.probs.shape
+    a, b = r.labels > 0, want.labels > 0
+    assert a.any() and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
+    assert np.abs(r.probs - want.probs).max() > 1e-4          # really another arithmetic

@@ -140,7 +140,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
     _torch_threads()
     run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference,
-                encoder_precision=a.encoder_precision)
+                encoder_precision=a.encoder_precision, decoder_precision=a.decoder_precision)
     return 0
 
 
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16"), default="float32",
                     help="the Predictor's image encoder: float16 CUDA graphs (CUDA only) or a bfloat16 copy "
                          "(CPUs with native bfloat16); the reference stays float32")
+    bl.add_argument("--decoder-precision", choices=("float32", "bfloat16"), default="float32",
+                    help="bfloat16: the decoder's image-sized products in bfloat16 (CPUs with native bfloat16)")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections import OrderedDict
@@ -72,32 +73,44 @@ def preload_modules() -> None:
 ENCODER_PRECISIONS = ("float32", "bfloat16", "float16")
 
 
-def fast_encoder_precision(device: str | None) -> str | None:
-    """The reduced encoder precision worth using on ``device`` ("float16" on CUDA, "bfloat16" on
-    a CPU with native bfloat16), or None where there is none (float32 only)."""
+def fast_precisions(device: str | None) -> tuple[str, str] | None:
+    """(encoder, decoder) precision of the fast mode on ``device``: float16 CUDA graphs for the
+    encoder on CUDA (the decoder is fast there already), bfloat16 for both on a CPU with native
+    bfloat16; None where there is none (float32 only)."""
     from .model.backbones.reduced_precision import bfloat16_supported
 
     device = resolve_device(device)
     if device.startswith("cuda"):
-        return "float16"
+        return "float16", "float32"
     if device == "cpu" and bfloat16_supported():
-        return "bfloat16"
+        return "bfloat16", "bfloat16"
     return None
 
 
 class Predictor:
     def __init__(self, model: PromptSegModel, *, device: str = "cpu", config: dict | None = None,
                  prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8,
-                 encoder_precision: str = "float32"):
+                 encoder_precision: str = "float32", decoder_precision: str = "float32"):
         """``encoder_precision``: "float16" (CUDA only) runs the image encoder in float16 as CUDA
         graphs, "bfloat16" (CPUs with native bfloat16 only) as a bfloat16 copy, each about
-        twice as fast as float32 with masks at Dice >= 0.995 of float32's
-        (model/backbones/reduced_precision.py); embeddings read from a disk cache stay float32."""
+        twice as fast as float32 (model/backbones/reduced_precision.py). ``decoder_precision``
+        "bfloat16" (the same CPUs): the decoder's image-sized products in bfloat16, on a copy of
+        the model. Masks stay at Dice ~0.986 of float32's (docs/benchmarks.md, "Encoder precision")."""
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
         if encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {encoder_precision!r}")
+        if decoder_precision not in ("float32", "bfloat16"):
+            raise ValueError(f"decoder_precision must be float32 or bfloat16, got {decoder_precision!r}")
+        if decoder_precision == "bfloat16":
+            from .model.backbones.reduced_precision import bfloat16_supported
+
+            if self.device != "cpu" or not bfloat16_supported():
+                raise ValueError("the bfloat16 decoder needs a CPU with native bfloat16 (AVX512-BF16 or AMX)")
+            model = copy.deepcopy(model)   # the caller's model stays float32
+            model.decoder.dense_parts_to(torch.bfloat16)
+        self.model = model.to(self.device).eval()
         self.encoder_precision = encoder_precision
+        self.decoder_precision = decoder_precision
         self._encoder = None
         if encoder_precision != "float32":
             from .model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
@@ -118,17 +131,17 @@ class Predictor:
     # -- construction ----------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu",
-             encoder_precision: str = "float32") -> "Predictor":
+             encoder_precision: str = "float32", decoder_precision: str = "float32") -> "Predictor":
         """``None``: the default model (the shipped checkpoint if present, else the
         pretrained LiteMedSAM encoder + decoder with an untrained text projection)."""
         if path is None and (DEFAULT_CHECKPOINT / "config.json").exists():
             path = DEFAULT_CHECKPOINT
         if path is None:
             return cls(PromptSegModel(ModelConfig()), device=device, source="litemedsam-init",
-                       encoder_precision=encoder_precision)
+                       encoder_precision=encoder_precision, decoder_precision=decoder_precision)
         model, cfg, cache = load_checkpoint(path, device="cpu")
         return cls(model, device=device, config=cfg, prompt_cache=cache, source=str(Path(path).resolve()),
-                   encoder_precision=encoder_precision)
+                   encoder_precision=encoder_precision, decoder_precision=decoder_precision)
 
     @property
     def info(self) -> dict:
@@ -144,6 +157,7 @@ class Predictor:
             "version": self.config.get("version", self.model_hash[:12]),
             "device": self.device,
             "encoder_precision": self.encoder_precision,
+            "decoder_precision": self.decoder_precision,
         }
 
     # -- image -------------------------------------------------------------------------

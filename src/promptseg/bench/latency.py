@@ -35,34 +35,35 @@ def _pct(xs: list[float]) -> tuple[float, float]:
     return float(np.percentile(xs, 50)), float(np.percentile(xs, 95))
 
 
-def _use_mode(p, mode: str, encoder) -> None:
-    """Switch a Predictor between its paths: "fast" (default: fast inference paths, ``encoder``
-    its reduced-precision encoder if any), "float32" (fast paths, float32 encoder) and
-    "reference" (the package's TinyViT module in float32, SAM's decoder layout)."""
-    model = p.model
-    if hasattr(model.backbone, "fast_inference"):
-        model.backbone.fast_inference = mode != "reference"
-    model.decoder.sam_layout = mode == "reference"
-    p._encoder = encoder if mode == "fast" else None
+def _use_reference(p, reference: bool) -> None:
+    """Switch a float32 Predictor between its fast inference paths (default) and the reference
+    ones: the package's TinyViT module and SAM's decoder layout."""
+    if hasattr(p.model.backbone, "fast_inference"):
+        p.model.backbone.fast_inference = not reference
+    p.model.decoder.sam_layout = reference
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
                 prompt: str = "nucleus", out: str | Path | None = None, reference: bool = True,
-                encoder_precision: str = "float32", log=print) -> dict:
+                encoder_precision: str = "float32", decoder_precision: str = "float32", log=print) -> dict:
     """``reference``: also time the reference paths (the package's TinyViT module, SAM's
     decoder layout) in the same run, interleaved run by run with the fast ones, and report
-    the speed-ups and the Dice between the two paths' masks. ``encoder_precision`` other than
-    float32 (bfloat16 on a CPU, float16 CUDA graphs): the fast path's encoder; the float32 fast
-    path is then timed in the same run too, and the reference stays float32."""
+    the speed-ups and the Dice between the two paths' masks. A reduced ``encoder_precision``
+    (bfloat16 on a CPU, float16 CUDA graphs) or ``decoder_precision`` (bfloat16 on a CPU) is
+    the timed Predictor's; a float32 Predictor's fast paths are then timed in the same run too,
+    and the reference is float32."""
     from ..predictor import Predictor
 
     img = bench_image(size)
     t0 = time.perf_counter()
-    p = Predictor.load(None, device=device, encoder_precision=encoder_precision)
-    encoder = p._encoder
+    p = Predictor.load(None, device=device, encoder_precision=encoder_precision, decoder_precision=decoder_precision)
     load_s = time.perf_counter() - t0
-    modes = ("fast",) + (("float32",) if encoder is not None else ()) + (("reference",) if reference else ())
+    reduced = (encoder_precision, decoder_precision) != ("float32", "float32")
+    p32 = Predictor.load(None, device=device) if reduced else p
+    preds = {"fast": p, "float32": p32, "reference": p32}
+    modes = ("fast",) + (("float32",) if reduced else ()) + (("reference",) if reference else ())
     p.text.encode([prompt])  # the text encoder is loaded once per session, not per prompt
+    p32.text.encode([prompt])
     _sync(device)
     t0 = time.perf_counter()
     p.set_image(img)
@@ -82,20 +83,21 @@ def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs
 
     for i in range(embed_runs or runs):
         for m in (modes if i % 2 == 0 else modes[::-1]):   # alternate the order: fair under drift
-            _use_mode(p, m, encoder)
-            p._cache.clear()
-            embed_ms[m].append(timed(lambda: p.set_image(img)))
-            labels[m] = p.predict(prompt).labels > 0
-            p.predict(prompt)  # warm-up on the cached embedding
-            prompt_ms[m].extend(timed(lambda: p.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
-    _use_mode(p, "fast", encoder)
+            q = preds[m]
+            _use_reference(q, m == "reference")
+            q._cache.clear()
+            embed_ms[m].append(timed(lambda: q.set_image(img)))
+            labels[m] = q.predict(prompt).labels > 0
+            q.predict(prompt)  # warm-up on the cached embedding
+            prompt_ms[m].extend(timed(lambda: q.predict(prompt)) for _ in range(-(-runs // (embed_runs or runs))))
+    _use_reference(p32, False)
     e50, e95 = _pct(embed_ms["fast"])
     p50, p95 = _pct(prompt_ms["fast"])
     res = {
         "device": device, "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(), "size": size, "tiles": p._current.grid.n_tiles,
         "runs": len(prompt_ms["fast"]), "embed_runs": embed_runs or runs, "model_load_s": round(load_s, 2),
-        "embed_dtype": encoder_precision,
+        "embed_dtype": encoder_precision, "decoder_dtype": decoder_precision,
         "first_set_image_plus_predict_ms": round(first_ms, 1),
         "embed_ms_p50": round(e50, 1), "embed_ms_p95": round(e95, 1),
         "prompt_ms_p50": round(p50, 1), "prompt_ms_p95": round(p95, 1),

@@ -157,6 +157,14 @@ class PromptDecoder(nn.Module):
             parts.append(torch.where(keep[..., None], ex, self.not_a_point_embed.weight.expand_as(ex)))
         return torch.cat(parts, dim=1)
 
+    def dense_parts_to(self, dtype: torch.dtype) -> "PromptDecoder":
+        """Run the image-sized work (two-way transformer, mask upscaling, hypernetwork) in
+        ``dtype``; prompt encoders and heads stay float32, outputs are float32. For a
+        Predictor's bfloat16 decoder on a CPU (model/backbones/reduced_precision.py)."""
+        for m in (self.transformer, self.output_upscaling, self.hypernetwork):
+            m.to(dtype)
+        return self
+
     # -- decoding ------------------------------------------------------------------
     def forward(self, image_emb: torch.Tensor, pb: PromptBatch,
                 pe: torch.Tensor | None = None, fine: torch.Tensor | None = None) -> DecoderOutput:
@@ -176,10 +184,15 @@ class PromptDecoder(nn.Module):
         n = keys.shape[0]
         out_tokens = torch.cat([self.presence_token.weight, self.mask_token.weight], 0).expand(n, -1, -1)
         tokens = torch.cat([out_tokens, self.prompt_tokens(pb, (h, w)).to(keys.dtype)], dim=1)
+        dense = next(self.transformer.parameters()).dtype   # bfloat16 after dense_parts_to
+        if dense != torch.float32:
+            keys, key_pe, tokens = keys.to(dense), key_pe.to(dense), tokens.to(dense)
         queries, keys, attn = two_way(self.transformer, keys, key_pe, tokens)
         hyper = self.hypernetwork(queries[:, 1])
         masks = upscaled_masks(self.output_upscaling, keys, hyper, (h, w),
                                None if fine is None else gather_rows(fine, pb.image_index))
+        if dense != torch.float32:
+            queries, masks, attn = queries.float(), masks.float(), attn.float()
         presence = self.presence_head(queries[:, 0])[:, 0]
         return DecoderOutput(masks, presence, attn, queries[:, 1])
 
