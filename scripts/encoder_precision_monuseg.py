@@ -1,16 +1,18 @@
 """A MoNuSeg model trained on float32 embeddings, evaluated on embeddings of the reduced-precision
-encoder (docs/benchmarks.md, "Encoder precision"): what the app's "Fast encoder" box costs.
+encoder (docs/benchmarks.md, "Encoder precision"): what the dock's "Fast mode" box costs.
 
 Trains ``supervised`` at 25 % labels on the bench's cached (float32) embeddings, exactly as
 ``promptseg bench monuseg`` does, then scores the `val` images three ways with the same decoder:
 the cached embeddings (what the bench reports), fresh float32 embeddings, and embeddings of the
-bfloat16 (CPU) or float16 CUDA-graph encoder.
+bfloat16 (CPU) or float16 CUDA-graph encoder; on the CPU also with the decoder's image-sized
+products in bfloat16 (the dock's fast mode there).
 usage: python scripts/encoder_precision_monuseg.py --data DIR --cache DIR --out OUT [--device cpu]
        [--steps 1500] [--views 1] [--seed 0]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -52,6 +54,10 @@ def main() -> None:
     cuda = a.device.startswith("cuda")
     precision = "float16" if cuda else "bfloat16"
     low = (HalfGraphEncoder if cuda else BFloat16Encoder)(model.backbone, a.device)
+    # the CPU's fast mode also runs the decoder's image-sized products in bfloat16
+    low_dec = None if cuda else copy.deepcopy(model)
+    if low_dec is not None:
+        low_dec.decoder.dense_parts_to(torch.bfloat16)
     per_image = []
     with torch.no_grad():
         for r in evals:
@@ -59,9 +65,13 @@ def main() -> None:
             embs = {"cached": None, "float32": (embed_tiles(model, x, a.device).cpu(), grid),
                     precision: (embed_tiles(model, x, a.device, encoder=low).cpu(), grid)}
             preds = {k: predict_row(model, r.name, prep, a.device, e) == 1 for k, e in embs.items()}
+            if low_dec is not None:
+                preds[precision + "_decoder"] = predict_row(low_dec, r.name, prep, a.device, embs[precision]) == 1
             row = {"image": r.name, **{f"dice_{k}": round(100 * binary_scores(p, r.mask)["dice"], 2) for k, p in preds.items()}}
-            f, q = preds["float32"], preds[precision]
-            row["mask_dice_float32_vs_" + precision] = round(2 * float((f & q).sum()) / max(1, int(f.sum() + q.sum())), 4)
+            f = preds["float32"]
+            for k in [k for k in preds if k.startswith(precision)]:
+                q = preds[k]
+                row[f"mask_dice_float32_vs_{k}"] = round(2 * float((f & q).sum()) / max(1, int(f.sum() + q.sum())), 4)
             per_image.append(row)
             print(row, flush=True)
     mean = {k: round(float(np.mean([r[k] for r in per_image])), 3) for k in per_image[0] if k != "image"}

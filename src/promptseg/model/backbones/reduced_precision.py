@@ -93,7 +93,7 @@ class HalfGraphEncoder:
                         graph = GraphedEncoder(self.backbone, n, self.backbone.tile, self.device)
                 except RuntimeError as exc:   # e.g. out of memory, or a driver without graph support
                     raise RuntimeError(f"capturing the float16 encoder as a CUDA graph failed ({exc}); "
-                                       "use encoder_precision='float32' (untick Fast encoder)") from exc
+                                       "use encoder_precision='float32' (untick Fast mode)") from exc
                 self._graphs[n] = graph
         return graph(x.to(self.device))
 
