@@ -35,13 +35,14 @@ def backbone_hash(model: PromptSegModel) -> str:
 
 
 @torch.no_grad()
-def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu",
-                bf16: bool = False) -> tuple[torch.Tensor, TileGrid]:
+def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu", bf16: bool = False,
+                encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, TileGrid]:
     """Tile embeddings (T, C, g, g) as float32 on the CPU. ``bf16`` runs the encoder under
     bfloat16 autocast on CUDA (about half the time, but the numbers differ from float32 enough
-    to change masks of a decoder trained on float32 embeddings: docs/benchmarks.md)."""
+    to change masks of a decoder trained on float32 embeddings: docs/benchmarks.md);
+    ``encoder``: see :func:`embed_tiles`."""
     x, grid = image_tiles(image, model.tile, device)
-    return embed_tiles(model, x, device, bf16).cpu(), grid
+    return embed_tiles(model, x, device, bf16, encoder).cpu(), grid
 
 
 def tile_pixels(image: np.ndarray, tile: int, prepared: bool = False) -> torch.Tensor:
@@ -91,7 +92,7 @@ def embed_tiles(model: PromptSegModel, tiles: torch.Tensor, device: str = "cpu",
                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(T, 3, tile, tile) tiles in [0, 1] -> float32 embeddings (T, C, g, g) on ``device``,
     :data:`TILES_PER_PASS` tiles per encoder call. ``encoder`` replaces ``model.embed`` (a
-    Predictor's float16 CUDA-graph encoder, model/backbones/reduced_precision.py)."""
+    Predictor's reduced-precision encoder, model/backbones/reduced_precision.py)."""
     encode = encoder or model.embed
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
         out = [encode(tiles[i:i + TILES_PER_PASS].to(device)).float()
@@ -133,8 +134,7 @@ class EmbeddingCache:
                     return emb, grid
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache entry is recomputed, never trusted
-        x, grid = image_tiles(image, self.model.tile, self.device)
-        emb = embed_tiles(self.model, x, self.device, self.bf16, self.encoder).cpu()
+        emb, grid = embed_image(self.model, image, self.device, self.bf16, self.encoder)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
         os.close(fd)
         try:

@@ -7,8 +7,8 @@
   float32's.
 - CPU: a bfloat16 copy of the fast inference encoder (tinyvit_inference.py, its fused
   oneDNN ops in bfloat16), for CPUs with native bfloat16 (AVX512-BF16, AMX). On 2 cores of
-  an AMD EPYC with AVX512-BF16: 3.39 -> 1.49 s for 4 tiles, 'nucleus' mask Dice 0.9956
-  against float32's (docs/benchmarks.md, "Predictor latency").
+  an AMD EPYC with AVX512-BF16: 2.0-2.2x the float32 encoder in the same run, 'nucleus' mask
+  Dice 0.986 against float32's (docs/benchmarks.md, "Encoder precision").
 Both are for embeddings only; training and the embedding caches stay float32.
 """
 from __future__ import annotations
@@ -61,7 +61,29 @@ class GraphedEncoder:
             return self._out[:n].clone()
 
 
-class HalfGraphEncoder:
+class _FrozenCopies:
+    """What both reduced-precision encoders share: eval-mode no-grad use only, and whatever they
+    built from the backbone (graphs, a copy) is dropped when the backbone's weights change.
+    Call ``_current()`` under ``self._lock``."""
+
+    def __init__(self, backbone: nn.Module, what: str):
+        _check_backbone(backbone, what)
+        self.backbone = backbone
+        self.what = what
+        self._key: tuple | None = None
+        self._lock = threading.Lock()
+
+    def _check_mode(self) -> None:
+        if self.backbone.training or torch.is_grad_enabled():
+            raise RuntimeError(f"the {self.what} encoder is for eval-mode, no-grad embedding")
+
+    def _weights_changed(self) -> bool:
+        key = weights_key(self.backbone.encoder)
+        changed, self._key = key != self._key, key
+        return changed
+
+
+class HalfGraphEncoder(_FrozenCopies):
     """``backbone``'s eval-mode forward in float16 as CUDA graphs, one per tile count (captured
     on the first call with that count, again when the backbone's weights change). Returns
     float16 embeddings; callers cast. Thread-safe: captures and replays are serialised."""
@@ -69,22 +91,16 @@ class HalfGraphEncoder:
     def __init__(self, backbone: nn.Module, device: torch.device | str):
         if torch.device(device).type != "cuda":
             raise ValueError("the float16 graph encoder needs a CUDA device; on the CPU use float32")
-        _check_backbone(backbone, "float16 graph")
-        self.backbone = backbone
+        super().__init__(backbone, "float16 graph")
         self.device = torch.device(device)
         self._graphs: dict[int, GraphedEncoder] = {}
-        self._key: tuple | None = None
-        self._lock = threading.Lock()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backbone.training or torch.is_grad_enabled():
-            raise RuntimeError("the float16 graph encoder is for eval-mode, no-grad embedding")
+        self._check_mode()
         n = x.shape[0]
         with self._lock:
-            key = weights_key(self.backbone.encoder)
-            if key != self._key:
+            if self._weights_changed():
                 self._graphs.clear()
-                self._key = key
             graph = self._graphs.get(n)
             if graph is None:
                 try:
@@ -107,28 +123,24 @@ def bfloat16_supported() -> bool:
         return False
 
 
-class BFloat16Encoder:
+class BFloat16Encoder(_FrozenCopies):
     """``backbone``'s fast eval-mode encoder as a bfloat16 copy on the CPU (rebuilt when the
     backbone's weights change). Takes float32 tiles, returns float32 embeddings."""
 
     def __init__(self, backbone: nn.Module, device: torch.device | str):
         if torch.device(device).type != "cpu":
             raise ValueError("the bfloat16 encoder is for the CPU; on CUDA use float16")
-        _check_backbone(backbone, "bfloat16")
         if not bfloat16_supported():
             raise ValueError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): bfloat16 would be "
                              "slower than float32 here; use float32")
-        self.backbone = backbone
-        self._copy: tuple[tuple, nn.Module] | None = None
-        self._lock = threading.Lock()
+        super().__init__(backbone, "bfloat16")
+        self._copy: nn.Module | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.backbone.training or torch.is_grad_enabled():
-            raise RuntimeError("the bfloat16 encoder is for eval-mode, no-grad embedding")
+        self._check_mode()
         with self._lock:
-            key = weights_key(self.backbone.encoder)
-            if self._copy is None or self._copy[0] != key:
-                self._copy = (key, inference_copy(self.backbone.encoder).to(torch.bfloat16))
-            enc = self._copy[1]
+            if self._weights_changed():
+                self._copy = inference_copy(self.backbone.encoder).to(torch.bfloat16)
+            enc = self._copy
         x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
         return enc(x).float().contiguous()
