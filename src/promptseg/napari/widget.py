@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                             QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 from .background import BatchProposer, Prefetcher
 from .class_map import map_prompts, unique_names
+from .fast_mode import FastModeBox
 from .layers import show_labels
 from .prompt_assist import SegmentCompleter, completion_words
 from .project_panel import ProjectPanel
@@ -67,12 +68,7 @@ class PromptSegWidget(QWidget):
         self.image_combo = QComboBox()
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        # reduced precision: ~2x faster embedding (and CPU prompts), masks at Dice ~0.986 of
-        # float32's (docs/benchmarks.md, "Encoder precision"); off by default, training stays float32
-        self.fast_mode = QCheckBox("Fast mode")
-        self._fast_mode = False     # read by worker threads (not the Qt widget itself)
-        self.fast_mode.toggled.connect(self._set_fast_mode)
-        self.device_combo.currentTextChanged.connect(self._update_fast_mode)
+        self.fast_mode = FastModeBox(self.device_combo)
         self.prompt_edit = QLineEdit()
         self.prompt_edit.setPlaceholderText("nucleus   or   thalamus; putamen")
         self.prompt_edit.setToolTip(HELP)
@@ -95,7 +91,6 @@ class PromptSegWidget(QWidget):
         form.addRow(self.propose_btn)
         form.addRow("Threshold", _row(self.threshold, self.threshold_label))
         form.addRow("Device", _row(self.device_combo, self.fast_mode))
-        self._update_fast_mode()
         self.model_version: int | None = None
         self.project_panel = ProjectPanel(self)
         self.refine_panel = RefinePanel(self)
@@ -254,10 +249,10 @@ class PromptSegWidget(QWidget):
     def predictor(self, device: str | None = None):
         """The predictor for the active model (loaded on first use; call from a worker thread
         holding ``predictor_lock``). Uses the project's embeddings/ folder as a disk cache."""
-        from ..predictor import Predictor, fast_precisions
+        from ..predictor import Predictor
 
         device = device or self.device_combo.currentText()
-        enc, dec = (fast_precisions(device) if self._fast_mode else None) or ("float32", "float32")
+        enc, dec = self.fast_mode.precisions(device)
         with self.predictor_lock:
             if self._predictor is None or self._predictor_device != (device, enc, dec):
                 p = Predictor.load(self.checkpoint, device=device, encoder_precision=enc, decoder_precision=dec)
@@ -266,26 +261,6 @@ class PromptSegWidget(QWidget):
                     p.use_embedding_cache(project.root / "embeddings")
                 self._predictor, self._predictor_device = p, (device, enc, dec)
             return self._predictor
-
-    def _set_fast_mode(self, on: bool) -> None:
-        self._fast_mode = bool(on)
-
-    def _update_fast_mode(self, *_) -> None:
-        """Enable the fast-mode box where the device has a reduced precision worth using."""
-        from ..predictor import fast_precisions
-
-        try:
-            fast = fast_precisions(self.device_combo.currentText())
-        except ValueError:       # e.g. cuda chosen on a machine without it: Propose reports that
-            fast = None
-        self.fast_mode.setEnabled(fast is not None)
-        self.fast_mode.setChecked(self.fast_mode.isChecked() and fast is not None)
-        what = {None: "No faster precision on this device (float32 only)",
-                ("bfloat16", "bfloat16"): "Image encoder and decoder in bfloat16 instead of float32: embedding about "
-                                          "2x and prompts about 1.5x faster, masks within 1-2 % of float32's.",
-                ("float16", "float32"): "Image encoder in float16 (CUDA graphs) instead of float32: about twice as "
-                                        "fast, masks within 1 % of float32's."}[fast]
-        self.fast_mode.setToolTip(what + ("" if fast is None else " Training always uses float32."))
 
     def _done(self) -> None:
         self._worker = None
