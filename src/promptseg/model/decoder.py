@@ -210,6 +210,6 @@ class PromptDecoder(nn.Module):
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]``, without the copy when ``index`` is 0..len(x)-1 (one query per tile: a
     single prompt), which is a 16 MB gather per decode of a 512² image."""
-    if len(index) == len(x) and not index.is_cuda and torch.equal(index, torch.arange(len(x))):
+    if len(index) == len(x) and index.device.type == "cpu" and torch.equal(index, torch.arange(len(x))):
         return x
     return x[index]
