@@ -174,9 +174,45 @@ def scene_volume() -> None:
     viewer.close()
 
 
+def scene_propagate() -> None:
+    """The same 20 slices: the atlas' thalamus, putamen and caudate drawn on slice 0 only, then
+    Propagate with Follow anatomy on (and off, for the printed Dice against the atlas)."""
+    from promptseg.bench.aal import load_volumes
+    from promptseg.engine.evaluate import per_class_dice
+
+    t1, atlas, classes = load_volumes()
+    as_view = lambda v: np.flip(np.transpose(v, (2, 1, 0)), 1)[62:82]     # noqa: E731  (z, y, x), anterior up
+    vol, lab = as_view(t1).astype(np.float32), as_view(atlas)
+    names = ["thalamus", "putamen", "caudate"]
+    truth = np.zeros(lab.shape, np.int32)
+    for k, name in enumerate(names, 1):
+        truth[lab == classes.index(name) + 1] = k
+    viewer, w = viewer_with_dock()
+    viewer.add_image(vol, name="colin27 T1")
+    w.image_combo.setCurrentText("colin27 T1")
+    panel = w.volume_panel
+    for follow in (False, True):
+        viewer.dims.set_current_step(0, 0)
+        propose(w, "; ".join(names))
+        viewer.layers["colin27 T1 promptseg"].data = truth[0].copy()     # the annotator's slice
+        panel.follow.setChecked(follow)
+        panel.propagate_btn.click()
+        wait(lambda: not panel.busy)
+        settle()
+        out = np.asarray(viewer.layers["colin27 T1 promptseg"].data)
+        dice = np.nanmean([[np.nan if d is None else d for d in per_class_dice(out[z], truth[z], 3)]
+                           for z in range(1, len(vol))], axis=0)
+        print(f"  follow anatomy {'on' if follow else 'off'}: {panel.note.text()}; mean Dice per class "
+              f"over slices 1-19 vs the atlas: " + ", ".join(f"{n} {100 * d:.1f}" for n, d in zip(names, dice)))
+    viewer.dims.set_current_step(0, 12)
+    w.scroll_to(panel)
+    shot(viewer, "volume_propagate.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    scenes = sys.argv[1:] or ["propose", "project", "retrain", "volume"]
+    scenes = sys.argv[1:] or ["propose", "project", "retrain", "volume", "propagate"]
     root = Path(tempfile.mkdtemp(prefix="promptseg-shots-"))
     if "propose" in scenes:
         scene_propose()
@@ -186,6 +222,8 @@ def main() -> None:
         scene_retrain(root)
     if "volume" in scenes:
         scene_volume()
+    if "propagate" in scenes:
+        scene_propagate()
     sys.exit(0)
 
 

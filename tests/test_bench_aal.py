@@ -26,21 +26,34 @@ def test_bench_aal_plumbing(tmp_path):
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     c = on_disk["config"]
     assert len(c["labelled_slices"]) == 2 and c["eval_slices"] == c["n_slices"] - 2
-    assert [r["method"] for r in on_disk["results"]] == ["nearest_slice", "supervised", "supervised+propagate",
-                                                         "promptseg", "promptseg+propagate"]
+    assert [r["method"] for r in on_disk["results"]] == [
+        "nearest_slice", "flow_slice", "supervised", "supervised+propagate", "supervised+flow",
+        "promptseg", "promptseg+propagate", "promptseg+flow"]
     for r in res["results"]:
         assert 0 <= r["dice"] <= 1 and set(r["per_class"]) <= set(c["classes"])
     assert "**mean**" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "aal_dice.png").stat().st_size > 1000
 
 
-def test_nearest_slice_copies_the_closest_labelled_slice_without_a_model(tmp_path):
+def test_floors_without_a_model_copy_or_carry_the_labelled_slices(tmp_path):
     assert [ba.nearest_seed(i, [2, 6]) for i in range(9)] == [2, 2, 2, 2, 2, 6, 6, 6, 6]
-    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["nearest_slice"], slice_step=4, labelled=0.1)
+    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["nearest_slice", "flow_slice"], slice_step=4,
+                       labelled=0.1)
     res = ba.run_aal(cfg, log=lambda s: None)
-    (row,) = res["results"]
-    assert row["method"] == "nearest_slice" and 0.2 < row["dice"] < 1   # neighbouring slices overlap a lot
+    nearest, flow = res["results"]
+    assert nearest["method"] == "nearest_slice" and 0.2 < nearest["dice"] < 1   # neighbouring slices overlap
+    # carried along the anatomy, the labels fit the other slices better than copies do
+    assert flow["method"] == "flow_slice" and flow["dice"] > nearest["dice"] + 0.02
     assert not (tmp_path / "out" / "embeddings").exists()                # no model, no encoder pass
+
+
+def test_propagate_rows_per_mode(tmp_path):
+    cfg = ba.AALConfig(out=str(tmp_path / "out"), methods=["supervised"], steps=1, slice_step=40,
+                       cache=str(tmp_path / "cache"), propagate=["flow+model"])
+    res = ba.run_aal(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    assert [r["method"] for r in res["results"]] == ["supervised", "supervised+flow"]
+    with pytest.raises(ValueError, match="--propagate takes"):
+        ba.run_aal(ba.AALConfig(out=str(tmp_path), propagate=["flow"]), log=lambda s: None)
 
 
 def test_aal_trains_on_whole_slices_unless_told_otherwise(tmp_path, monkeypatch):

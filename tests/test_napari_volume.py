@@ -38,6 +38,7 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     seed = np.zeros((48, 40), np.int32)
     seed[10:30, 5:25] = 1
     layer.data = seed
+    assert panel.mode.currentData() == "flow"       # along the optical flow, no model, by default
     panel.propagate_btn.click()
     wait_volume(widget, qtbot)
     layer = viewer.layers["vol promptseg"]
@@ -60,6 +61,7 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     edited[3] = 0
     edited[3, 5:15, 5:15] = 1
     layer.data = edited
+    panel.mode.setCurrentIndex(panel.mode.findData("flow+model"))
     panel.propagate_btn.click()
     wait_volume(widget, qtbot)
     final = np.asarray(viewer.layers["vol promptseg"].data)

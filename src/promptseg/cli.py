@@ -194,7 +194,8 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
     _torch_threads()
     kw = dict(out=a.out, plane=a.plane, labelled=a.labelled, steps=a.steps, slice_step=a.slice_step, seed=a.seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop,
-              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
+              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None,
+              propagate=[m.strip() for m in a.propagate.split(",") if m.strip()] if a.propagate is not None else None)
     cfg = AALConfig.quick_defaults(**kw) if a.quick else AALConfig(**{k: v for k, v in kw.items() if v is not None})
     run_aal(cfg)
     print(f"results: {Path(cfg.out) / 'results.json'}")
@@ -344,8 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--labelled", type=float, default=None, help="labelled fraction of the slices (default 0.05)")
     ba.add_argument("--quick", action="store_true", help="CPU-affordable: every 2nd slice, 200 steps")
     ba.add_argument("--methods", default=None,
-                    help="comma-separated (default nearest_slice,supervised,promptseg; each trained method is "
-                         "also scored with +propagate)")
+                    help="comma-separated (default nearest_slice,flow_slice,supervised,promptseg; each trained "
+                         "method is also scored through Propagate)")
+    ba.add_argument("--propagate", default=None,
+                    help="Propagate modes each trained method is also scored in, comma-separated (default "
+                         "model,flow+model: rows METHOD+propagate and METHOD+flow; empty: none)")
     ba.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
     ba.add_argument("--slice-step", type=int, default=None, help="use every n-th slice (default 1; --quick 2)")
     ba.add_argument("--crop", type=int, default=None,

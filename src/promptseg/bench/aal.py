@@ -10,8 +10,12 @@ Dice per class is measured on all of them (their labels are never read in traini
 Scoring: every trained method is scored twice. ``METHOD`` decodes each slice on its own from
 the text prompts; ``METHOD+propagate`` runs the dock's Propagate (engine/volume.py): from the
 labelled slices outwards, each slice is decoded with the text prompts and its neighbour's labels
-as the dense mask prompt, as an annotator of a volume would. ``nearest_slice`` is the same-run
-floor without a model: every slice copies the labels of the nearest labelled slice.
+as the dense mask prompt, as an annotator of a volume would: ``METHOD+propagate`` in the mode
+``model`` (the neighbour's labels as they are) and ``METHOD+flow`` in the mode ``flow+model``
+(the neighbour's labels carried along the slice-to-slice optical flow, decoded and blended with
+the model's output). Two same-run floors without a model: ``nearest_slice`` copies the labels
+of the nearest labelled slice; ``flow_slice`` is Propagate's mode ``flow``, which carries them
+slice by slice along the optical flow (engine/slice_flow.py).
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from .report import finish_bar_plot, run_environment, write_results
 
 MRICRON = Path("/usr/share/mricron/templates")
 PLANES = ("axial", "coronal", "sagittal")
-AAL_BASELINES = ("nearest_slice",)
+AAL_BASELINES = ("nearest_slice", "flow_slice")
+PROPAGATE_ROW = {"model": "+propagate", "flow+model": "+flow"}   # Propagate mode -> row suffix
 
 
 @dataclass
@@ -44,7 +49,9 @@ class AALConfig:
     out: str = "bench-aal"
     plane: str = "axial"
     labelled: float = 0.05
-    methods: list[str] = field(default_factory=lambda: ["nearest_slice", "supervised", "promptseg"])
+    methods: list[str] = field(default_factory=lambda: ["nearest_slice", "flow_slice", "supervised", "promptseg"])
+    # Propagate's modes with a model (engine/volume.py) each trained method is scored in.
+    propagate: list[str] = field(default_factory=lambda: ["model", "flow+model"])
     steps: int = 1500
     # Training crop in pixels; 0 = the whole tile, i.e. the whole slice. Anatomy needs the
     # context: 128-px crops gave 16.8 mean Dice, whole slices 25.6 (supervised, --quick).
@@ -122,7 +129,7 @@ def spread_indices(n: int, k: int) -> list[int]:
 
 
 def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes: list[str], prompts,
-                      cache_dir: str | Path, device: str) -> dict[int, np.ndarray]:
+                      cache_dir: str | Path, device: str, mode: str = "model") -> dict[int, np.ndarray]:
     """Label maps of every non-labelled slice from the dock's Propagate, seeded with the
     labelled slices' labels (embeddings come from the bench's cache)."""
     from ..engine.volume import propagate
@@ -130,11 +137,25 @@ def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes:
 
     pred = Predictor(model, device=device, prompt_cache=prompts.as_cache())
     pred.use_embedding_cache(cache_dir)
+    volume, seeds = seeded_volume(rows, labelled)
+    return {res.index: res.labels for res in propagate(pred, volume, seeds, labelled, classes, mode=mode)}
+
+
+def seeded_volume(rows: list[SegImage], labelled: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The slices stacked into a volume, and a label volume holding only the labelled slices."""
     volume = np.stack([r.image for r in rows])
     seeds = np.zeros(volume.shape, np.int32)
     for i in labelled:
         seeds[i] = rows[i].mask
-    return {res.index: res.labels for res in propagate(pred, volume, seeds, labelled, classes)}
+    return volume, seeds
+
+
+def flow_slice_labels(rows: list[SegImage], labelled: list[int], classes: list[str]) -> dict[int, np.ndarray]:
+    """The ``flow_slice`` floor: the labelled slices' labels carried outwards along the flow."""
+    from ..engine.volume import propagate
+
+    volume, seeds = seeded_volume(rows, labelled)
+    return {res.index: res.labels for res in propagate(None, volume, seeds, labelled, classes, mode="flow")}
 
 
 def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict:
@@ -144,6 +165,8 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
     if {"unet", "supervised_100", *FT_METHODS} & set(methods):
         raise ValueError("the AAL bench compares prompt-model methods (supervised and SSL ones) "
                          "and the nearest_slice baseline")
+    if set(cfg.propagate) - set(PROPAGATE_ROW):
+        raise ValueError(f"--propagate takes {' and/or '.join(PROPAGATE_ROW)}, got {','.join(cfg.propagate)}")
     t1, labels, classes = load_volumes(cfg.templates)
     rows = slices(t1, labels, cfg.plane, cfg.slice_step)
     n_lab = max(2, int(round(cfg.labelled * len(rows))))
@@ -173,6 +196,9 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
 
     if "nearest_slice" in baselines:
         add("nearest_slice", {i: rows[nearest_seed(i, lab_idx)].mask for i in others_idx}, time.time())
+    if "flow_slice" in baselines:
+        t_ = time.time()
+        add("flow_slice", flow_slice_labels(rows, lab_idx, classes), t_)
     if methods:
         cache_dir = cfg.cache or out / "embeddings"
         prep = prepare(rows, model_cfg, cache_dir, cfg.device, log, class_names=tuple(classes))
@@ -190,9 +216,10 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         for i in others_idx:
             preds[i] = predict_row(model, rows[i].name, prep, cfg.device)
         add(method, preds, t1_, steps=cfg.steps, train_seconds=train_s)
-        t2 = time.time()
-        add(f"{method}+propagate", propagated_labels(model, rows, lab_idx, classes, prep.prompts, cache_dir,
-                                                     cfg.device), t2, steps=cfg.steps)
+        for mode in cfg.propagate:
+            t2 = time.time()
+            add(method + PROPAGATE_ROW[mode], propagated_labels(model, rows, lab_idx, classes, prep.prompts,
+                                                                cache_dir, cfg.device, mode), t2, steps=cfg.steps)
     config["seconds"] = round(time.time() - t0, 1)
     write_results(out, results, config)
     title = (f"AAL {cfg.plane}, {len(labelled)}/{len(rows)} slices labelled"
