@@ -175,8 +175,8 @@ def scene_volume() -> None:
 
 
 def scene_propagate() -> None:
-    """The same 20 slices: the atlas' thalamus, putamen and caudate drawn on slice 0 only, then
-    Propagate with Follow anatomy on (and off, for the printed Dice against the atlas)."""
+    """The same 20 slices: the atlas' thalamus, putamen and caudate drawn on slice 10 only, then
+    Propagate in each mode (the printed Dice is against the atlas); the shot is of the default."""
     from promptseg.bench.aal import load_volumes
     from promptseg.engine.evaluate import per_class_dice
 
@@ -191,20 +191,20 @@ def scene_propagate() -> None:
     viewer.add_image(vol, name="colin27 T1")
     w.image_combo.setCurrentText("colin27 T1")
     panel = w.volume_panel
-    for follow in (False, True):
-        viewer.dims.set_current_step(0, 0)
+    for mode in ("model", "flow+model", "flow"):
+        viewer.dims.set_current_step(0, 10)
         propose(w, "; ".join(names))
-        viewer.layers["colin27 T1 promptseg"].data = truth[0].copy()     # the annotator's slice
-        panel.follow.setChecked(follow)
+        viewer.layers["colin27 T1 promptseg"].data = truth[10].copy()     # the annotator's slice
+        panel.mode.setCurrentIndex(panel.mode.findData(mode))
         panel.propagate_btn.click()
         wait(lambda: not panel.busy)
         settle()
         out = np.asarray(viewer.layers["colin27 T1 promptseg"].data)
         dice = np.nanmean([[np.nan if d is None else d for d in per_class_dice(out[z], truth[z], 3)]
-                           for z in range(1, len(vol))], axis=0)
-        print(f"  follow anatomy {'on' if follow else 'off'}: {panel.note.text()}; mean Dice per class "
-              f"over slices 1-19 vs the atlas: " + ", ".join(f"{n} {100 * d:.1f}" for n, d in zip(names, dice)))
-    viewer.dims.set_current_step(0, 12)
+                           for z in range(len(vol)) if z != 10], axis=0)
+        print(f"  {mode}: {panel.note.text()}; mean Dice per class over the other 19 slices vs the atlas: "
+              + ", ".join(f"{n} {100 * d:.1f}" for n, d in zip(names, dice)) + f"; mean {100 * np.mean(dice):.1f}")
+    viewer.dims.set_current_step(0, 16)
     w.scroll_to(panel)
     shot(viewer, "volume_propagate.png")
     viewer.close()

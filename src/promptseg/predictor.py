@@ -104,8 +104,11 @@ class Predictor:
         if decoder_precision == "bfloat16":
             from .model.backbones.reduced_precision import bfloat16_supported
 
-            if self.device != "cpu" or not bfloat16_supported():
-                raise ValueError("the bfloat16 decoder needs a CPU with native bfloat16 (AVX512-BF16 or AMX)")
+            if self.device != "cpu":
+                raise ValueError("the bfloat16 decoder is for the CPU; on CUDA the decoder stays float32")
+            if not bfloat16_supported():
+                raise ValueError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): the bfloat16 decoder "
+                                 "would be slower than float32 here; use float32")
             model = copy.deepcopy(model)   # the caller's model stays float32
             model.decoder.dense_parts_to(torch.bfloat16)
         self.model = model.to(self.device).eval()

@@ -135,15 +135,18 @@ class EmbeddingCache:
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache entry is recomputed, never trusted
         emb, grid = embed_image(self.model, image, self.device, self.bf16, self.encoder)
+        half = emb.numpy().astype(np.float16)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
         os.close(fd)
         try:
-            np.savez(tmp, emb=emb.numpy().astype(np.float16))
+            np.savez(tmp, emb=half)
             os.replace(tmp, p)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return emb, grid
+        # What a later read returns, so a run that fills the cache trains on the same numbers
+        # as one that reads it (they differed: 30.78 vs 28.66 on the AAL --quick bench).
+        return torch.from_numpy(half.astype(np.float32)), grid
 
     def warm(self, images: Iterable[tuple[str, np.ndarray]],
              progress: Callable[[int, int, str], None] | None = None) -> None:
