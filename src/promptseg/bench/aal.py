@@ -7,11 +7,11 @@ prompts. Along ``--plane``, every slice that holds atlas labels is used: a fract
 them, spread evenly through the volume, is labelled; the rest form the unlabelled pool, and
 Dice per class is measured on all of them (their labels are never read in training).
 
-Scoring: every trained method is scored twice. ``METHOD`` decodes each slice on its own from
-the text prompts; ``METHOD+propagate`` runs the dock's Propagate (engine/volume.py): from the
-labelled slices outwards, each slice is decoded with the text prompts and its neighbour's labels
-as the dense mask prompt, as an annotator of a volume would: ``METHOD+propagate`` in the mode
-``model`` (the neighbour's labels as they are) and ``METHOD+flow`` in the mode ``flow+model``
+Scoring: ``METHOD`` decodes each slice on its own from the text prompts; the other rows of a
+trained method run the dock's Propagate (engine/volume.py), from the labelled slices outwards,
+each slice decoded with the text prompts and its neighbour's labels as the dense mask prompt,
+as an annotator of a volume would: ``METHOD+propagate`` in the mode ``model`` (the neighbour's
+labels as they are) and ``METHOD+flow`` in the mode ``flow+model``
 (the neighbour's labels carried along the slice-to-slice optical flow, decoded and blended with
 the model's output). Two same-run floors without a model: ``nearest_slice`` copies the labels
 of the nearest labelled slice; ``flow_slice`` is Propagate's mode ``flow``, which carries them

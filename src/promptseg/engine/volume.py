@@ -3,13 +3,12 @@
 Plain numpy + a Predictor (no Qt), used by the napari dock and usable from scripts. Both
 work along any axis and yield after every slice, so a caller can show progress and stop.
 
-Propagation: the annotator's slices (seeds) stay as they are; every other slice is decoded
-with the text prompts plus, as a dense mask prompt, the labels of its neighbour on the side of
-the nearest seed, walking outwards from each seed. A slice between two seeds takes the nearer one.
-The neighbour's labels are carried onto the slice along the slice-to-slice optical flow
-(engine/slice_flow.py), so they move with the anatomy, and taken as they are (mode ``flow``),
-or decoded by the model with the carried labels as the mask prompt and blended with them
-(``flow+model``); mode ``model`` is the model with the neighbour's labels copied as the prompt.
+Propagation: the annotator's slices (seeds) stay as they are; every other slice is filled from
+its neighbour on the side of the nearest seed, walking outwards from each seed (a slice between
+two seeds takes the nearer one). The neighbour's labels are carried onto the slice along the
+slice-to-slice optical flow (engine/slice_flow.py), so they move with the anatomy, and taken as
+they are (mode ``flow``), or used as the dense mask prompt of the model's decoding and blended
+with its output (``flow+model``); mode ``model`` decodes with the neighbour's labels as they are.
 """
 from __future__ import annotations
 
