@@ -24,7 +24,7 @@ from .state import Proposal, mean_entropy
 PROPAGATE_CHOICES = (
     ("optical flow", "flow", "Carry each slice's labels onto the next along the optical flow between the two "
      "slices: they move with the anatomy. No model. On the AAL brain atlas with 5 % of the axial slices drawn: "
-     "57.3 mean Dice, against 53.0 for copying them"),
+     "57.45 mean Dice, against 52.98 for copying them"),
     ("flow + model", "flow+model", "Carry the labels along the flow, decode the slice with them as the mask "
      "prompt, and let the model change them only where it is confident"),
     ("model", "model", "Decode the slice with the typed classes and the neighbour's labels as they are"),
@@ -45,7 +45,7 @@ class VolumePanel(QGroupBox):
         self.all_btn.setToolTip("Propose the typed classes on every slice along the axis")
         self.propagate_btn = QPushButton("Propagate")
         self.propagate_btn.setToolTip("Keep the slices you drew or corrected; fill the others from them, "
-                                      "slice by slice, with the typed classes")
+                                      "slice by slice, as 'Propagate by' says")
         self.mode = QComboBox()
         for text, mode, tip in PROPAGATE_CHOICES:
             self.mode.addItem(text, mode)
