@@ -343,3 +343,28 @@ def test_label_jitter_reaches_the_trainer_and_the_results(tiny_data, tmp_path, m
     assert used == [0.2, 0.0]
     with pytest.raises(ValueError, match="--label-jitter"):
         methods.train_prompt_model("supervised", None, [], [], None, 2, 0, label_jitter=1.5)
+
+
+def test_stain_views_reach_only_the_methods_that_may_see_the_unlabelled_images(tiny_data, tmp_path, trained_on):
+    """`--stain-views 2`: each labelled image is recoloured after two unlabelled images and
+    embedded; the SSL methods and `supervised+stain` train on those views, `supervised` never."""
+    from promptseg.cli import build_parser
+
+    assert build_parser().parse_args(["bench", "monuseg", "--data", "D", "--stain-views", "2"]).stain_views == 2
+    cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, steps=2, seeds=[0],
+                           methods=["supervised", "supervised+stain", "promptseg"], stain_views=2,
+                           cache=str(tmp_path / "cache"))
+    res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
+    c = res["config"]
+    donors = c["stain_donors"]
+    assert sorted(donors) == c["labelled_images"] and all(len(d) == 2 for d in donors.values())
+    assert {d for ds in donors.values() for d in ds} <= set(c["unlabelled_images"])   # never an eval image
+    by_method = {m: lab for m, lab, _ in trained_on}
+    assert by_method["supervised"] == c["labelled_images"]
+    for m in ("supervised+stain", "promptseg"):
+        stained = [n for n in by_method[m] if "@stain-" in n]
+        assert len(stained) == 6 and len(by_method[m]) == 9
+    assert [r["method"] for r in res["results"]] == ["supervised", "supervised+stain", "promptseg"]
+    with pytest.raises(ValueError, match="frozen-encoder"):
+        mb.run_monuseg(mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "o2"), methods=["ft+promptseg"],
+                                        stain_views=1), model_cfg=tiny_cfg(), log=lambda s: None)

@@ -152,7 +152,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
-              label_jitter=a.label_jitter,
+              label_jitter=a.label_jitter, stain_views=a.stain_views,
               ft_batch=a.ft_batch, ft_from_stage=a.ft_from_stage,
               bf16=a.bf16 or None,
               methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     _training_args(bm)
     bm.add_argument("--views", type=int, default=None,
                     help="dihedral views (1-8) of each training image, each run through the encoder (default 1)")
+    bm.add_argument("--stain-views", type=int, default=None,
+                    help="recolourings of each labelled image, each with the stain of another unlabelled train "
+                         "image, run through the encoder, for the methods that may see the unlabelled images "
+                         "(the SSL methods, supervised+stain); default 0")
     bm.add_argument("--ft-batch", type=int, default=None,
                     help="whole tiles per step of the encoder-training methods (supervised_ft, ft+...; default 8)")
     bm.add_argument("--ft-from-stage", type=int, default=None,

@@ -4,6 +4,8 @@
                     variant: stage-1 losses, the same augmentations, no teacher) on the
                     labelled subset only, so it differs from the SSL methods in nothing else;
 ``supervised_100``  the same on every training image (the fully supervised reference);
+``supervised+stain`` diagnostic: ``supervised`` plus the labelled images recoloured with the
+                    unlabelled images' stains (``--stain-views``; it reads their colour only);
 ``unet``            a plain pixel-trained U-Net on the labelled subset (bench/unet_baseline.py);
 ``supervised_ft``   diagnostic, not in the default list (a GPU job): ``supervised`` with the
                     encoder trained too (bench/finetune.py); ``supervised_ft_100`` on every image;
@@ -26,7 +28,7 @@ SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_e
                "promptseg-no_feedback", "promptseg-no_contrastive")
 ALL_METHODS = ("supervised", "supervised_100", "unet") + SSL_METHODS
 FT_METHODS = ("supervised_ft", "supervised_ft_100", "ft+supervised", "ft+promptseg")
-KNOWN_METHODS = ALL_METHODS + FT_METHODS
+KNOWN_METHODS = ALL_METHODS + FT_METHODS + ("supervised+stain",)
 QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "promptseg", "promptseg-no_text",
                  "promptseg-no_exemplar")
 
@@ -42,6 +44,12 @@ def parse_methods(spec: str | None, default: tuple[str, ...]) -> list[str]:
 
 def uses_all_labels(method: str) -> bool:
     return method in ("supervised_100", "supervised_ft_100")
+
+
+def uses_stain_views(method: str) -> bool:
+    """Whether ``method`` trains on the stain views of the labelled images: it may look at the
+    unlabelled images, whose stains they carry."""
+    return method in SSL_METHODS or method == "supervised+stain"
 
 
 def progress_printer(tag: str, steps: int, log: Callable[[str], None], every: int | None = None):
@@ -77,8 +85,9 @@ def train_prompt_model(method: str, model: PromptSegModel, labelled: list[TrainI
     """Train ``model`` in place with ``method``; returns the last step's losses. ``unlabelled``
     items only lend their embeddings (their labels are never read). ``label_jitter`` None keeps
     the trainer's default."""
-    if method not in ("supervised", "supervised_100") + SSL_METHODS:
+    if method not in ("supervised", "supervised_100", "supervised+stain") + SSL_METHODS:
         raise ValueError(f"{method} is not a prompt-model method")
+    method = "supervised" if method == "supervised+stain" else method
     extra = crop_overrides(model, crop_px, batch)
     if label_jitter is not None:
         if not 0 <= label_jitter <= 1:

@@ -21,6 +21,7 @@ from ..engine.dataset import class_prompts, make_item
 from ..engine.embeddings import EmbeddingCache, embed_image, tile_pixels
 from ..engine.evaluate import predict_labels
 from ..engine.ssl_config import SSLConfig
+from ..engine.stain import donor_assignment, stain_stats, transfer_stain
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
@@ -28,7 +29,7 @@ from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .finetune import FinetuneConfig, freeze_encoder, train_finetune
 from .methods import ALL_METHODS, FT_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
-    train_prompt_model, uses_all_labels
+    train_prompt_model, uses_all_labels, uses_stain_views
 from .metrics import binary_scores, mean_scores
 from .report import bar_plot, markdown_table, run_environment, write_results
 from .unet_baseline import UNetTrainConfig, predict_unet, train_unet
@@ -55,6 +56,7 @@ class MonusegConfig:
     batch: int | None = None           # tiles per step, labelled and unlabelled each (default 2)
     label_jitter: float = SSLConfig.label_jitter   # photometric jitter of the labelled pixel crops
     views: int = 1                     # dihedral views of each training image, each embedded (1..8)
+    stain_views: int = 0               # recolourings of each labelled image after unlabelled ones (stain.py)
     ft_batch: int = 8                  # whole tiles per step of the encoder-training methods
     ft_from_stage: int = 0             # >0: they train TinyViT from this stage on (bench/finetune.py)
     bf16: bool = False                 # encoder under bfloat16 autocast (CUDA only)
@@ -115,6 +117,16 @@ def fresh_model(prep: Prepared, model_cfg: ModelConfig, seed: int, device: str) 
     return model.to(device)
 
 
+def stain_rows(labelled: list[SegImage], unlabelled: list[SegImage], k: int, seed: int = 0) -> dict[str, list[SegImage]]:
+    """``k`` recolourings of each labelled image, each with the stain statistics of a different
+    unlabelled training image (never an evaluation image)."""
+    donors = {r.name: r for r in unlabelled}
+    assign = donor_assignment([r.name for r in labelled], list(donors), k, seed)
+    stats = {n: stain_stats(donors[n].image) for n in {d for ds in assign.values() for d in ds}}
+    return {r.name: [SegImage(f"{r.name}@stain-{d}", r.split, r.caption, transfer_stain(r.image, stats[d]), r.mask)
+                     for d in assign[r.name]] for r in labelled}
+
+
 def rows_trained_on(methods: list[str], train: list[SegImage], labelled: list[SegImage]) -> list[SegImage]:
     """The training rows whose embeddings ``methods`` (cached-embedding ones) train on."""
     if any(m in SSL_METHODS or uses_all_labels(m) for m in methods):
@@ -166,6 +178,9 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = load_seg_dir(cfg.data)
+    if cfg.stain_views and set(methods) & set(FT_METHODS):
+        raise ValueError("--stain-views works with the frozen-encoder methods only, not with "
+                         + ", ".join(sorted(set(methods) & set(FT_METHODS))))
     if cfg.eval_split == "train":
         raise ValueError("--eval-split must not be the training split")
     train, evals = by_split(rows, "train"), by_split(rows, cfg.eval_split)
@@ -193,15 +208,21 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
     two_stage = [m.removeprefix("ft+") for m in methods if m.startswith("ft+")]
     used = rows_trained_on(cached, train, labelled)
     views = {r.name: dihedral_views(r, cfg.views) for r in rows_trained_on(cached + two_stage, train, labelled)}
-    prep = prepare([v for r in used for v in views[r.name]] + evals, model_cfg, cfg.cache or out / "embeddings",
-                   cfg.device, log, bf16=cfg.bf16)
+    stained = stain_rows(labelled, unlabelled, cfg.stain_views, cfg.subset_seed) \
+        if cfg.stain_views and any(uses_stain_views(m) for m in cached) else {}
+    prep = prepare([v for r in used for v in views[r.name]] + [v for vs in stained.values() for v in vs] + evals,
+                   model_cfg, cfg.cache or out / "embeddings", cfg.device, log, bf16=cfg.bf16)
     config["embed_seconds"] = round(time.time() - t0, 1)
+    config["stain_donors"] = {n: [v.name.split("@stain-")[1] for v in vs] for n, vs in stained.items()}
     items = {r.name: [item_of(v, prep) for v in views[r.name]] for r in used}
+    stain_items = {n: [item_of(v, prep) for v in vs] for n, vs in stained.items()}
     results: list[dict] = []
 
     def train_cached(method: str, model: PromptSegModel, lab: list[SegImage], by_name: dict, seed: int, tag: str):
         unl = [it for r in unlabelled for it in by_name[r.name]] if method in SSL_METHODS else []
-        train_prompt_model(method, model, [it for r in lab for it in by_name[r.name]], unl, prep.prompts, cfg.steps,
+        extra = [it for r in lab for it in stain_items.get(r.name, [])] if uses_stain_views(method) else []
+        train_prompt_model(method, model, [it for r in lab for it in by_name[r.name]] + extra, unl, prep.prompts,
+                           cfg.steps,
                            seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
                            crop_px=cfg.crop, batch=cfg.batch, label_jitter=cfg.label_jitter)
 

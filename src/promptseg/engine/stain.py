@@ -1,0 +1,79 @@
+"""Stain transfer: recolour a labelled image with the colour statistics of an unlabelled one.
+
+Reinhard et al. (2001) colour transfer in CIELAB: each channel of the source is shifted and
+scaled to the target's mean and standard deviation over tissue pixels. Recoloured labelled
+images, run through the encoder, show the model its labels in the stains of the unlabelled
+slides -- which the frozen encoder encodes differently (a pixel-level jitter after the
+embedding cannot show it that).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Pixels this light (L* in 0..100) are glass or background, not stained tissue: they would pull
+# the statistics towards white on sparse images.
+BACKGROUND_L = 90.0
+
+
+@dataclass(frozen=True)
+class StainStats:
+    mean: tuple[float, float, float]   # L*, a*, b* over tissue pixels
+    std: tuple[float, float, float]
+
+
+def _rgb_float(image: np.ndarray) -> np.ndarray:
+    x = np.asarray(image)
+    if x.ndim != 3 or x.shape[-1] not in (3, 4):
+        raise ValueError(f"stain transfer needs an RGB image (H, W, 3), got shape {x.shape}")
+    x = x[..., :3]
+    if np.issubdtype(x.dtype, np.integer):   # 8- or 16-bit: the type's full range is white
+        return x.astype(np.float32) / float(np.iinfo(x.dtype).max)
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("stain transfer needs finite pixel values (this image has NaN or inf)")
+    hi = float(x.max())   # float: [0, 1], or a range whose maximum is white
+    return np.clip(x / hi, 0, 1) if hi > 1 else np.clip(x, 0, 1)
+
+
+def stain_stats(image: np.ndarray) -> StainStats:
+    """Mean and std of L*a*b* over the tissue pixels of an RGB image (all pixels if it has
+    almost no tissue)."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(_rgb_float(image)).reshape(-1, 3)
+    tissue = lab[lab[:, 0] < BACKGROUND_L]
+    if len(tissue) < 0.05 * len(lab):
+        tissue = lab
+    return StainStats(tuple(float(v) for v in tissue.mean(0)), tuple(float(v) for v in tissue.std(0) + 1e-6))
+
+
+def transfer_stain(image: np.ndarray, target: StainStats, source: StainStats | None = None) -> np.ndarray:
+    """``image`` (RGB) recoloured to ``target``'s statistics, as uint8 (H, W, 3)."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    source = source or stain_stats(image)
+    lab = rgb2lab(_rgb_float(image))
+    mean_s, std_s = np.asarray(source.mean), np.asarray(source.std)
+    mean_t, std_t = np.asarray(target.mean), np.asarray(target.std)
+    lab = (lab - mean_s) * (std_t / std_s) + mean_t
+    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
+    return (np.clip(lab2rgb(lab), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def donor_assignment(receivers: list[str], donors: list[str], per_receiver: int, seed: int = 0) -> dict[str, list[str]]:
+    """``per_receiver`` donors for each receiver, drawn without repetition from a fixed-seed
+    shuffle of ``donors`` (cycling once all are used), so the donors' stains are spread evenly."""
+    if per_receiver < 0:
+        raise ValueError(f"stain views must be >= 0, got {per_receiver}")
+    if per_receiver and not donors:
+        raise ValueError("stain views need unlabelled images to take the stains from")
+    order = [donors[i] for i in np.random.default_rng(seed).permutation(len(donors))]
+    out, k = {}, 0
+    for r in receivers:
+        out[r] = []
+        for _ in range(per_receiver):
+            out[r].append(order[k % len(order)])
+            k += 1
+    return out
