@@ -48,5 +48,7 @@ def test_donors_are_spread_evenly_and_the_draw_is_fixed():
     assert sorted(used) == ["d1", "d2", "d3", "d4", "d5", "d6"]   # each donor once before any repeats
     assert a == donor_assignment(["r1", "r2", "r3"], ["d1", "d2", "d3", "d4", "d5", "d6"], 2, seed=0)
     assert donor_assignment(["r1"], [], 0) == {"r1": []}
+    few = donor_assignment(["r1", "r2"], ["d1", "d2"], 3)   # never the same stain twice for one image
+    assert all(sorted(ds) == ["d1", "d2"] for ds in few.values())
     with pytest.raises(ValueError, match="unlabelled"):
         donor_assignment(["r1"], [], 1)

@@ -63,17 +63,13 @@ def transfer_stain(image: np.ndarray, target: StainStats, source: StainStats | N
 
 
 def donor_assignment(receivers: list[str], donors: list[str], per_receiver: int, seed: int = 0) -> dict[str, list[str]]:
-    """``per_receiver`` donors for each receiver, drawn without repetition from a fixed-seed
-    shuffle of ``donors`` (cycling once all are used), so the donors' stains are spread evenly."""
+    """Up to ``per_receiver`` different donors for each receiver (all of them if there are fewer),
+    taken in turn from a fixed-seed shuffle of ``donors``, so the donors' stains are spread evenly."""
     if per_receiver < 0:
         raise ValueError(f"stain views must be >= 0, got {per_receiver}")
     if per_receiver and not donors:
         raise ValueError("stain views need unlabelled images to take the stains from")
     order = [donors[i] for i in np.random.default_rng(seed).permutation(len(donors))]
-    out, k = {}, 0
-    for r in receivers:
-        out[r] = []
-        for _ in range(per_receiver):
-            out[r].append(order[k % len(order)])
-            k += 1
-    return out
+    k = min(per_receiver, len(order))
+    # consecutive positions of the cycle: k <= len(order) of them are always different donors
+    return {r: [order[(i * k + j) % len(order)] for j in range(k)] for i, r in enumerate(receivers)}
