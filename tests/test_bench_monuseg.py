@@ -180,13 +180,13 @@ def test_crop_and_batch_reach_the_trainer():
     assert (a.crop, a.batch) == (256, 8)
 
 
-def _fake_run(folder, labels, rows):
+def _fake_run(folder, labels, rows, **config):
     from promptseg.bench.report import write_results
 
     res = [{"method": m, "seed": s, "dice": d, "miou": d - 0.1, "dice_224": d, "miou_224": d - 0.1, "seconds": 1.0}
            for m, s, d in rows]
     write_results(folder, res, {"labels": labels, "eval_split": "val", "steps": 10, "crop": 256, "batch": 8,
-                                "subset_seed": 0})
+                                "subset_seed": 0, **config})
     return folder
 
 
@@ -205,6 +205,10 @@ def test_bench_merge_joins_seeds_and_refuses_unlike_runs(tmp_path, capsys):
     c = _fake_run(tmp_path / "c", 0.5, [("promptseg", 2, 0.9)])
     with pytest.raises(ValueError, match="labels"):
         merge_runs([a, c])
+    stained = _fake_run(tmp_path / "s", 0.25, [("promptseg", 2, 0.9)], stain_views=3)
+    with pytest.raises(ValueError, match="stain_views"):   # a different method under the same name
+        merge_runs([a, stained])
+    assert len(merge_runs([a, _fake_run(tmp_path / "z", 0.25, [("promptseg", 3, 0.9)], stain_views=0)])["results"]) == 3
     with pytest.raises(ValueError, match="repeats"):
         merge_runs([a, a])
     with pytest.raises(FileNotFoundError, match="results.json"):

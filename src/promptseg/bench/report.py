@@ -48,7 +48,8 @@ def merge_runs(run_dirs: list[str | Path]) -> dict:
     """Join the results.json of runs that split one benchmark by seed or method (parallel
     processes, several machines). Runs with a different setting (labels, split, steps...) are
     an error: their numbers would not be comparable in one table."""
-    keys = ("labels", "eval_split", "steps", "crop", "batch", "views", "subset_seed")
+    keys = ("labels", "eval_split", "steps", "crop", "batch", "views", "subset_seed", "label_jitter", "stain_views")
+    before = {"label_jitter": 0.0, "stain_views": 0}   # what a run written before the setting existed used
     results, configs = [], []
     for d in run_dirs:
         path = Path(d) / "results.json"
@@ -60,7 +61,7 @@ def merge_runs(run_dirs: list[str | Path]) -> dict:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
         cfg = doc.get("config", {})
         if configs:
-            diff = [k for k in keys if cfg.get(k) != configs[0].get(k)]
+            diff = [k for k in keys if cfg.get(k, before.get(k)) != configs[0].get(k, before.get(k))]
             if diff:
                 raise ValueError(f"{d} differs from {run_dirs[0]} in {', '.join(diff)}; merge like runs only")
         seen = {(r["method"], r.get("seed")) for r in results}
