@@ -21,7 +21,7 @@ from ..engine.dataset import class_prompts, make_item
 from ..engine.embeddings import EmbeddingCache, embed_image, tile_pixels
 from ..engine.evaluate import predict_labels
 from ..engine.ssl_config import SSLConfig
-from ..engine.stain import donor_assignment, stain_stats, transfer_stain
+from ..engine.stain import donor_assignment, recolourings, stain_stats
 from ..engine.stage1 import ClassPrompts, TrainItem
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
@@ -123,8 +123,12 @@ def stain_rows(labelled: list[SegImage], unlabelled: list[SegImage], k: int, see
     donors = {r.name: r for r in unlabelled}
     assign = donor_assignment([r.name for r in labelled], list(donors), k, seed)
     stats = {n: stain_stats(donors[n].image) for n in {d for ds in assign.values() for d in ds}}
-    return {r.name: [SegImage(f"{r.name}@stain-{d}", r.split, r.caption, transfer_stain(r.image, stats[d]), r.mask)
-                     for d in assign[r.name]] for r in labelled}
+    out = {}
+    for r in labelled:
+        images = recolourings(r.image, [stats[d] for d in assign[r.name]])
+        out[r.name] = [SegImage(f"{r.name}@stain-{d}", r.split, r.caption, im, r.mask)
+                       for d, im in zip(assign[r.name], images)]
+    return out
 
 
 def rows_trained_on(methods: list[str], train: list[SegImage], labelled: list[SegImage]) -> list[SegImage]:

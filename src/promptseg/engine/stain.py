@@ -37,29 +37,41 @@ def _rgb_float(image: np.ndarray) -> np.ndarray:
     return np.clip(x / hi, 0, 1) if hi > 1 else np.clip(x, 0, 1)
 
 
-def stain_stats(image: np.ndarray) -> StainStats:
-    """Mean and std of L*a*b* over the tissue pixels of an RGB image (all pixels if it has
-    almost no tissue)."""
-    from skimage.color import rgb2lab
-
-    lab = rgb2lab(_rgb_float(image)).reshape(-1, 3)
+def _tissue_stats(lab: np.ndarray) -> StainStats:
+    lab = lab.reshape(-1, 3)
     tissue = lab[lab[:, 0] < BACKGROUND_L]
     if len(tissue) < 0.05 * len(lab):
         tissue = lab
     return StainStats(tuple(float(v) for v in tissue.mean(0)), tuple(float(v) for v in tissue.std(0) + 1e-6))
 
 
-def transfer_stain(image: np.ndarray, target: StainStats, source: StainStats | None = None) -> np.ndarray:
-    """``image`` (RGB) recoloured to ``target``'s statistics, as uint8 (H, W, 3)."""
+def stain_stats(image: np.ndarray) -> StainStats:
+    """Mean and std of L*a*b* over the tissue pixels of an RGB image (all pixels if it has
+    almost no tissue)."""
+    from skimage.color import rgb2lab
+
+    return _tissue_stats(rgb2lab(_rgb_float(image)))
+
+
+def recolourings(image: np.ndarray, targets: list[StainStats]) -> list[np.ndarray]:
+    """``image`` (RGB) recoloured to each of ``targets``' statistics, as uint8 (H, W, 3) each;
+    the image is converted to L*a*b* once."""
     from skimage.color import lab2rgb, rgb2lab
 
-    source = source or stain_stats(image)
     lab = rgb2lab(_rgb_float(image))
+    source = _tissue_stats(lab)
     mean_s, std_s = np.asarray(source.mean), np.asarray(source.std)
-    mean_t, std_t = np.asarray(target.mean), np.asarray(target.std)
-    lab = (lab - mean_s) * (std_t / std_s) + mean_t
-    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
-    return (np.clip(lab2rgb(lab), 0, 1) * 255 + 0.5).astype(np.uint8)
+    out = []
+    for target in targets:
+        x = (lab - mean_s) * (np.asarray(target.std) / std_s) + np.asarray(target.mean)
+        x[..., 0] = np.clip(x[..., 0], 0, 100)
+        out.append((np.clip(lab2rgb(x), 0, 1) * 255 + 0.5).astype(np.uint8))
+    return out
+
+
+def transfer_stain(image: np.ndarray, target: StainStats) -> np.ndarray:
+    """``image`` (RGB) recoloured to ``target``'s statistics, as uint8 (H, W, 3)."""
+    return recolourings(image, [target])[0]
 
 
 def donor_assignment(receivers: list[str], donors: list[str], per_receiver: int, seed: int = 0) -> dict[str, list[str]]:
