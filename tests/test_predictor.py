@@ -171,8 +171,9 @@ def test_float16_encoder_is_refused_off_cuda_with_a_clear_message():
     model = PromptSegModel(ModelConfig.tiny())
     with pytest.raises(ValueError, match="encoder_precision must be one of"):
         Predictor(model, device="cpu", encoder_precision="half")
-    with pytest.raises(ValueError, match="needs a CUDA device"):
-        Predictor(model, device="cpu", encoder_precision="float16")
+    for precision in ("float16", "float16-compiled"):
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            Predictor(model, device="cpu", encoder_precision=precision)
 
 
 def test_set_image_embeds_like_the_training_cache(default_predictor, rng):

@@ -290,9 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--no-reference", action="store_true",
                     help="skip the same-run baseline (the package's TinyViT module, SAM's decoder layout)")
-    bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16"), default="float32",
-                    help="the Predictor's image encoder: float16 CUDA graphs (CUDA only) or a bfloat16 copy "
-                         "(CPUs with native bfloat16); the reference stays float32")
+    bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16", "float16-compiled"),
+                    default="float32",
+                    help="the Predictor's image encoder: float16 CUDA graphs (CUDA only; float16-compiled: of "
+                         "the torch.compile'd encoder, ~50 s to compile) or a bfloat16 copy (CPUs with native "
+                         "bfloat16); the reference stays float32")
     bl.add_argument("--decoder-precision", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16: the decoder's image-sized products in bfloat16 (CPUs with native bfloat16)")
     bl.add_argument("--out", default="bench-out")

@@ -70,7 +70,7 @@ def preload_modules() -> None:
     from .model import decoder  # noqa: F401
 
 
-ENCODER_PRECISIONS = ("float32", "bfloat16", "float16")
+ENCODER_PRECISIONS = ("float32", "bfloat16", "float16", "float16-compiled")
 
 
 def fast_precisions(device: str | None) -> tuple[str, str] | None:
@@ -93,7 +93,9 @@ class Predictor:
                  encoder_precision: str = "float32", decoder_precision: str = "float32"):
         """``encoder_precision``: "float16" (CUDA only) runs the image encoder in float16 as CUDA
         graphs, "bfloat16" (CPUs with native bfloat16 only) as a bfloat16 copy, each about
-        twice as fast as float32 (model/backbones/reduced_precision.py). ``decoder_precision``
+        twice as fast as float32 (model/backbones/reduced_precision.py); "float16-compiled"
+        (CUDA only) graphs the encoder as compiled by torch.compile, about 3.5x float32, after
+        a compile of about 50 s on the first image. ``decoder_precision``
         "bfloat16" (the same CPUs): the decoder's image-sized products in bfloat16, on a copy of
         the model. Masks stay at Dice ~0.986 of float32's (docs/benchmarks.md, "Encoder precision")."""
         self.device = resolve_device(device)
@@ -118,8 +120,11 @@ class Predictor:
         if encoder_precision != "float32":
             from .model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
 
-            make = HalfGraphEncoder if encoder_precision == "float16" else BFloat16Encoder
-            self._encoder = make(self.model.backbone, self.device)
+            if encoder_precision.startswith("float16"):
+                self._encoder = HalfGraphEncoder(self.model.backbone, self.device,
+                                                 compiled=encoder_precision == "float16-compiled")
+            else:
+                self._encoder = BFloat16Encoder(self.model.backbone, self.device)
         self.config = config or {"model": model.cfg.to_dict()}
         self.text = TextEncoder(model.cfg.text_model, device="cpu", cache=prompt_cache)
         self.source = source
