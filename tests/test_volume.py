@@ -94,6 +94,29 @@ def test_propagate_along_the_flow_follows_a_moving_structure_without_a_model():
         next(propagate(None, vol, seeds, [0], ["disk"], mode="warp"))
 
 
+def test_propagate_reuses_the_flows_it_was_given():
+    """Flows kept from one run (the AAL bench's flow floor) serve a later run on the same volume
+    with other seed labels: the same labels as computing them afresh; the flows given are the
+    ones used (zero flows copy the seed unchanged)."""
+    vol, truth = moving_disk_volume()
+    seeds = np.zeros_like(truth)
+    seeds[0] = truth[0]
+    flows: dict = {}
+    first = {r.index: r.labels for r in propagate(None, vol, seeds, [0], ["disk"], flows=flows)}
+    assert sorted(flows) == [(z - 1, z) for z in range(1, 7)]
+    kept = {k: v.copy() for k, v in flows.items()}
+    other = seeds.copy()
+    other[0] = np.roll(truth[0], 3, axis=0)   # other labels on the seed slice
+    again = {r.index: r.labels for r in propagate(None, vol, other, [0], ["disk"], flows=flows)}
+    fresh = {r.index: r.labels for r in propagate(None, vol, other, [0], ["disk"])}
+    assert all(np.array_equal(again[z], fresh[z]) for z in fresh)
+    assert not np.array_equal(again[6], first[6])
+    assert flows.keys() == kept.keys() and all(np.array_equal(flows[k], kept[k]) for k in kept)
+    still = {k: np.zeros_like(v) for k, v in flows.items()}
+    copied = {r.index: r.labels for r in propagate(None, vol, seeds, [0], ["disk"], flows=still)}
+    assert all(np.array_equal(copied[z], truth[0]) for z in copied)
+
+
 def test_propagate_modes_with_a_model(tiny_predictor):
     from promptseg.engine.volume import CARRIED_SHARE
 

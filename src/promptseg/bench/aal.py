@@ -129,16 +129,18 @@ def spread_indices(n: int, k: int) -> list[int]:
 
 
 def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes: list[str], prompts,
-                      cache_dir: str | Path, device: str, mode: str = "model") -> dict[int, np.ndarray]:
+                      cache_dir: str | Path, device: str, mode: str = "model",
+                      flows: dict | None = None) -> dict[int, np.ndarray]:
     """Label maps of every non-labelled slice from the dock's Propagate, seeded with the
-    labelled slices' labels (embeddings come from the bench's cache)."""
+    labelled slices' labels (embeddings come from the bench's cache; ``flows``: the run's
+    slice-to-slice flows, computed once for all methods)."""
     from ..engine.volume import propagate
     from ..predictor import Predictor
 
     pred = Predictor(model, device=device, prompt_cache=prompts.as_cache())
     pred.use_embedding_cache(cache_dir)
     volume, seeds = seeded_volume(rows, labelled)
-    return {res.index: res.labels for res in propagate(pred, volume, seeds, labelled, classes, mode=mode)}
+    return {res.index: res.labels for res in propagate(pred, volume, seeds, labelled, classes, mode=mode, flows=flows)}
 
 
 def seeded_volume(rows: list[SegImage], labelled: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -150,12 +152,13 @@ def seeded_volume(rows: list[SegImage], labelled: list[int]) -> tuple[np.ndarray
     return volume, seeds
 
 
-def flow_slice_labels(rows: list[SegImage], labelled: list[int], classes: list[str]) -> dict[int, np.ndarray]:
+def flow_slice_labels(rows: list[SegImage], labelled: list[int], classes: list[str],
+                      flows: dict | None = None) -> dict[int, np.ndarray]:
     """The ``flow_slice`` floor: the labelled slices' labels carried outwards along the flow."""
     from ..engine.volume import propagate
 
     volume, seeds = seeded_volume(rows, labelled)
-    return {res.index: res.labels for res in propagate(None, volume, seeds, labelled, classes, mode="flow")}
+    return {res.index: res.labels for res in propagate(None, volume, seeds, labelled, classes, mode="flow", flows=flows)}
 
 
 def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict:
@@ -185,6 +188,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         f"{len(others)} unlabelled + scored, {len(classes)} classes; methods {', '.join(baselines + methods)}")
     t0 = time.time()
     results = []
+    flows: dict = {}   # the slice-to-slice flows: the flow_slice floor and every flow+model row share them
 
     def add(method: str, preds: dict[int, np.ndarray], started: float, **extra) -> None:
         s = summarise([per_class_dice(preds[i], rows[i].mask, len(classes)) for i in others_idx], classes)
@@ -198,7 +202,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         add("nearest_slice", {i: rows[nearest_seed(i, lab_idx)].mask for i in others_idx}, time.time())
     if "flow_slice" in baselines:
         t_ = time.time()
-        add("flow_slice", flow_slice_labels(rows, lab_idx, classes), t_)
+        add("flow_slice", flow_slice_labels(rows, lab_idx, classes, flows), t_)
     if methods:
         cache_dir = cfg.cache or out / "embeddings"
         prep = prepare(rows, model_cfg, cache_dir, cfg.device, log, class_names=tuple(classes))
@@ -219,7 +223,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
         for mode in cfg.propagate:
             t2 = time.time()
             add(method + PROPAGATE_ROW[mode], propagated_labels(model, rows, lab_idx, classes, prep.prompts,
-                                                                cache_dir, cfg.device, mode), t2, steps=cfg.steps)
+                                                                cache_dir, cfg.device, mode, flows), t2, steps=cfg.steps)
     config["seconds"] = round(time.time() - t0, 1)
     write_results(out, results, config)
     title = (f"AAL {cfg.plane}, {len(labelled)}/{len(rows)} slices labelled"

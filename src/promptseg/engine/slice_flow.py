@@ -71,9 +71,3 @@ def warp_labels(labels: np.ndarray, flow: np.ndarray, n_classes: int) -> np.ndar
         take = p > best
         best[take], out[take] = p[take], c
     return out
-
-
-def carry_labels(labels: np.ndarray, source: np.ndarray, target: np.ndarray, n_classes: int,
-                 scale: IntensityScale) -> np.ndarray:
-    """The labels of the ``source`` slice carried onto the ``target`` slice along their flow."""
-    return warp_labels(labels, slice_flow(scale(source), scale(target)), n_classes)

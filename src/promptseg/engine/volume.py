@@ -18,7 +18,7 @@ from typing import ContextManager, Iterator, Sequence
 
 import numpy as np
 
-from .slice_flow import IntensityScale, carry_labels
+from .slice_flow import IntensityScale, slice_flow, warp_labels
 
 
 def volume_slices(volume: np.ndarray, axis: int) -> int:
@@ -87,7 +87,8 @@ CARRIED_SHARE = 0.4
 
 def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence[int],
               prompts: Sequence[str], axis: int = 0, threshold: float | None = None,
-              lock: ContextManager | None = None, mode: str = "flow") -> Iterator[SliceResult]:
+              lock: ContextManager | None = None, mode: str = "flow",
+              flows: dict[tuple[int, int], np.ndarray] | None = None) -> Iterator[SliceResult]:
     """Fill every non-seed slice of ``labels`` (values 0..len(prompts)) from the seeds outwards;
     each slice from its neighbour towards the nearest seed. ``mode``:
 
@@ -98,7 +99,9 @@ def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence
     - ``model``: the slice decoded with the neighbour's labels as they are as the mask prompt;
       the model's labels.
 
-    ``labels`` is not modified; each yielded result is one finished slice.
+    ``labels`` is not modified; each yielded result is one finished slice. ``flows``: a dict
+    that keeps the slice-to-slice flows ((source, target) -> flow) for later calls on the same
+    volume and axis, which then reuse them (the flow does not depend on the labels or the model).
     """
     if mode not in PROPAGATE_MODES:
         raise ValueError(f"mode must be one of {', '.join(PROPAGATE_MODES)}, got {mode!r}")
@@ -116,7 +119,12 @@ def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence
         if scale is None:
             moved = out[src]
         else:
-            moved = carry_labels(out[src], take_slice(volume, axis, src), image, k, scale)
+            flow = None if flows is None else flows.get((src, z))
+            if flow is None:
+                flow = slice_flow(scale(take_slice(volume, axis, src)), scale(image))
+                if flows is not None:
+                    flows[(src, z)] = flow
+            moved = warp_labels(out[src], flow, k)
         if mode == "flow":
             out[z] = moved
             yield SliceResult(z, done, len(order), moved.copy())
