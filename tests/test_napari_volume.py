@@ -45,6 +45,8 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     assert layer.data.shape == vol.shape and np.array_equal(layer.data[1], seed)
     assert tuple(layer.scale) == pytest.approx((2.5, 0.8, 0.8))
     assert "Propagated nucleus on 4 slice(s)" in panel.note.text()
+    kept = panel._flows[1]                           # the flows are kept for the next Propagate
+    assert sorted(kept) == [(1, 0), (1, 2), (2, 3), (3, 4)]
 
     # All slices along axis 0: a 3-D proposal with class names; the threshold re-merges it live.
     layer.data = widget.current.labels()             # undo nothing: propose again needs no edits pending
@@ -66,6 +68,7 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     wait_volume(widget, qtbot)
     final = np.asarray(viewer.layers["vol promptseg"].data)
     assert np.array_equal(final[3], edited[3])
+    assert panel._flows[1] is kept and (1, 0) in kept   # same volume: its flows were reused
     shot(viewer, "volume.png")
     widget.project_panel.accept_btn.click()
     assert "accepted vol" in widget.project_panel.info.text()

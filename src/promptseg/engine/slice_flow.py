@@ -37,6 +37,12 @@ class IntensityScale:
 def slice_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(2, H, W) displacement such that ``source`` sampled at (row + flow[0], col + flow[1])
     looks like ``target``. Both are 2-D, scaled to [0, 1]."""
+    return upsample_flow(coarse_flow(source, target), np.shape(source))
+
+
+def coarse_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`slice_flow` on the grid it is computed on (at most ``FLOW_MAX_SIDE`` px a side,
+    in that grid's pixels): a quarter of the memory of a 512² flow, for keeping flows."""
     from skimage.registration import optical_flow_tvl1
     from skimage.transform import resize
 
@@ -45,12 +51,22 @@ def slice_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     h, w = source.shape
     scale = min(1.0, FLOW_MAX_SIDE / max(h, w))
     if scale == 1.0:
-        return optical_flow_tvl1(target, source)
+        return optical_flow_tvl1(target, source).astype(np.float32)
     small = (max(8, round(h * scale)), max(8, round(w * scale)))
-    f = optical_flow_tvl1(resize(target, small, anti_aliasing=True), resize(source, small, anti_aliasing=True))
-    up = np.stack([resize(c, (h, w), order=1) for c in f])
-    up[0] *= h / small[0]
-    up[1] *= w / small[1]
+    return optical_flow_tvl1(resize(target, small, anti_aliasing=True),
+                             resize(source, small, anti_aliasing=True)).astype(np.float32)
+
+
+def upsample_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A :func:`coarse_flow` at the slices' ``shape`` (H, W), in their pixels."""
+    h, w = shape
+    if flow.shape[1:] == (h, w):
+        return flow
+    from skimage.transform import resize
+
+    up = np.stack([resize(c, (h, w), order=1) for c in flow])
+    up[0] *= h / flow.shape[1]
+    up[1] *= w / flow.shape[2]
     return up.astype(np.float32)
 
 

@@ -18,7 +18,7 @@ from typing import ContextManager, Iterator, Sequence
 
 import numpy as np
 
-from .slice_flow import IntensityScale, slice_flow, warp_labels
+from .slice_flow import IntensityScale, coarse_flow, upsample_flow, warp_labels
 
 
 def volume_slices(volume: np.ndarray, axis: int) -> int:
@@ -100,8 +100,9 @@ def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence
       the model's labels.
 
     ``labels`` is not modified; each yielded result is one finished slice. ``flows``: a dict
-    that keeps the slice-to-slice flows ((source, target) -> flow) for later calls on the same
-    volume and axis, which then reuse them (the flow does not depend on the labels or the model).
+    that keeps the slice-to-slice flows ((source, target) -> :func:`coarse_flow`) for later calls
+    on the same volume and axis, which then reuse them (the flow does not depend on the labels,
+    the seeds or the model).
     """
     if mode not in PROPAGATE_MODES:
         raise ValueError(f"mode must be one of {', '.join(PROPAGATE_MODES)}, got {mode!r}")
@@ -121,10 +122,10 @@ def propagate(predictor, volume: np.ndarray, labels: np.ndarray, seeds: Sequence
         else:
             flow = None if flows is None else flows.get((src, z))
             if flow is None:
-                flow = slice_flow(scale(take_slice(volume, axis, src)), scale(image))
+                flow = coarse_flow(scale(take_slice(volume, axis, src)), scale(image))
                 if flows is not None:
                     flows[(src, z)] = flow
-            moved = warp_labels(out[src], flow, k)
+            moved = warp_labels(out[src], upsample_flow(flow, image.shape[:2]), k)
         if mode == "flow":
             out[z] = moved
             yield SliceResult(z, done, len(order), moved.copy())

@@ -38,6 +38,9 @@ class VolumePanel(QGroupBox):
         self._worker = None
         self._bar = None
         self._stopped = False
+        # the slice-to-slice flows of the last volume propagated along the flow, with its key:
+        # a second Propagate on it (after a correction, or in the other flow mode) reuses them
+        self._flows: tuple[tuple, dict] | None = None
         self.axis = QComboBox()
         self.axis.addItems(["axis 0", "axis 1", "axis 2"])
         self.axis.setToolTip("Slices are taken along this axis of the volume (axis 0 = napari's slider)")
@@ -171,14 +174,25 @@ class VolumePanel(QGroupBox):
                 if mode != "flow":             # the flow alone needs no model
                     with w.predictor_lock:
                         predictor = w.predictor(device)
+                flows = self._kept_flows(name, volume, axis) if mode != "model" else None
                 for res in propagate(predictor, volume, labels, seeds, prompts, axis, tau, w.predictor_lock,
-                                     mode=mode):
+                                     mode=mode, flows=flows):
                     yield ("slice", res)
             except (ValueError, RuntimeError, OSError) as exc:
                 yield ("error", str(exc))
 
         self._run(job, total, f"PromptSeg: propagating from {len(seeds)} slice(s)", name, layer, volume, axis,
                   kind="propagate")
+
+    def _kept_flows(self, name: str, volume: np.ndarray, axis: int) -> dict:
+        """The flows kept for this volume and axis (a fresh dict for another); one volume at a
+        time, so memory stays at one volume's flows (at most 256² each). Runs in the worker."""
+        from ..io.normalise import image_sha256
+
+        key = (name, image_sha256(volume), axis)
+        if self._flows is None or self._flows[0] != key:
+            self._flows = (key, {})
+        return self._flows[1]
 
     def stop(self) -> None:
         if self._worker is not None:
