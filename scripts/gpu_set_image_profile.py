@@ -20,22 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gpu_embed_profile import median_runs, sync   # scripts/ is on the path when run as a script
 
 
-def sync() -> None:
-    torch.cuda.synchronize()
-
-
-def ms_runs(fn, runs: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    sync()
-    ms = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ms.append((time.perf_counter() - t0) * 1e3)
+def ms_runs(fn, runs: int) -> dict:
+    ms = median_runs(fn, runs, warmup=3)
     return {"p50": round(float(np.median(ms)), 3), "p95": round(float(np.percentile(ms, 95)), 3)}
 
 
