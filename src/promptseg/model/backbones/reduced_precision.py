@@ -114,8 +114,9 @@ class HalfGraphEncoder(_FrozenCopies):
                     with torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
                         graph = GraphedEncoder(module, n, self.backbone.tile, self.device)
                 except Exception as exc:   # out of memory, a driver without graphs, no compiler for inductor
+                    hint = "'float16' or 'float32'" if self.compiled else "'float32' (untick Fast mode)"
                     raise RuntimeError(f"capturing the {self.what} encoder failed ({type(exc).__name__}: {exc}); "
-                                       "use encoder_precision='float32' (untick Fast mode)") from exc
+                                       f"use encoder_precision={hint}") from exc
                 self._graphs[n] = graph
         return graph(x.to(self.device))
 
