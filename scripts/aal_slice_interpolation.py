@@ -46,8 +46,8 @@ def main() -> None:
     ap.add_argument("--labelled", type=float, default=0.05)
     a = ap.parse_args()
     from promptseg.bench.aal import load_volumes, slices, spread_indices
-    from promptseg.engine.evaluate import per_class_dice, summarise
-    from promptseg.engine.volume import nearest_seed
+    from promptseg.training.evaluate import per_class_dice, summarise
+    from promptseg.inference.volume import nearest_seed
 
     t1, labels, classes = load_volumes()
     rows = slices(t1, labels, a.plane, a.step)

@@ -11,8 +11,8 @@ import time
 import torch
 
 from promptseg import Predictor
-from promptseg.engine.embeddings import embed_image
-from promptseg.engine.evaluate import dice
+from promptseg.inference.embeddings import embed_image
+from promptseg.training.evaluate import dice
 from promptseg.io import load_sample
 
 

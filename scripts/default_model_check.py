@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 
-from promptseg.engine.evaluate import dice
+from promptseg.training.evaluate import dice
 from promptseg.io import load_sample
-from promptseg.predictor import Predictor
+from promptseg.inference.predictor import Predictor
 
 
 def nuclei_dice(p: Predictor) -> list[float]:

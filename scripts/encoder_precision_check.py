@@ -49,7 +49,7 @@ def main() -> None:
     from promptseg.bench.data import load_seg_dir
     from promptseg.bench.latency import bench_image
     from promptseg.io import load_sample
-    from promptseg.predictor import Predictor
+    from promptseg.inference.predictor import Predictor
 
     dev = a.device
     prec = a.precision or ("float16" if dev.startswith("cuda") else "bfloat16")

@@ -35,7 +35,7 @@ def main() -> None:
     from promptseg.bench.methods import train_prompt_model
     from promptseg.bench.metrics import binary_scores
     from promptseg.bench.monuseg import fresh_model, item_of, predict_row, prepare
-    from promptseg.engine.embeddings import embed_tiles, image_tiles
+    from promptseg.inference.embeddings import embed_tiles, image_tiles
     from promptseg.model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
     from promptseg.model.segmenter import ModelConfig
 

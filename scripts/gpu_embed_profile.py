@@ -59,7 +59,7 @@ def main() -> None:
     from promptseg.io.normalise import prepare_image
     from promptseg.io.tiling import extract_tiles
     from promptseg.model.backbones.reduced_precision import GraphedEncoder
-    from promptseg.predictor import Predictor
+    from promptseg.inference.predictor import Predictor
 
     dev = a.device
     img = bench_image(512)

@@ -35,10 +35,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
     from promptseg.bench.latency import bench_image
-    from promptseg.engine.embeddings import embed_tiles, image_tiles, quantise_tiles
+    from promptseg.inference.embeddings import embed_tiles, image_tiles, quantise_tiles
     from promptseg.io.normalise import image_sha256
     from promptseg.model.backbones.reduced_precision import GraphedEncoder
-    from promptseg.predictor import Predictor
+    from promptseg.inference.predictor import Predictor
 
     dev = "cuda"
     img = bench_image(512)

@@ -19,7 +19,7 @@ def main() -> None:
     a = ap.parse_args()
     import promptseg
     from promptseg.bench.latency import bench_image
-    from promptseg.predictor import Predictor
+    from promptseg.inference.predictor import Predictor
 
     p = Predictor.load(None)
     img = bench_image(512)

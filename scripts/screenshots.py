@@ -178,7 +178,7 @@ def scene_propagate() -> None:
     """The same 20 slices: the atlas' thalamus, putamen and caudate drawn on slice 10 only, then
     Propagate in each mode (the printed Dice is against the atlas); the shot is of the default."""
     from promptseg.bench.aal import load_volumes
-    from promptseg.engine.evaluate import per_class_dice
+    from promptseg.training.evaluate import per_class_dice
 
     t1, atlas, classes = load_volumes()
     as_view = lambda v: np.flip(np.transpose(v, (2, 1, 0)), 1)[62:82]     # noqa: E731  (z, y, x), anterior up

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from skimage.io import imread
 
-from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import EmbeddingCache, tile_pixels
-from promptseg.engine.evaluate import dice, predict_labels
-from promptseg.engine.ssl import METHODS, SSLTrainer, UnlabelledItem, method_config
+from promptseg.training.dataset import class_prompts, make_item
+from promptseg.inference.embeddings import EmbeddingCache, tile_pixels
+from promptseg.inference.decode import predict_labels
+from promptseg.training.evaluate import dice
+from promptseg.training.ssl import METHODS, SSLTrainer, UnlabelledItem, method_config
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 

@@ -160,7 +160,7 @@ def test_prepare_keeps_prompt_embeddings_beside_the_image_cache(tiny_data, tmp_p
 
 def test_crop_and_batch_reach_the_trainer():
     from promptseg.bench.methods import crop_overrides
-    from promptseg.engine.ssl_config import method_config
+    from promptseg.training.ssl_config import method_config
     from promptseg.model.segmenter import PromptSegModel
 
     model = PromptSegModel(tiny_cfg())

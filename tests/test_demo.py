@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from promptseg.engine.demo import DemoConfig, format_table, run_demo, spread_order
+from promptseg.workflow.demo import DemoConfig, format_table, run_demo, spread_order
 from promptseg.model.segmenter import ModelConfig
 from promptseg.project import Project
 

@@ -147,7 +147,7 @@ def test_a_frozen_backbone_embeds_in_eval_mode_even_while_the_model_trains():
     """TinyViT's BatchNorm must use its pretrained statistics however the model's mode is set:
     a training-mode embedding (batch statistics) is a different feature map (cosine ~0.5), and
     a model trained on those fails on the eval-mode embeddings the Predictor computes."""
-    from promptseg.engine.embeddings import backbone_hash, embed_image
+    from promptseg.inference.embeddings import backbone_hash, embed_image
 
     model = PromptSegModel(ModelConfig(pixel_branch=False))
     bn = model.backbone.encoder.patch_embed.seq[0].bn
@@ -170,7 +170,7 @@ def test_per_tile_encoder_norm_uses_each_tiles_own_statistics_and_its_own_cache(
     batched with, it follows the tile's contrast less than the pretrained statistics do, it
     survives a checkpoint's state-dict keys, and its embeddings never share a cache with the
     default encoder's."""
-    from promptseg.engine.embeddings import backbone_hash
+    from promptseg.inference.embeddings import backbone_hash
     from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone
 
     tiled = PromptSegModel(ModelConfig(pixel_branch=False, backbone_kwargs={"norm": "per_tile"}))

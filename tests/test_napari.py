@@ -79,7 +79,7 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     """The "Fast mode" box next to Device: enabled where the device has a reduced precision
     (a CPU with native bfloat16, CUDA), off by default; checked, the next proposal runs on a
     reduced-precision predictor and still finds the nuclei; a device without one greys it out."""
-    from promptseg.predictor import fast_precisions
+    from promptseg.inference.predictor import fast_precisions
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-promptseg", "nuclei")

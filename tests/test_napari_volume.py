@@ -14,8 +14,8 @@ def wait_volume(widget, qtbot):
 
 
 def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp_path):
-    from promptseg.engine.dataset import labelled_items
-    from promptseg.engine.embeddings import EmbeddingCache
+    from promptseg.training.dataset import labelled_items
+    from promptseg.inference.embeddings import EmbeddingCache
     from promptseg.model.checkpoint import load_checkpoint
     from promptseg.project import Project
 

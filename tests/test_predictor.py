@@ -110,11 +110,11 @@ def test_grounding_map_reuses_the_cached_pixel_features(default_predictor, nucle
 
 def test_pixel_branch_model_predicts_like_the_training_path(nuclei):
     """A model with a (trained-looking) pixel branch: the Predictor computes the branch once
-    per image and its masks match the benchmarks' decoding path (engine/evaluate.py)."""
+    per image and its masks match the benchmarks' decoding path (inference/decode.py)."""
     import torch
 
-    from promptseg.engine.embeddings import embed_image, tile_pixels
-    from promptseg.engine.evaluate import predict_labels
+    from promptseg.inference.embeddings import embed_image, tile_pixels
+    from promptseg.inference.decode import predict_labels
     from promptseg.model.segmenter import ModelConfig, PromptSegModel
 
     torch.manual_seed(0)
@@ -145,7 +145,7 @@ def test_device_side_scaling_gives_the_host_tiles_exactly(shape, dtype, rng):
     be the same numbers as prepare_image + extract_tiles, and so must the pixel branch's uint8."""
     import torch
 
-    from promptseg.engine.embeddings import image_tiles, quantise_tiles, tile_pixels
+    from promptseg.inference.embeddings import image_tiles, quantise_tiles, tile_pixels
     from promptseg.io import prepare_image
     from promptseg.io.tiling import extract_tiles
 
@@ -181,7 +181,7 @@ def test_set_image_embeds_like_the_training_cache(default_predictor, rng):
     (embed_image), for a 16-bit image of 3 x 2 tiles."""
     import torch
 
-    from promptseg.engine.embeddings import embed_image
+    from promptseg.inference.embeddings import embed_image
 
     img = rng.integers(0, 4096, (600, 400)).astype(np.uint16)
     default_predictor.set_image(img)
@@ -210,7 +210,7 @@ def test_bfloat16_encoder_predictor_keeps_the_masks(default_predictor, nuclei, t
     assert a.any() and 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
     assert not np.array_equal(p._need_image().emb.numpy(), default_predictor._need_image().emb.numpy())
 
-    from promptseg.engine.embeddings import EmbeddingCache
+    from promptseg.inference.embeddings import EmbeddingCache
 
     p.use_embedding_cache(tmp_path)
     p._cache.clear()

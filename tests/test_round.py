@@ -104,8 +104,8 @@ def test_views_multiply_the_training_labels_but_never_the_validation_labels(proj
 
 
 def test_a_view_turns_the_labels_with_the_image(tmp_path, nuclei):
-    from promptseg.engine.dataset import items_from_sources, labelled_sources
-    from promptseg.engine.embeddings import EmbeddingCache
+    from promptseg.training.dataset import items_from_sources, labelled_sources
+    from promptseg.inference.embeddings import EmbeddingCache
 
     with Project.create(tmp_path / "p") as p:
         for it in nuclei.items:
@@ -156,7 +156,7 @@ def test_resume_without_an_interrupted_round_is_a_clear_error(project):
 def test_two_process_gloo_ddp_round_ends_with_identical_weights_on_both_ranks(project):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29531", "-m", "promptseg.engine.round", str(project),
+                           "--master_port", "29531", "-m", "promptseg.training.round", str(project),
                            "--max-steps", "4"], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

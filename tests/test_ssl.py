@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from promptseg.engine.augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, photometric_view,
+from promptseg.training.augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, photometric_view,
                                       strong_features)
-from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import embed_image, tile_pixels
-from promptseg.engine.exemplars import Template, TemplateBank, similarity_prompts
-from promptseg.engine.pseudo import (binary_pseudo_label, ema_alpha, ema_update, fuse_logits,
+from promptseg.training.dataset import class_prompts, make_item
+from promptseg.inference.embeddings import embed_image, tile_pixels
+from promptseg.training.exemplars import Template, TemplateBank, similarity_prompts
+from promptseg.training.pseudo import (binary_pseudo_label, ema_alpha, ema_update, fuse_logits,
                                      multiclass_pseudo_label, sigmoid_ramp)
-from promptseg.engine.ssl import SSLTrainer, UnlabelledItem, method_config, train_ssl
-from promptseg.engine.train_state import load_state, save_state
+from promptseg.training.ssl import SSLTrainer, UnlabelledItem, method_config, train_ssl
+from promptseg.training.train_state import load_state, save_state
 from promptseg.io import load_sample
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
@@ -160,7 +160,7 @@ def test_dihedral_views_invert_exactly():
 
 
 def test_image_views_turn_images_like_tensors_and_keep_colour_channels_last():
-    from promptseg.engine.augment import image_view, view_suffix
+    from promptseg.training.augment import image_view, view_suffix
 
     img = np.arange(4 * 6 * 3).reshape(4, 6, 3)
     names = {view_suffix(g) for g in D4_VIEWS}
@@ -304,7 +304,7 @@ def test_ema_update_copies_buffers_by_name_even_when_eval_adds_one():
 
 
 def test_pixel_jitter_is_a_bounded_reproducible_strong_view():
-    from promptseg.engine.augment import jitter_pixels
+    from promptseg.training.augment import jitter_pixels
 
     px = torch.rand(3, 3, 16, 16)
     assert jitter_pixels(px, torch.Generator().manual_seed(0), 0.0) is px
@@ -335,7 +335,7 @@ def test_label_jitter_reaches_the_supervised_loss_only_when_on(tiny_setup):
 
 
 def test_a_round_saved_before_label_jitter_resumes_without_it():
-    from promptseg.engine.ssl_config import SSLConfig
+    from promptseg.training.ssl_config import SSLConfig
 
     saved = SSLConfig(steps=4).to_dict()
     assert SSLConfig.from_dict(saved).label_jitter == 0.2

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from promptseg.engine.dataset import class_prompts, make_item
-from promptseg.engine.embeddings import EmbeddingCache, embed_image, tile_pixels
-from promptseg.engine.evaluate import dice, predict_labels
-from promptseg.engine.stage1 import LossWeights, TrainConfig, stage1_losses, train_stage1, _sample_crop
+from promptseg.training.dataset import class_prompts, make_item
+from promptseg.inference.embeddings import EmbeddingCache, embed_image, tile_pixels
+from promptseg.inference.decode import predict_labels
+from promptseg.training.evaluate import dice
+from promptseg.training.stage1 import LossWeights, TrainConfig, stage1_losses, train_stage1, _sample_crop
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 

@@ -1,8 +1,8 @@
-"""Stain transfer (engine/stain.py): recoloured images take the donor's colour statistics."""
+"""Stain transfer (bench/stain.py): recoloured images take the donor's colour statistics."""
 import numpy as np
 import pytest
 
-from promptseg.engine.stain import donor_assignment, stain_stats, transfer_stain
+from promptseg.bench.stain import donor_assignment, stain_stats, transfer_stain
 
 
 def he_like(seed: int, tint: tuple[float, float, float]) -> np.ndarray:

@@ -4,6 +4,7 @@ import torch
 
 from promptseg.model.decoder import DecoderConfig, PromptDecoder
 from promptseg.model.segmenter import prompt_batch
+from sam_layout import sam_layout_decode
 from test_model import _fake_text
 
 
@@ -19,9 +20,7 @@ def test_token_layout_decoder_matches_sam_modules_on_pretrained_weights_and_grad
     pb.mask_prompt = torch.randn(4, 1, 48, 80) if dense else None
     pe = dec.dense_pe(12, 20, (64, 64))
     fine = torch.randn(2, 32, 48, 80) if dense else None
-    dec.sam_layout = True
-    ref = dec(emb, pb, pe, fine)
-    dec.sam_layout = False
+    ref = sam_layout_decode(dec, emb, pb, pe, fine)
     out = dec(emb, pb, pe, fine)
     for got, want in zip((out.mask_logits, out.presence_logit, out.attention),
                          (ref.mask_logits, ref.presence_logit, ref.attention)):
@@ -85,11 +84,10 @@ def test_folded_and_unfolded_attention_and_merged_tokens_match_sam_modules(n_exe
               dec.transformer.layers[1].cross_attn_image_to_token.out_proj.bias,
               fa.k_proj.weight, fa.v_proj.bias, dec.text_pad.weight, dec.exemplar_proj.weight]
     results = []
-    for sam in (True, False):
-        dec.sam_layout = sam
+    for decode in (lambda *a: sam_layout_decode(dec, *a), dec):
         with torch.no_grad():
-            merged = dec(emb, pb, pe)
-        out = dec(emb, pb, pe)
+            merged = decode(emb, pb, pe)
+        out = decode(emb, pb, pe)
         dec.zero_grad()
         (out.mask_logits.square().mean() + out.attention.sum() + out.presence_logit.sum()).backward()
         results.append((merged, out, [p.grad.clone() for p in params]))

@@ -1,14 +1,14 @@
-"""3-D volumes slice by slice (engine/volume.py) with a real (tiny, untrained) Predictor."""
+"""3-D volumes slice by slice (inference/volume.py) with a real (tiny, untrained) Predictor."""
 import numpy as np
 import pytest
 
-from promptseg.engine.volume import annotated_slices, propagate, propagation_order, propose_slices
+from promptseg.inference.volume import annotated_slices, propagate, propagation_order, propose_slices
 
 
 @pytest.fixture(scope="module")
 def tiny_predictor():
     from promptseg.model.segmenter import ModelConfig, PromptSegModel
-    from promptseg.predictor import Predictor
+    from promptseg.inference.predictor import Predictor
     import torch
 
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def moving_disk_volume(n: int = 7, shift: int = 3, size: int = 64) -> tuple[np.n
 
 
 def test_propagate_along_the_flow_follows_a_moving_structure_without_a_model():
-    from promptseg.engine.evaluate import per_class_dice
+    from promptseg.training.evaluate import per_class_dice
 
     vol, truth = moving_disk_volume()
     seeds = np.zeros_like(truth)
@@ -118,7 +118,7 @@ def test_propagate_reuses_the_flows_it_was_given():
 
 
 def test_propagate_modes_with_a_model(tiny_predictor):
-    from promptseg.engine.volume import CARRIED_SHARE
+    from promptseg.inference.volume import CARRIED_SHARE
 
     vol, truth = moving_disk_volume(n=4)
     seeds = np.zeros_like(truth)
@@ -137,7 +137,7 @@ def test_propagate_modes_with_a_model(tiny_predictor):
 
 
 def test_flow_on_large_or_odd_slices():
-    from promptseg.engine.slice_flow import IntensityScale, slice_flow
+    from promptseg.inference.slice_flow import IntensityScale, slice_flow
 
     rng = np.random.default_rng(0)
     base = rng.random((40, 40)).astype(np.float32)

@@ -8,7 +8,7 @@ __all__ = ["Predictor", "Prediction", "__version__"]
 def __getattr__(name: str):
     # Lazy: `import promptseg` (npe2 discovery, CLI --help) must not pay for torch.
     if name in ("Predictor", "Prediction"):
-        from . import predictor
+        from .inference import predictor
 
         return getattr(predictor, name)
     raise AttributeError(name)

@@ -24,8 +24,8 @@ def _torch_threads() -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .engine.demo import DemoConfig, format_table, run_demo
-    from .predictor import resolve_device
+    from .device import resolve_device
+    from .workflow.demo import DemoConfig, format_table, run_demo
 
     _torch_threads()
     cfg = DemoConfig.quick() if a.quick else DemoConfig()
@@ -84,7 +84,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 
 def load_project_predictor(proj, device: str = "cpu"):
-    from .predictor import Predictor
+    from .inference.predictor import Predictor
 
     active = proj.active_model()
     p = Predictor.load(proj.model_dir(active.version) if active else None, device=device)
@@ -93,8 +93,8 @@ def load_project_predictor(proj, device: str = "cpu"):
 
 
 def cmd_propose(a: argparse.Namespace) -> int:
+    from .device import resolve_device
     from .model.text import split_prompts
-    from .predictor import resolve_device
     from .project import Project
 
     _torch_threads()
@@ -136,7 +136,7 @@ def cmd_gui(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from .bench.latency import run_latency
-    from .predictor import resolve_device
+    from .device import resolve_device
 
     _torch_threads()
     run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference,
@@ -146,7 +146,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     from .bench.monuseg import MonusegConfig, labels_arg, run_monuseg, seeds_arg
-    from .predictor import resolve_device
+    from .device import resolve_device
 
     _torch_threads()
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
@@ -171,7 +171,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
 
 def cmd_bench_effort(a: argparse.Namespace) -> int:
     from .bench.effort import EffortConfig, run_effort
-    from .predictor import resolve_device
+    from .device import resolve_device
 
     _torch_threads()
     kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
@@ -189,7 +189,7 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
 
 def cmd_bench_aal(a: argparse.Namespace) -> int:
     from .bench.aal import AALConfig, run_aal
-    from .predictor import resolve_device
+    from .device import resolve_device
 
     _torch_threads()
     kw = dict(out=a.out, plane=a.plane, labelled=a.labelled, steps=a.steps, slice_step=a.slice_step, seed=a.seed,
@@ -277,10 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="print a project summary")
     n.add_argument("project")
     n.set_defaults(fn=cmd_info)
-    t = sub.add_parser("train", help="run a training round as JSON lines (see engine/round.py)",
+    t = sub.add_parser("train", help="run a training round as JSON lines (see training/round.py)",
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(fn=lambda a: __import__("promptseg.engine.round", fromlist=["main"]).main(a.rest))
+    t.set_defaults(fn=lambda a: __import__("promptseg.training.round", fromlist=["main"]).main(a.rest))
     b = sub.add_parser("bench", help="benchmarks: latency, monuseg, effort, aal")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--runs", type=int, default=20)
     bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
     bl.add_argument("--no-reference", action="store_true",
-                    help="skip the same-run baseline (the package's TinyViT module, SAM's decoder layout)")
+                    help="skip the same-run baseline (the package's TinyViT module as the encoder)")
     bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16", "float16-compiled"),
                     default="float32",
                     help="the Predictor's image encoder: float16 CUDA graphs (CUDA only; float16-compiled: of "

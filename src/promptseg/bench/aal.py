@@ -8,14 +8,14 @@ them, spread evenly through the volume, is labelled; the rest form the unlabelle
 Dice per class is measured on all of them (their labels are never read in training).
 
 Scoring: ``METHOD`` decodes each slice on its own from the text prompts; the other rows of a
-trained method run the dock's Propagate (engine/volume.py), from the labelled slices outwards,
+trained method run the dock's Propagate (inference/volume.py), from the labelled slices outwards,
 each slice decoded with the text prompts and its neighbour's labels as the dense mask prompt,
 as an annotator of a volume would: ``METHOD+propagate`` in the mode ``model`` (the neighbour's
 labels as they are) and ``METHOD+flow`` in the mode ``flow+model``
 (the neighbour's labels carried along the slice-to-slice optical flow, decoded and blended with
 the model's output). Two same-run floors without a model: ``nearest_slice`` copies the labels
 of the nearest labelled slice; ``flow_slice`` is Propagate's mode ``flow``, which carries them
-slice by slice along the optical flow (engine/slice_flow.py).
+slice by slice along the optical flow (inference/slice_flow.py).
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.dataset import make_item
-from ..engine.evaluate import per_class_dice, summarise
-from ..engine.volume import nearest_seed
+from ..inference.volume import nearest_seed
 from ..io.samples import sample_data_dir
 from ..model.segmenter import ModelConfig
+from ..training.dataset import make_item
+from ..training.evaluate import per_class_dice, summarise
 from .data import SegImage
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .monuseg import fresh_model, predict_row, prepare
@@ -50,7 +50,7 @@ class AALConfig:
     plane: str = "axial"
     labelled: float = 0.05
     methods: list[str] = field(default_factory=lambda: ["nearest_slice", "flow_slice", "supervised", "promptseg"])
-    # Propagate's modes with a model (engine/volume.py) each trained method is scored in.
+    # Propagate's modes with a model (inference/volume.py) each trained method is scored in.
     propagate: list[str] = field(default_factory=lambda: ["model", "flow+model"])
     steps: int = 1500
     # Training crop in pixels; 0 = the whole tile, i.e. the whole slice. Anatomy needs the
@@ -134,8 +134,8 @@ def propagated_labels(model, rows: list[SegImage], labelled: list[int], classes:
     """Label maps of every non-labelled slice from the dock's Propagate, seeded with the
     labelled slices' labels (embeddings come from the bench's cache; ``flows``: the run's
     slice-to-slice flows, computed once for all methods)."""
-    from ..engine.volume import propagate
-    from ..predictor import Predictor
+    from ..inference.predictor import Predictor
+    from ..inference.volume import propagate
 
     pred = Predictor(model, device=device, prompt_cache=prompts.as_cache())
     pred.use_embedding_cache(cache_dir)
@@ -155,7 +155,7 @@ def seeded_volume(rows: list[SegImage], labelled: list[int]) -> tuple[np.ndarray
 def flow_slice_labels(rows: list[SegImage], labelled: list[int], classes: list[str],
                       flows: dict | None = None) -> dict[int, np.ndarray]:
     """The ``flow_slice`` floor: the labelled slices' labels carried outwards along the flow."""
-    from ..engine.volume import propagate
+    from ..inference.volume import propagate
 
     volume, seeds = seeded_volume(rows, labelled)
     return {res.index: res.labels for res in propagate(None, volume, seeds, labelled, classes, mode="flow", flows=flows)}

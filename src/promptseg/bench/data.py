@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.augment import D4_VIEWS, image_view, view_suffix
+from ..training.augment import D4_VIEWS, image_view, view_suffix
 
 
 @dataclass
@@ -61,7 +61,7 @@ def load_seg_dir(folder: str | Path) -> list[SegImage]:
 
 
 def dihedral_views(row: SegImage, n: int) -> list[SegImage]:
-    """The first ``n`` (1..8) dihedral views of an image and its mask (engine/augment.py's
+    """The first ``n`` (1..8) dihedral views of an image and its mask (training/augment.py's
     ``D4_VIEWS``: quarter turns, then the same with a flip). View 0 is the row itself. The
     encoder embeds each view, so the decoder sees turned nuclei the way the encoder really
     encodes them (turning a cached embedding does not give that: the encoder is not

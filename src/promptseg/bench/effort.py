@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.evaluate import dice, edited_fraction
-from ..engine.ssl_config import SSLConfig
 from ..model.segmenter import ModelConfig
+from ..training.evaluate import dice, edited_fraction
+from ..training.ssl_config import SSLConfig
 from .data import by_split, load_seg_dir
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .metrics import mean_scores

@@ -21,11 +21,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine.augment import D4_VIEWS, image_view
-from ..engine.stage1 import ClassPrompts, TrainConfig, optimiser_step, stage1_losses, warmup_cosine
 from ..io.normalise import prepare_image
 from ..io.tiling import extract_tiles, tile_masks
 from ..model.segmenter import PromptSegModel
+from ..training.augment import D4_VIEWS, image_view
+from ..training.stage1 import ClassPrompts, TrainConfig, optimiser_step, stage1_losses, warmup_cosine
 from .data import SegImage
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.evaluate import dice
 from ..io import load_sample
 from ..project import atomic_write_json
+from ..training.evaluate import dice
 
 
 def bench_image(size: int) -> np.ndarray:
@@ -36,23 +36,21 @@ def _pct(xs: list[float]) -> tuple[float, float]:
 
 
 def _use_reference(p, reference: bool) -> None:
-    """Switch a float32 Predictor between its fast inference paths (default) and the reference
-    ones: the package's TinyViT module and SAM's decoder layout."""
+    """Switch a float32 Predictor's encoder between its fast inference copy (default) and the
+    reference, the package's TinyViT module (SAM's decoder layout lives in the tests only)."""
     if hasattr(p.model.backbone, "fast_inference"):
         p.model.backbone.fast_inference = not reference
-    p.model.decoder.sam_layout = reference
 
 
 def run_latency(device: str = "cpu", size: int = 512, runs: int = 20, embed_runs: int | None = None,
                 prompt: str = "nucleus", out: str | Path | None = None, reference: bool = True,
                 encoder_precision: str = "float32", decoder_precision: str = "float32", log=print) -> dict:
-    """``reference``: also time the reference paths (the package's TinyViT module, SAM's
-    decoder layout) in the same run, interleaved run by run with the fast ones, and report
-    the speed-ups and the Dice between the two paths' masks. A reduced ``encoder_precision``
+    """``reference``: also time the reference encoder (the package's TinyViT module) in the same
+    run, interleaved run by run with the fast ones, and report the speed-ups and the Dice between the two paths' masks. A reduced ``encoder_precision``
     (bfloat16 on a CPU, float16 CUDA graphs) or ``decoder_precision`` (bfloat16 on a CPU) is
     the timed Predictor's; a float32 Predictor's fast paths are then timed in the same run too,
     and the reference is float32."""
-    from ..predictor import Predictor
+    from ..inference.predictor import Predictor
 
     img = bench_image(size)
     t0 = time.perf_counter()

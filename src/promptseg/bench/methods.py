@@ -1,6 +1,6 @@
 """The methods a benchmark run compares, and how each is trained on cached embeddings.
 
-``supervised``      the SSL trainer with the unlabelled weight at 0 (engine/ssl.py's ``supervised``
+``supervised``      the SSL trainer with the unlabelled weight at 0 (training/ssl.py's ``supervised``
                     variant: stage-1 losses, the same augmentations, no teacher) on the
                     labelled subset only, so it differs from the SSL methods in nothing else;
 ``supervised_100``  the same on every training image (the fully supervised reference);
@@ -11,7 +11,7 @@
                     encoder trained too (bench/finetune.py); ``supervised_ft_100`` on every image;
                     ``ft+supervised`` / ``ft+promptseg``: that tuned encoder frozen again, then
                     the named method on its embeddings for the same number of steps;
-SSL methods         engine/ssl.py's teacher-student training with the labelled subset plus
+SSL methods         training/ssl.py's teacher-student training with the labelled subset plus
                     the other training images unlabelled (``mean_teacher``: EMA teacher only;
                     ``promptseg``: full; ``promptseg-no_*``: one expert or loss off).
 All prompt-model methods share the backbone, decoder, initial weights and step budget.
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..engine.ssl import UnlabelledItem, method_config, train_ssl
-from ..engine.stage1 import ClassPrompts, TrainItem
 from ..model.segmenter import PromptSegModel
+from ..training.ssl import UnlabelledItem, method_config, train_ssl
+from ..training.stage1 import ClassPrompts, TrainItem
 
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
                "promptseg-no_feedback", "promptseg-no_contrastive")

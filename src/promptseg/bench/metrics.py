@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.evaluate import dice, iou
+from ..training.evaluate import dice, iou
 
 SEED_SIZE = 224
 

@@ -17,17 +17,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine.dataset import class_prompts, make_item
-from ..engine.embeddings import EmbeddingCache, embed_image, tile_pixels
-from ..engine.evaluate import predict_labels
-from ..engine.ssl_config import SSLConfig
-from ..engine.stain import donor_assignment, recolourings, stain_stats
-from ..engine.stage1 import ClassPrompts, TrainItem
+from ..inference.decode import predict_labels
+from ..inference.embeddings import EmbeddingCache, embed_image, tile_pixels
 from ..io.tiling import TileGrid
 from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save_prompt_cache
+from ..training.dataset import class_prompts, make_item
+from ..training.ssl_config import SSLConfig
+from ..training.stage1 import ClassPrompts, TrainItem
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .finetune import FinetuneConfig, freeze_encoder, train_finetune
+from .stain import donor_assignment, recolourings, stain_stats
 from .methods import ALL_METHODS, FT_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
     train_prompt_model, uses_all_labels, uses_stain_views
 from .metrics import binary_scores, mean_scores

@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sam_layout import sam_layout_decode
 from .token_layout import two_way, upscaled_masks
 
 
@@ -67,7 +66,6 @@ class PromptDecoder(nn.Module):
         LayerNorm2d, MLP, PositionEmbeddingRandom, TwoWayTransformer = _sam_modules()
         d = cfg.dim
         self.cfg = cfg
-        self.sam_layout = False   # True: decode with SAM's module calls (sam_layout.py), the slow reference
         self.neck = nn.Identity() if cfg.image_channels == d else nn.Conv2d(cfg.image_channels, d, 1)
         self.transformer = TwoWayTransformer(depth=cfg.depth, embedding_dim=d, mlp_dim=cfg.mlp_dim, num_heads=cfg.heads)
         self.presence_token = nn.Embedding(1, d)
@@ -171,8 +169,6 @@ class PromptDecoder(nn.Module):
         """image_emb (B, C, h, w) tile embeddings; pe optional (dim, h, w) positional encoding;
         fine optional (B, dim/8, 4h, 4w) full-resolution features added to the upscaled mask
         features (pixel_branch.py). The image-sized work runs in token layout (token_layout.py)."""
-        if self.sam_layout:
-            return sam_layout_decode(self, image_emb, pb, pe, fine)
         h, w = image_emb.shape[-2:]
         src = gather_rows(self.neck(image_emb).flatten(2).transpose(1, 2), pb.image_index)   # (N, h*w, d)
         if pb.mask_prompt is not None:

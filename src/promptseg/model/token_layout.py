@@ -20,7 +20,7 @@ rounding; tests compare with the vendored modules), rearranged for speed:
   upscaled pixels are reordered into image layout only after the hypernetwork has reduced
   them to one channel; on CPU inference the second product and its GELU are one call
   (fused_ops.py).
-Speed against SAM's layout (sam_layout.py): docs/benchmarks.md, "Predictor latency".
+SAM's layout is kept as the tests' numerical reference (tests/sam_layout.py).
 """
 from __future__ import annotations
 

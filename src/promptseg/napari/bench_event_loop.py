@@ -35,10 +35,10 @@ def _stats(late_s: list[float]) -> dict:
 
 def make_project(root: Path, model: str, n_images: int) -> Path:
     """A project with ``n_images`` gold-labelled nuclei tiles and an active model."""
+    from ..inference.predictor import DEFAULT_CHECKPOINT
     from ..io import load_sample
     from ..model.checkpoint import save_checkpoint
     from ..model.segmenter import ModelConfig, PromptSegModel
-    from ..predictor import DEFAULT_CHECKPOINT
     from ..project import Project
 
     sample = load_sample("nuclei")

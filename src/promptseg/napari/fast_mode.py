@@ -28,7 +28,7 @@ class FastModeBox(QCheckBox):
 
     def precisions(self, device: str) -> tuple[str, str]:
         """(encoder, decoder) precision for a Predictor on ``device``; safe from any thread."""
-        from ..predictor import fast_precisions
+        from ..inference.predictor import fast_precisions
 
         return (fast_precisions(device) if self._on else None) or ("float32", "float32")
 
@@ -36,7 +36,7 @@ class FastModeBox(QCheckBox):
         self._on = bool(on)
 
     def _follow(self, device: str) -> None:
-        from ..predictor import fast_precisions
+        from ..inference.predictor import fast_precisions
 
         try:
             fast = fast_precisions(device)

@@ -183,8 +183,8 @@ class ProjectPanel(QGroupBox):
     # -- accept --------------------------------------------------------------------------
     def accept(self) -> None:
         """Save the current proposal layer, as corrected by the annotator, with provenance."""
-        from ..engine.evaluate import dice, edited_fraction
         from ..project import ProjectError
+        from ..training.evaluate import dice, edited_fraction
 
         p = self.owner.current
         if self.project is None or p is None:

@@ -2,7 +2,7 @@
 
 Propose (Shift+P) works on the slice on screen; here "All slices" proposes along the chosen
 axis and "Propagate" fills the other slices from the ones the annotator drew or corrected
-(engine/volume.py). Both run in a worker thread, one slice at a time, with a napari progress
+(inference/volume.py). Both run in a worker thread, one slice at a time, with a napari progress
 bar and Stop; the result is one 3-D Labels layer that Accept stores as the volume's label.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .layers import show_labels
 from .state import Proposal, mean_entropy
 
 
-# (menu text, engine/volume.py mode, tooltip). Measured in docs/benchmarks.md, "Following the anatomy".
+# (menu text, inference/volume.py mode, tooltip). Measured in docs/benchmarks.md, "Following the anatomy".
 PROPAGATE_CHOICES = (
     ("optical flow", "flow", "Carry each slice's labels onto the next along the optical flow between the two "
      "slices: they move with the anatomy. No model. On the AAL brain atlas with 5 % of the axial slices drawn: "
@@ -96,7 +96,7 @@ class VolumePanel(QGroupBox):
 
     def _seed_labels(self, name: str, volume: np.ndarray, axis: int):
         """(labels volume, seed slices, class names) from the proposal on screen."""
-        from ..engine.volume import annotated_slices
+        from ..inference.volume import annotated_slices
 
         w, p = self.owner, self.owner.current
         if p is None or p.image != name or p.layer not in w.viewer.layers:
@@ -118,7 +118,7 @@ class VolumePanel(QGroupBox):
 
     # -- actions -------------------------------------------------------------------------
     def propose_all(self) -> None:
-        from ..engine.volume import propose_slices, volume_slices
+        from ..inference.volume import propose_slices, volume_slices
         from ..model.text import split_prompts
 
         w = self.owner
@@ -150,7 +150,7 @@ class VolumePanel(QGroupBox):
         self._run(job, n, f"PromptSeg: proposing on {n} slices", name, layer, volume, axis, kind="propose")
 
     def propagate(self) -> None:
-        from ..engine.volume import propagate, volume_slices
+        from ..inference.volume import propagate, volume_slices
 
         w = self.owner
         if self.busy or w._worker is not None:

@@ -22,8 +22,8 @@ from .background import BatchProposer, Prefetcher
 from .class_map import map_prompts, unique_names
 from .fast_mode import FastModeBox
 from .layers import show_labels
-from .prompt_assist import SegmentCompleter, completion_words
 from .project_panel import ProjectPanel
+from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
@@ -39,7 +39,7 @@ HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
 
 def preload() -> None:
     """Heavy imports on the main thread, once; worker threads then only compute."""
-    from ..predictor import preload_modules
+    from ..inference.predictor import preload_modules
 
     preload_modules()
 
@@ -249,7 +249,7 @@ class PromptSegWidget(QWidget):
     def predictor(self, device: str | None = None):
         """The predictor for the active model (loaded on first use; call from a worker thread
         holding ``predictor_lock``). Uses the project's embeddings/ folder as a disk cache."""
-        from ..predictor import Predictor
+        from ..inference.predictor import Predictor
 
         device = device or self.device_combo.currentText()
         enc, dec = self.fast_mode.precisions(device)

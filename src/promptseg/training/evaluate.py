@@ -1,14 +1,7 @@
-"""Dice / IoU of label maps, and evaluation of a model on cached embeddings."""
+"""Dice / IoU of label maps and their summaries over images and classes."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-
-from ..io.tiling import TileGrid
-from ..model.heads import merge_classes
-from ..model.infer import decode_probs
-from ..model.segmenter import PromptSegModel, prompt_batch
-from ..model.text import TextEmbedding
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -36,20 +29,6 @@ def per_class_dice(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list[flo
 def edited_fraction(proposal: np.ndarray, final: np.ndarray) -> float:
     """Fraction of pixels whose label the annotator changed."""
     return float((np.asarray(proposal) != np.asarray(final)).mean())
-
-
-@torch.no_grad()
-def predict_labels(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, embs: list[TextEmbedding],
-                   laterality: list[int], tau: float | None = None, device: str = "cpu",
-                   pixels: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Label map (H,W) and probabilities (K,H,W) for the given class prompts. ``pixels``: the
-    tiles' pixels (engine/embeddings.tile_pixels), needed by a model with a pixel branch."""
-    model.eval()
-    pb = prompt_batch(embs, laterality, grid.n_tiles, device)
-    fine = model.fine_features(None if pixels is None else pixels.to(device))
-    probs, _ = decode_probs(model, emb.to(device), grid, pb, len(embs), fine=fine)
-    labels = merge_classes(probs, model.cfg.threshold if tau is None else tau)
-    return labels.cpu().numpy().astype(np.int32), probs.cpu().numpy()
 
 
 def summarise(scores: list[list[float | None]], class_names: list[str]) -> dict:

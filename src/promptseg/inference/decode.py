@@ -1,12 +1,15 @@
 """Decode prompts over all tiles of an embedded image and blend to full resolution."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..io.tiling import TileGrid, blend_tiles
-from .decoder import PromptBatch
-from .segmenter import PromptSegModel
+from ..model.decoder import PromptBatch
+from ..model.heads import merge_classes
+from ..model.segmenter import PromptSegModel, prompt_batch
+from ..model.text import TextEmbedding
 
 
 def decode_probs(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, pb: PromptBatch, k: int,
@@ -32,3 +35,17 @@ def decode_probs(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, pb: P
     probs = blend_tiles(torch.sigmoid(logits), grid)
     presence = torch.sigmoid(torch.cat(pres).reshape(t, k)).amax(0)
     return probs, presence
+
+
+@torch.no_grad()
+def predict_labels(model: PromptSegModel, emb: torch.Tensor, grid: TileGrid, embs: list[TextEmbedding],
+                   laterality: list[int], tau: float | None = None, device: str = "cpu",
+                   pixels: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (H,W) and probabilities (K,H,W) for the given class prompts. ``pixels``: the
+    tiles' pixels (inference/embeddings.tile_pixels), needed by a model with a pixel branch."""
+    model.eval()
+    pb = prompt_batch(embs, laterality, grid.n_tiles, device)
+    fine = model.fine_features(None if pixels is None else pixels.to(device))
+    probs, _ = decode_probs(model, emb.to(device), grid, pb, len(embs), fine=fine)
+    labels = merge_classes(probs, model.cfg.threshold if tau is None else tau)
+    return labels.cpu().numpy().astype(np.int32), probs.cpu().numpy()

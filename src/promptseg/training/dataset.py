@@ -7,11 +7,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..inference.embeddings import EmbeddingCache, tile_pixels
 from ..io.tiling import tile_masks
 from ..model.text import TextEncoder, parse_prompt
 from ..project import Project
 from .augment import D4_VIEWS, image_view, view_suffix
-from .embeddings import EmbeddingCache, tile_pixels
 from .stage1 import ClassPrompts, TrainItem
 
 

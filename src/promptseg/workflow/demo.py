@@ -16,15 +16,16 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..inference.decode import predict_labels
+from ..inference.embeddings import EmbeddingCache, tile_pixels
 from ..io import load_sample
 from ..model.checkpoint import save_checkpoint
 from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder
 from ..project import Project, atomic_write_json
-from .dataset import class_prompts, labelled_items
-from .embeddings import EmbeddingCache, tile_pixels
-from .evaluate import dice, edited_fraction, per_class_dice, predict_labels, summarise
-from .stage1 import TrainConfig, train_stage1
+from ..training.dataset import class_prompts, labelled_items
+from ..training.evaluate import dice, edited_fraction, per_class_dice, summarise
+from ..training.stage1 import TrainConfig, train_stage1
 
 
 @dataclass

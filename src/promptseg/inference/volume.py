@@ -6,7 +6,7 @@ work along any axis and yield after every slice, so a caller can show progress a
 Propagation: the annotator's slices (seeds) stay as they are; every other slice is filled from
 its neighbour on the side of the nearest seed, walking outwards from each seed (a slice between
 two seeds takes the nearer one). The neighbour's labels are carried onto the slice along the
-slice-to-slice optical flow (engine/slice_flow.py), so they move with the anatomy, and taken as
+slice-to-slice optical flow (inference/slice_flow.py), so they move with the anatomy, and taken as
 they are (mode ``flow``), or used as the dense mask prompt of the model's decoding and blended
 with its output (``flow+model``); mode ``model`` decodes with the neighbour's labels as they are.
 """

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..inference.decode import predict_labels
 from ..io.tiling import TileGrid, make_grid
-from .evaluate import per_class_dice, predict_labels, summarise
+from .evaluate import per_class_dice, summarise
 from .stage1 import ClassPrompts, TrainItem
 
 
