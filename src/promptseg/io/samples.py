@@ -33,12 +33,8 @@ class Sample:
 
 def sample_data_dir() -> Path:
     """Folder holding the sample sets, for wheel installs and source checkouts."""
-    import promptseg
-
-    candidates = []
-    if getattr(promptseg, "__file__", None):
-        # Wheel install: the build maps the top-level sample_data/ into the package.
-        candidates.append(Path(promptseg.__file__).resolve().parent / "sample_data")
+    # Wheel install: the build maps the top-level sample_data/ into the package.
+    candidates = [Path(__file__).resolve().parents[1] / "sample_data"]
     # Editable install / source checkout: src/promptseg/io/samples.py -> repo root.
     candidates.append(Path(__file__).resolve().parents[3] / "sample_data")
     for c in candidates:

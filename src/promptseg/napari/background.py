@@ -144,9 +144,9 @@ class BatchProposer:
         proj = panel.project
         if self._worker is not None:
             return "a batch is already running"
-        from .widget import preload
+        from ..inference.predictor import preload_modules
 
-        preload()
+        preload_modules()      # heavy imports on the main thread, before the worker starts
         classes, device, tau, version = panel.class_synonyms(), w.device_combo.currentText(), \
             w.threshold.value() / 100, w.model_version
         n_exemplars = w.refine_panel.max_exemplars.value()

@@ -5,25 +5,20 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
+def _builders() -> dict[str, Callable[..., nn.Module]]:
+    """Name -> constructor; the modules load on first use (the pretrained one pulls in timm)."""
+    from . import litemedsam, unet
 
-def register(name: str) -> Callable:
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+    return {"litemedsam": litemedsam.build, "unet": unet.build}
 
 
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
-    from . import litemedsam, unet  # noqa: F401  (registers)
-
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    builders = _builders()
+    if name not in builders:
+        raise ValueError(f"unknown backbone {name!r}; available: {sorted(builders)}")
+    return builders[name](**kwargs)
 
 
 def available_backbones() -> list[str]:
-    from . import litemedsam, unet  # noqa: F401
-
-    return sorted(_REGISTRY)
+    return sorted(_builders())

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 from ...fsutil import file_sha256
-from . import register
 from .tinyvit_inference import inference_copy, weights_key
 
 TILE = 256
@@ -124,6 +123,5 @@ class LiteMedSAMBackbone(nn.Module):
         return self._fast[1]
 
 
-@register("litemedsam")
-def _build(pretrained: bool = True, norm: str = "pretrained", **_: object) -> nn.Module:
+def build(pretrained: bool = True, norm: str = "pretrained", **_: object) -> nn.Module:
     return LiteMedSAMBackbone(pretrained=pretrained, norm=norm)

@@ -5,7 +5,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -43,6 +42,5 @@ class UNetBackbone(nn.Module):
         return self.out(y)
 
 
-@register("unet")
-def _build(width: int = 32, out_channels: int = 256, tile: int = 256, **_: object) -> nn.Module:
+def build(width: int = 32, out_channels: int = 256, tile: int = 256, **_: object) -> nn.Module:
     return UNetBackbone(width=width, out_channels=out_channels, tile=tile)
