@@ -125,7 +125,7 @@ def main() -> None:
                                  "mask_dice_vs_package_fp32": round(dice, 4), "wall_s": round(time.time() - t0, 1)}
         print(name, res["variants"][name], flush=True)
     # the Predictor's whole set_image (normalise, hash, tile, encode), then its host side alone
-    from promptseg.io.normalise import image_sha256
+    from promptseg.fsutil import array_sha256
 
     q = Predictor.load(None, device=dev)
 
@@ -134,7 +134,7 @@ def main() -> None:
         q.set_image(img)
 
     def host_side() -> None:
-        image_sha256(img)
+        array_sha256(img)
         t, _ = extract_tiles(prepare_image(img), p.model.tile)
         torch.from_numpy(t).permute(0, 3, 1, 2).contiguous().to(dev)
 

@@ -36,7 +36,7 @@ def main() -> None:
     a = ap.parse_args()
     from promptseg.bench.latency import bench_image
     from promptseg.inference.embeddings import embed_tiles, image_tiles, quantise_tiles
-    from promptseg.io.normalise import image_sha256
+    from promptseg.fsutil import array_sha256
     from promptseg.model.backbones.reduced_precision import GraphedEncoder
     from promptseg.inference.predictor import Predictor
 
@@ -51,7 +51,7 @@ def main() -> None:
             p._cache.clear()
             p.set_image(img)
         res["set_image"] = ms_runs(whole, a.runs)
-        res["hash"] = ms_runs(lambda: image_sha256(img), a.runs)
+        res["hash"] = ms_runs(lambda: array_sha256(img), a.runs)
         res["tiles"] = ms_runs(lambda: image_tiles(img, model.tile, dev), a.runs)
         x, _ = image_tiles(img, model.tile, dev)
         res["encoder_graph"] = ms_runs(lambda: enc(x), a.runs)

@@ -11,7 +11,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from promptseg.io import image_sha256, prepare_image, read_image, spatial_shape, write_labels
+from promptseg.fsutil import array_sha256
+from promptseg.io import prepare_image, read_image, spatial_shape, write_labels
 
 RNG = np.random.default_rng(0)
 
@@ -256,9 +257,9 @@ def test_prepare_image_errors(img: np.ndarray, pattern: str) -> None:
         prepare_image(img)
 
 
-def test_image_sha256_distinguishes_shape_and_dtype() -> None:
+def test_array_sha256_distinguishes_shape_and_dtype() -> None:
     a = np.arange(12, dtype=np.uint8)
-    assert image_sha256(a) == image_sha256(a.copy())
-    assert image_sha256(a) != image_sha256(a.reshape(3, 4))
-    assert image_sha256(a) != image_sha256(a.view(np.int8))
-    assert image_sha256(a.reshape(3, 4).T) == image_sha256(np.ascontiguousarray(a.reshape(3, 4).T))
+    assert array_sha256(a) == array_sha256(a.copy())
+    assert array_sha256(a) != array_sha256(a.reshape(3, 4))
+    assert array_sha256(a) != array_sha256(a.view(np.int8))
+    assert array_sha256(a.reshape(3, 4).T) == array_sha256(np.ascontiguousarray(a.reshape(3, 4).T))

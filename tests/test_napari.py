@@ -96,7 +96,7 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and widget.propose_btn.isEnabled(), timeout=180_000)
-    info = widget._predictor.info
+    info = widget.session.loaded_predictor.info
     assert (info["encoder_precision"], info["decoder_precision"]) == ("bfloat16", "bfloat16"), widget.status.text()
     gt = viewer.layers["nuclei_00 ground truth"].data > 0
     got = viewer.layers["nuclei_00 promptseg"].data > 0

@@ -28,12 +28,12 @@ def test_next_images_are_embedded_in_the_background(make_napari_viewer, qtbot, t
     propose(widget, qtbot)
     qtbot.waitUntil(lambda: not widget.prefetcher.busy, timeout=120_000)
     assert widget.prefetcher.log == ["im1", "im2"]            # the order Next will take
-    pred = widget._predictor
+    pred = widget.session.loaded_predictor
     cached = len(pred._cache)
     widget.project_panel.images.next_btn.click()
     assert widget.image_combo.currentText() == "im1"
     propose(widget, qtbot)
-    assert widget._predictor is pred and len(pred._cache) == cached   # a cache hit: decoder only
+    assert widget.session.loaded_predictor is pred and len(pred._cache) == cached   # a cache hit: decoder only
 
     # A new model version invalidates: prefetched keys carry the model hash.
     assert all(k[0] == pred.model_hash for k in widget.prefetcher.embedded)

@@ -50,7 +50,7 @@ def table(widget):
 
 
 def test_suggest_next_prefers_unscored_then_most_uncertain():
-    from promptseg.napari.state import mean_entropy, suggest_next
+    from promptseg.workflow.scoring import mean_entropy, suggest_next
 
     rows = [{"name": "a", "status": "gold", "uncertainty": None, "model_version": None},
             {"name": "b", "status": "proposed", "uncertainty": 0.2, "model_version": 1},
@@ -70,7 +70,7 @@ def test_suggest_next_prefers_unscored_then_most_uncertain():
 
 
 def test_expert_disagreement_is_one_minus_dice_of_model_and_text_masks():
-    from promptseg.napari.state import expert_disagreement
+    from promptseg.workflow.scoring import expert_disagreement
 
     probs = np.zeros((2, 4, 4))
     probs[0, :2] = 0.9                     # class 0: model marks the top half

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.gui
 
 def test_map_prompts_with_the_real_text_encoder():
     from promptseg.model.text import TextEncoder
-    from promptseg.napari.class_map import map_prompts, unique_names
+    from promptseg.workflow.class_map import map_prompts, unique_names
 
     classes = {"nucleus": ["nuc"], "thalamus": [], "left putamen": []}
     m = map_prompts(["Nucleus", "nuc", "cell nucleus", "left thalamus", "putamen", "mitochondria"], classes,

@@ -30,8 +30,8 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     propose(widget, qtbot)
     qtbot.waitUntil(lambda: not widget.prefetcher.busy, timeout=60_000)   # it embeds "b" meanwhile
     before = widget.current.probs.copy()
-    widget._predictor.set_image(img_a)
-    cached = widget._predictor._current
+    widget.session.loaded_predictor.set_image(img_a)
+    cached = widget.session.loaded_predictor._current
 
     assert "nothing to refine with" in refine(widget, qtbot)
     rp.layers_btn.click()
@@ -42,9 +42,9 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     viewer.layers["a box"].add_rectangles(np.array([[10.0, 10.0], [70.0, 60.0]]))
     msg = refine(widget, qtbot)
     assert "Refined with 3 point(s), a box" in msg and "decoder only" in msg
-    assert widget._predictor._current is cached                 # same cached embedding, no re-encode
+    assert widget.session.loaded_predictor._current is cached                 # same cached embedding, no re-encode
     # The layer is exactly what the predictor returns for these prompts (row, col order, labels).
-    r = widget._predictor.predict(["nucleus"], threshold=0.5, points=np.array([[30, 40], [50, 20], [80, 80]]),
+    r = widget.session.loaded_predictor.predict(["nucleus"], threshold=0.5, points=np.array([[30, 40], [50, 20], [80, 80]]),
                                   point_labels=np.array([1, 1, 0]), box=(10, 10, 70, 60))
     assert np.allclose(widget.current.probs, r.probs, atol=1e-5)
     assert np.array_equal(viewer.layers["a promptseg"].data, r.labels)
@@ -71,7 +71,7 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     rp.exemplars.setChecked(True)
     msg = refine(widget, qtbot)
     assert "1 exemplar(s) of nucleus" in msg, msg
-    pred = widget._predictor
+    pred = widget.session.loaded_predictor
     pred.set_image(img_a)
     vec = pred.exemplar_vector(edited == 1)
     pred.set_image(img_b)

@@ -245,7 +245,7 @@ def test_register_model_activation_and_rollback(proj: Project, tmp_path: Path) -
         proj.register_model(_model_src(tmp_path, "d"), config={}, parent=7)
 
 
-def test_rounds_and_embedding_path(proj: Project) -> None:
+def test_rounds_record_status_and_metrics(proj: Project) -> None:
     rid = proj.start_round({"epochs": 3})
     assert proj.rounds()[0].status == "running"
     proj.finish_round(rid, "failed", {"error": "oom"})
@@ -254,11 +254,6 @@ def test_rounds_and_embedding_path(proj: Project) -> None:
     assert r.finished is not None
     with pytest.raises(ProjectError, match="invalid final round status"):
         proj.finish_round(rid, "bogus")
-    path = proj.embedding_path("a" * 64, "b" * 64)
-    assert path == proj.root / "embeddings" / ("b" * 16) / ("a" * 16 + ".npz")
-    assert path.parent.is_dir()
-    with pytest.raises(ProjectError):
-        proj.embedding_path("../x", "b")
 
 
 def test_newer_schema_gives_clear_error(tmp_path: Path) -> None:

@@ -83,35 +83,31 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
-def load_project_predictor(proj, device: str = "cpu"):
-    from .inference.predictor import Predictor
-
-    active = proj.active_model()
-    p = Predictor.load(proj.model_dir(active.version) if active else None, device=device)
-    p.use_embedding_cache(proj.root / "embeddings")
-    return p, (active.version if active else None)
-
-
 def cmd_propose(a: argparse.Namespace) -> int:
     from .device import resolve_device
     from .model.text import split_prompts
     from .project import Project
+    from .workflow.session import AnnotationSession
 
     _torch_threads()
-    names = split_prompts(a.prompt)
+    prompts = split_prompts(a.prompt)
     proj = Project.open(a.project)
-    pred, version = load_project_predictor(proj, resolve_device(a.device))
+    session = AnnotationSession.for_project(proj)
+    device = resolve_device(a.device)
     recs = [proj.image(a.image)] if a.image else proj.unlabelled_images()
     if not recs:
         print("nothing to propose: every image has an accepted label (use --image NAME)")
         return 0
     for i, rec in enumerate(recs):
         t0 = time.time()
-        pred.set_image(proj.read_image(rec))
-        r = pred.predict(names)
-        lab = proj.save_label(rec, r.labels, r.prompts, "proposal", model_version=version, prompt=a.prompt)
+        proposed = session.propose(proj.read_image(rec), prompts, device=device)
+        lab, errors = session.store(rec, proposed, prompt=a.prompt)
+        for e in errors:
+            print(f"warning: {e}", file=sys.stderr)
+        r = proposed.result
         pres = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.prompts, r.presence))
-        print(f"[{i + 1}/{len(recs)}] {rec.name}: proposal v{lab.version} ({pres}) {time.time() - t0:.1f} s")
+        print(f"[{i + 1}/{len(recs)}] {rec.name}: proposal v{lab.version} ({pres}, uncertainty "
+              f"{proposed.uncertainty:.3f}) {time.time() - t0:.1f} s")
     return 0
 
 

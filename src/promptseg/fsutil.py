@@ -1,4 +1,5 @@
-"""Filesystem primitives shared by every writer: atomic file replacement and hashing.
+"""Filesystem primitives shared by every writer: atomic file replacement and hashing, and the
+one content hash of an image array (project records and embedding caches key on it).
 
 A leaf module (no promptseg imports) so the model, io and project layers can all use it.
 """
@@ -6,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -17,6 +21,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """Content hash of an array: raw bytes plus shape and dtype, so reshapes and
+    reinterpretations of the same bytes differ. The one image hash: a project stores it per
+    image and every embedding cache file is named by it."""
+    arr = np.ascontiguousarray(np.asarray(array))
+    h = hashlib.sha256()
+    h.update(arr.tobytes())
+    h.update(json.dumps(list(arr.shape)).encode())
+    h.update(arr.dtype.str.encode())
     return h.hexdigest()
 
 

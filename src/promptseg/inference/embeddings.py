@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..io.normalise import hwc_view, image_sha256, prepare_hwc, prepare_image, scale_table
+from ..fsutil import array_sha256
+from ..io.normalise import hwc_view, prepare_hwc, prepare_image, scale_table
 from ..io.tiling import TileGrid, extract_tiles, make_grid
 from ..model.segmenter import PromptSegModel
 
@@ -122,7 +123,7 @@ class EmbeddingCache:
         return self.folder / f"{sha[:32]}.npz"
 
     def get(self, image: np.ndarray, sha: str | None = None) -> tuple[torch.Tensor, TileGrid]:
-        sha = sha or image_sha256(image)
+        sha = sha or array_sha256(image)
         p = self.path(sha)
         h, w = prepare_shape(image)
         if p.exists():

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
-from ..io.normalise import image_sha256, spatial_shape
+from ..fsutil import array_sha256
+from ..io.normalise import spatial_shape
 from ..io.tiling import TileGrid, blend_tiles
 from ..model.checkpoint import load_checkpoint
 from ..model.heads import merge_classes
@@ -164,7 +165,7 @@ class Predictor:
         image hash + model hash, so returning to an image costs nothing."""
         arr = np.asarray(image)
         shape = spatial_shape(arr)   # validates dtype and layout before hashing
-        key = (image_sha256(arr), self.model_hash)
+        key = (array_sha256(arr), self.model_hash)
         hit = self._cache.get(key)
         if hit is None:
             x = None

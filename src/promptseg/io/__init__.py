@@ -1,6 +1,6 @@
 """Headless image I/O, normalisation and sample data (no napari / Qt imports)."""
 
-from .normalise import image_sha256, prepare_image, spatial_shape
+from .normalise import prepare_image, spatial_shape
 from .readers import SUPPORTED_SUFFIXES, has_dicom_files, is_dicom_file, read_image
 from .samples import Sample, SampleItem, list_samples, load_sample, sample_data_dir
 from .writers import LABEL_SUFFIXES, write_labels
@@ -10,7 +10,6 @@ __all__ = [
     "write_labels",
     "prepare_image",
     "spatial_shape",
-    "image_sha256",
     "is_dicom_file",
     "has_dicom_files",
     "SUPPORTED_SUFFIXES",

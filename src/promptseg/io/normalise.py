@@ -5,11 +5,10 @@ Everything here is pure numpy so it can run headless (CLI, benchmarks, tests).
 
 from __future__ import annotations
 
-import hashlib
 
 import numpy as np
 
-__all__ = ["prepare_image", "spatial_shape", "image_sha256", "hwc_view", "prepare_hwc", "scale_table"]
+__all__ = ["prepare_image", "spatial_shape", "hwc_view", "prepare_hwc", "scale_table"]
 
 _HWC_CHANNELS = (1, 3, 4)
 _CHW_CHANNELS = (1, 3)
@@ -143,15 +142,3 @@ def _scaled(work: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(work, 0.0, 1.0)
 
 
-def image_sha256(img: np.ndarray) -> str:
-    """Content hash of an array that also distinguishes shape and dtype.
-
-    Used as a cache key for image embeddings: the same bytes reshaped or
-    reinterpreted must not collide.
-    """
-    arr = np.ascontiguousarray(np.asarray(img))
-    h = hashlib.sha256()
-    h.update(repr(tuple(int(s) for s in arr.shape)).encode())
-    h.update(arr.dtype.str.encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()

@@ -15,26 +15,14 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress
 
-from .class_map import map_prompts, unique_names
-from .state import expert_disagreement, mean_entropy, suggest_next
-
-
-def upcoming(rows: list[dict], current: str | None, n: int) -> list[str]:
-    """The next ``n`` images in the order Next would open them."""
-    out: list[str] = []
-    rows = list(rows)
-    for _ in range(n):
-        row, _ = suggest_next(rows, exclude=current)
-        if row is None:
-            break
-        out.append(row["name"])
-        rows = [r for r in rows if r["name"] != row["name"]]
-    return out
+from ..workflow.propose import store_proposal
+from ..workflow.scoring import upcoming
 
 
 class Prefetcher:
-    def __init__(self, widget, ahead: int = 2) -> None:
-        self.w = widget
+    def __init__(self, widget, session, ahead: int = 2) -> None:
+        self.w = widget              # the dock: device, image on screen, status line
+        self.session = session       # workflow/session.py: the project, model and Predictor
         self.ahead = ahead
         self.embedded: set[tuple[str, str]] = set()   # (model hash, image name)
         self.log: list[str] = []                      # image names embedded, in order
@@ -46,8 +34,8 @@ class Prefetcher:
 
     def schedule(self) -> None:
         """Embed the upcoming images (no-op while running or without a project)."""
-        proj = self.w.project_panel.project
-        if proj is None or self._worker is not None or self.ahead <= 0 or self.w._predictor is None:
+        proj = self.session.project
+        if proj is None or self._worker is not None or self.ahead <= 0 or self.session.loaded_predictor is None:
             return                      # (no predictor yet: the first Propose loads it)
         current = self.w.current.image if self.w.current else self.w.image_combo.currentText()
         names = upcoming(proj.image_status(), current or None, self.ahead)
@@ -61,7 +49,7 @@ class Prefetcher:
                     image = proj.read_image(name)
                     if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
                         continue                      # volumes: the slice is only known when shown
-                    with w.predictor_lock:
+                    with self.session.lock:
                         predictor = w.predictor(device)
                         key = (predictor.model_hash, name)
                         if key in self.embedded:
@@ -95,8 +83,9 @@ class Prefetcher:
 class BatchProposer:
     """Propose on all not-accepted images of the project; one napari progress bar; Stop."""
 
-    def __init__(self, widget) -> None:
-        self.w = widget
+    def __init__(self, widget, session) -> None:
+        self.w = widget              # the dock: prompt, device, threshold, project panel
+        self.session = session       # workflow/session.py: the project, model and Predictor
         self._worker = None
         self._bar = None
         self.done: list[str] = []
@@ -112,7 +101,7 @@ class BatchProposer:
         """Propose the typed classes on every image without an accepted label."""
         from ..model.text import split_prompts
 
-        proj = self.w.project_panel.project
+        proj = self.session.project
         if proj is None:
             return "⚠ open a project first"
         try:
@@ -127,7 +116,7 @@ class BatchProposer:
     def refresh(self) -> str:
         """After a new model version: propose again on every image whose proposal the annotator
         has not touched (status "proposed"), with the classes of that proposal."""
-        proj = self.w.project_panel.project
+        proj = self.session.project
         if proj is None:
             return "⚠ open a project first"
         jobs = {}
@@ -140,15 +129,15 @@ class BatchProposer:
         return self._start(jobs, "refreshing untouched proposals with the new model", map_names=False)
 
     def _start(self, jobs: dict[str, list[str]], what: str, map_names: bool) -> str:
-        w, panel = self.w, self.w.project_panel
-        proj = panel.project
+        w, session = self.w, self.session
+        proj = session.project
         if self._worker is not None:
             return "a batch is already running"
         from ..inference.predictor import preload_modules
 
         preload_modules()      # heavy imports on the main thread, before the worker starts
-        classes, device, tau, version = panel.class_synonyms(), w.device_combo.currentText(), \
-            w.threshold.value() / 100, w.model_version
+        device, tau, version = w.device_combo.currentText(), w.threshold.value() / 100, session.model_version
+        precisions = w.fast_mode.precisions(device)
         n_exemplars = w.refine_panel.max_exemplars.value()
         self.done, self.processed, self.total, self._stop_requested = [], 0, len(jobs), False
         self._bar = progress(total=len(jobs), desc=f"PromptSeg: {what}")
@@ -161,18 +150,10 @@ class BatchProposer:
                     if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
                         yield name, None, "a volume: open it and use All slices"
                         continue
-                    with w.predictor_lock:
-                        predictor = w.predictor(device)
-                        names = unique_names(map_prompts(prompts, classes, predictor.text)) if map_names else prompts
-                        # the exemplar expert: the decoder prompted with features under accepted labels
-                        sources = w.refine_panel._exemplar_sources(names, exclude=name, limit=n_exemplars)
-                        ex = w.refine_panel._exemplar_vectors(predictor, proj, sources) if any(sources.values()) else {}
-                        predictor.set_image(image)
-                        r = predictor.predict(names, threshold=tau, grounding=True)
-                        rx = predictor.predict(names, threshold=tau, exemplars=ex) if ex else None
-                    dis = expert_disagreement(r.probs, r.grounding, tau, None if rx is None else rx.probs)
-                    scores = (mean_entropy(r.probs), dis)
-                    yield name, (r, scores, time.perf_counter() - t0, version), None
+                    # with the exemplar expert: the decoder prompted with features under accepted labels
+                    proposed = session.propose(image, prompts, tau, device, precisions, map_names=map_names,
+                                               exemplar_limit=n_exemplars, exclude=name)
+                    yield name, (proposed, time.perf_counter() - t0, version), None
                 except (ValueError, RuntimeError, OSError) as exc:
                     yield name, None, str(exc)
 
@@ -187,14 +168,13 @@ class BatchProposer:
         from ..project import ProjectError
 
         name, res, err = item
-        proj = self.w.project_panel.project
+        proj = self.session.project
         msg = ""
         if res is not None and proj is not None:
-            r, (unc, dis), seconds, version = res
+            proposed, seconds, version = res
+            r, unc = proposed.result, proposed.uncertainty
             try:
-                proj.save_label(name, r.labels, r.prompts, "proposal", model_version=version,
-                                prompt="; ".join(r.prompts))
-                proj.set_uncertainty(name, unc, model_version=version, disagreement=dis)
+                store_proposal(proj, name, r.labels, list(r.prompts), unc, proposed.disagreement, version)
                 self.done.append(name)
                 self.w.replace_if_untouched(name, r, version)
             except ProjectError as exc:

@@ -13,9 +13,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                             QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..workflow.scoring import suggest_next
 from .drafts import load_draft, save_draft, save_unsaved
 from .layers import show_labels
-from .state import Proposal, suggest_next
+from .state import Proposal
 
 COLUMNS = ("Image", "Status", "Uncertainty", "Disagree")
 

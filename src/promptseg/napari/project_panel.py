@@ -25,10 +25,10 @@ NICE = 10   # scheduling priority of the training process: annotation stays smoo
 
 
 class ProjectPanel(QGroupBox):
-    def __init__(self, owner) -> None:
+    def __init__(self, owner, session) -> None:
         super().__init__("Project")
-        self.owner = owner            # the PromptSegWidget (viewer, predictor, last proposal)
-        self.project = None
+        self.owner = owner            # the PromptSegWidget (viewer, last proposal, device)
+        self.session = session        # workflow/session.py: the project, model and Predictor
         self.proc: QProcess | None = None
         self._buf = ""
         self.events: list[dict] = []
@@ -91,6 +91,10 @@ class ProjectPanel(QGroupBox):
         self.cancel_btn.clicked.connect(self.cancel)
         self.versions.activated.connect(self._pick_version)
 
+    @property
+    def project(self):
+        return self.session.project
+
     # -- project -------------------------------------------------------------------------
     def open_project(self) -> None:
         from ..project import Project, ProjectError
@@ -100,16 +104,15 @@ class ProjectPanel(QGroupBox):
             self.info.setText("⚠ type a project folder")
             return
         try:
-            if self.project is not None:
-                self.project.close()
-            self.project = Project.open_or_create(path)
+            project = Project.open_or_create(path)
         except ProjectError as exc:
             self.info.setText(f"⚠ {exc}")
             return
+        if self.project is not None:
+            self.project.close()
+        self.owner.prefetcher.stop()
+        self.session.open_project(project)   # its active model; its embedding cache
         self.show_summary()
-        active = self.project.active_model()
-        if active:
-            self.owner.use_checkpoint(str(self.project.model_dir(active.version)), active.version)
 
     def _refresh_versions(self) -> None:
         self.versions.blockSignals(True)
@@ -143,38 +146,27 @@ class ProjectPanel(QGroupBox):
     def class_colors(self) -> dict[str, str]:
         return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}
 
-    def class_synonyms(self) -> dict[str, list[str]]:
-        return {c.name: list(c.synonyms) for c in self.project.classes()} if self.project is not None else {}
-
     def register_prompts(self, mapped) -> None:
         """New names become classes; a prompt mapped onto a class by similarity becomes a synonym."""
-        from ..project import ProjectError
+        from ..workflow.propose import register_prompts
 
         if self.project is None:
             return
-        for m in mapped:
-            try:
-                if m.is_new:
-                    self.project.add_class(m.name)
-                elif m.typed.strip().lower() != m.name.lower():
-                    self.project.add_synonym(m.name, m.typed.strip())
-            except ProjectError as exc:
-                self.info.setText(f"⚠ {exc}")
+        for error in register_prompts(self.project, mapped):
+            self.info.setText(f"⚠ {error}")
 
     def on_proposed(self, p, uncertainty: float, image_layer, disagreement: float | None = None) -> None:
         """A proposal appeared: for a project image, store it and its uncertainty."""
         from ..project import ProjectError
+        from ..workflow.propose import store_proposal
 
         if self.project is None or image_layer is None or image_layer.metadata.get("project_image") != p.image:
             return
         try:
             labels = p.labels()
-            rec = self.project.image(p.image)
-            if labels.shape == rec.spatial_shape:
-                self.project.save_label(rec, labels, p.prompts, "proposal", model_version=p.model_version,
-                                        prompt=p.prompt)
+            if store_proposal(self.project, p.image, labels, p.prompts, uncertainty, disagreement,
+                              p.model_version, p.prompt) is not None:
                 p.saved_proposal = labels
-            self.project.set_uncertainty(rec, uncertainty, model_version=p.model_version, disagreement=disagreement)
         except ProjectError as exc:
             self.info.setText(f"⚠ proposal not stored: {exc}")
             return
@@ -184,7 +176,7 @@ class ProjectPanel(QGroupBox):
     def accept(self) -> None:
         """Save the current proposal layer, as corrected by the annotator, with provenance."""
         from ..project import ProjectError
-        from ..training.evaluate import dice, edited_fraction
+        from ..workflow.accept import accept
 
         p = self.owner.current
         if self.project is None or p is None:
@@ -196,12 +188,6 @@ class ProjectPanel(QGroupBox):
             return
         final = np.asarray(viewer.layers[p.layer].data).astype(np.int32)
         proposal = p.labels()
-        if final.shape != proposal.shape or final.min() < 0 or final.max() > len(p.prompts):
-            self.info.setText(f"⚠ not accepted: the layer must keep shape {proposal.shape} and values "
-                              f"0..{len(p.prompts)} ({', '.join(p.prompts)}); nothing was saved")
-            return
-        fg = [dice(proposal == k + 1, final == k + 1) for k in range(len(p.prompts))
-              if (proposal == k + 1).any() or (final == k + 1).any()]
         image_layer = viewer.layers[p.image] if p.image in viewer.layers else None
         # A slice of a volume is stored as its own 2-D image; a volume keeps its voxel spacing.
         name = p.image if p.slice_index is None else f"{p.image}-z{p.slice_index:03d}"
@@ -209,18 +195,16 @@ class ProjectPanel(QGroupBox):
         if image_layer is not None and not image_layer.rgb:
             spacing = tuple(float(v) for v in image_layer.scale[-final.ndim:])
         try:
-            rec = self.project.add_image(p.image_array, name=name, spacing=spacing)
-            if p.saved_proposal is None or not np.array_equal(p.saved_proposal, proposal):
-                self.project.save_label(rec, proposal, p.prompts, "proposal", model_version=p.model_version,
-                                        prompt=p.prompt)
-                p.saved_proposal = proposal
-            lab = self.project.save_label(
-                rec, final, p.prompts, "corrected", model_version=p.model_version, prompt=p.prompt,
-                dice_vs_proposal=float(np.mean(fg)) if fg else 1.0, edited_fraction=edited_fraction(proposal, final),
-                seconds=time.time() - p.shown_at)
+            done = accept(self.project, p.image_array, name, proposal, final, p.prompts, p.model_version, p.prompt,
+                          seconds=time.time() - p.shown_at, spacing=spacing, stored_proposal=p.saved_proposal)
         except ProjectError as exc:
             self.info.setText(f"⚠ {exc}")
             return
+        except ValueError as exc:
+            self.info.setText(f"⚠ not accepted: {exc}; nothing was saved")
+            return
+        rec, lab = done.image, done.label
+        p.saved_proposal = proposal
         p.accepted = final
         delete_draft(self.project.root, p.image)
         if image_layer is not None and p.slice_index is None:

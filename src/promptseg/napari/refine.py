@@ -14,8 +14,10 @@ import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
+from ..workflow.exemplars import exemplar_sources
+from ..workflow.scoring import expert_disagreement, mean_entropy
 from .layers import show_labels
-from .state import Proposal, expert_disagreement, mean_entropy
+from .state import Proposal
 
 POS, NEG, BOX = "points +", "points −", "box"
 
@@ -46,11 +48,11 @@ def spatial_prompts(viewer, image: str) -> tuple[np.ndarray | None, np.ndarray |
 
 
 class RefinePanel(QGroupBox):
-    def __init__(self, owner) -> None:
+    def __init__(self, owner, session) -> None:
         super().__init__("Refine")
-        self.owner = owner
+        self.owner = owner          # the dock: viewer, proposal on screen
+        self.session = session      # workflow/session.py: the project, model, Predictor, exemplars
         self._worker = None
-        self._exemplar_cache: dict[tuple, np.ndarray] = {}   # (model hash, label id, class) -> vector
         self.layers_btn = QPushButton("Point / box layers")
         self.layers_btn.setToolTip("Add Points layers for positive (+) and negative (−) clicks and a Shapes "
                                    "layer for a box, for the current image")
@@ -97,49 +99,14 @@ class RefinePanel(QGroupBox):
         self.info.setText(f"Click inside the object on '{pos}', outside on '{neg}', or draw a box on '{box}', "
                           "then Refine.")
 
-    # -- exemplars ---------------------------------------------------------------------
-    def _exemplar_sources(self, prompts: list[str], exclude: str, limit: int | None = None) -> dict[str, list]:
-        """Newest accepted labels (label record, value) containing each prompted class, at most
-        ``limit`` (default: the spin box; pass it when calling from a worker thread)."""
-        proj = self.owner.project_panel.project
-        limit = limit or self.max_exemplars.value()
-        out: dict[str, list] = {p: [] for p in prompts}
-        if proj is None:
-            return out
-        for lab in reversed(proj.labels(kinds=("gold", "corrected"))):
-            if lab.image_name == exclude:
-                continue
-            for p in prompts:
-                names = [c.lower() for c in lab.classes]
-                if p.lower() in names and len(out[p]) < limit:
-                    out[p].append((lab, names.index(p.lower()) + 1))
-        return out
-
-    def _exemplar_vectors(self, predictor, proj, sources: dict[str, list]) -> dict[str, np.ndarray]:
-        """Runs in the worker: embeds each exemplar image (cached) and pools its mask."""
-        vectors: dict[str, np.ndarray] = {}
-        for prompt, labs in sources.items():
-            vs = []
-            for lab, value in labs:
-                key = (predictor.model_hash, lab.id, value)
-                if key not in self._exemplar_cache:
-                    mask, _ = proj.read_label(lab)
-                    if mask.ndim != 2 or not (mask == value).any():
-                        continue
-                    predictor.set_image(proj.read_image(lab.image_name))
-                    self._exemplar_cache[key] = predictor.exemplar_vector(mask == value)
-                vs.append(self._exemplar_cache[key])
-            if vs:
-                vectors[prompt] = np.stack(vs)
-        return vectors
-
     # -- refine ------------------------------------------------------------------------
     def refine(self) -> None:
         w = self.owner
         p = w.current
         if self._worker is not None:
             return
-        if p is None or p.layer not in w.viewer.layers or w._predictor is None:
+        predictor = self.session.loaded_predictor
+        if p is None or p.layer not in w.viewer.layers or predictor is None:
             self.info.setText("⚠ propose on an image first; Refine re-runs the decoder on its embedding")
             return
         if w.unsaved_edits() is not None:
@@ -147,19 +114,18 @@ class RefinePanel(QGroupBox):
             return
         points, labels, box = spatial_prompts(w.viewer, p.image)
         use_ex = self.exemplars.isChecked()
-        sources = self._exemplar_sources(p.prompts, exclude=p.image) if use_ex else {}
-        n_ex = sum(len(v) for v in sources.values())
-        if points is None and box is None and not n_ex:
+        sources = exemplar_sources(self.session.project, p.prompts, p.image, self.max_exemplars.value()) if use_ex else {}
+        if points is None and box is None and not any(sources.values()):
             self.info.setText("⚠ nothing to refine with: add points or a box (Point / box layers)"
                               + (", or accept labels of these classes to use as exemplars" if use_ex else ""))
             return
-        predictor, proj, image, tau = w._predictor, w.project_panel.project, p.image_array, p.tau
+        session, image, tau = self.session, p.image_array, p.tau
 
         def job():
             try:
                 t0 = time.perf_counter()
-                with w.predictor_lock:
-                    ex = self._exemplar_vectors(predictor, proj, sources) if sources else None
+                with session.lock:
+                    ex = session.exemplars.vectors(predictor, session.project, sources) if sources else None
                     predictor.set_image(image)           # cache hit: no encoder run
                     r = predictor.predict(p.prompts, threshold=tau, points=points, point_labels=labels, box=box,
                                           exemplars=ex or None, grounding=True)

@@ -15,9 +15,10 @@ from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .class_map import map_prompts, unique_names
+from ..workflow.class_map import map_prompts, unique_names
+from ..workflow.scoring import mean_entropy
 from .layers import show_labels
-from .state import Proposal, mean_entropy
+from .state import Proposal
 
 
 # (menu text, inference/volume.py mode, tooltip). Measured in docs/benchmarks.md, "Following the anatomy".
@@ -32,9 +33,10 @@ PROPAGATE_CHOICES = (
 
 
 class VolumePanel(QGroupBox):
-    def __init__(self, owner) -> None:
+    def __init__(self, owner, session) -> None:
         super().__init__("3D volume")
-        self.owner = owner
+        self.owner = owner          # the dock: viewer, prompt, threshold, proposal on screen
+        self.session = session      # workflow/session.py: the project, model and Predictor
         self._worker = None
         self._bar = None
         self._stopped = False
@@ -122,7 +124,7 @@ class VolumePanel(QGroupBox):
         from ..model.text import split_prompts
 
         w = self.owner
-        if self.busy or w._worker is not None:
+        if self.busy or w.proposing:
             return
         try:
             prompts = split_prompts(w.prompt_edit.text())
@@ -133,16 +135,16 @@ class VolumePanel(QGroupBox):
         except ValueError as exc:
             self.note.setText(f"⚠ {exc}")
             return
-        device, tau, classes = w.device_combo.currentText(), w.threshold.value() / 100, w.project_panel.class_synonyms()
+        device, tau, classes = w.device_combo.currentText(), w.threshold.value() / 100, self.session.class_synonyms()
 
         def job():
             try:
-                with w.predictor_lock:
+                with self.session.lock:
                     predictor = w.predictor(device)
                     mapped = map_prompts(prompts, classes, predictor.text)
                 yield ("mapped", mapped)
                 # the lock is held per slice, so Refine or the prefetcher can interleave
-                for res in propose_slices(predictor, volume, unique_names(mapped), axis, tau, w.predictor_lock):
+                for res in propose_slices(predictor, volume, unique_names(mapped), axis, tau, self.session.lock):
                     yield ("slice", res)
             except (ValueError, RuntimeError, OSError) as exc:
                 yield ("error", str(exc))
@@ -153,7 +155,7 @@ class VolumePanel(QGroupBox):
         from ..inference.volume import propagate, volume_slices
 
         w = self.owner
-        if self.busy or w._worker is not None:
+        if self.busy or w.proposing:
             return
         try:
             name, volume, layer = self._volume()
@@ -172,10 +174,10 @@ class VolumePanel(QGroupBox):
                 yield ("seeds", (labels, seeds, prompts))
                 predictor = None
                 if mode != "flow":             # the flow alone needs no model
-                    with w.predictor_lock:
+                    with self.session.lock:
                         predictor = w.predictor(device)
                 flows = self._kept_flows(name, volume, axis) if mode != "model" else None
-                for res in propagate(predictor, volume, labels, seeds, prompts, axis, tau, w.predictor_lock,
+                for res in propagate(predictor, volume, labels, seeds, prompts, axis, tau, self.session.lock,
                                      mode=mode, flows=flows):
                     yield ("slice", res)
             except (ValueError, RuntimeError, OSError) as exc:
@@ -187,9 +189,9 @@ class VolumePanel(QGroupBox):
     def _kept_flows(self, name: str, volume: np.ndarray, axis: int) -> dict:
         """The flows kept for this volume and axis (a fresh dict for another); one volume at a
         time, so memory stays at one volume's flows (at most 256² each). Runs in the worker."""
-        from ..io.normalise import image_sha256
+        from ..fsutil import array_sha256
 
-        key = (name, image_sha256(volume), axis)
+        key = (name, array_sha256(volume), axis)
         if self._flows is None or self._flows[0] != key:
             self._flows = (key, {})
         return self._flows[1]

@@ -6,7 +6,6 @@ responsive; the threshold slider re-merges cached probabilities without re-runni
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                             QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
+from ..workflow.session import AnnotationSession
 from .background import BatchProposer, Prefetcher
-from .class_map import map_prompts, unique_names
 from .fast_mode import FastModeBox
 from .layers import show_labels
 from .project_panel import ProjectPanel
@@ -27,7 +26,7 @@ from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
-from .state import Proposal, expert_disagreement, mean_entropy
+from .state import Proposal
 from .volume_panel import VolumePanel
 
 if TYPE_CHECKING:
@@ -53,14 +52,11 @@ class PromptSegWidget(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
-        self.checkpoint = checkpoint
-        self._predictor = None
-        self._predictor_device = None
-        # One predictor, used from worker threads (propose, refine, prefetch, batch): every
-        # set_image + predict pair runs under this lock.
-        self.predictor_lock = threading.RLock()
-        self.prefetcher = Prefetcher(self)
-        self.batch = BatchProposer(self)
+        # the project, the model in use and its Predictor, shared with the panels and the
+        # background work (worker threads: every set_image + predict pair under session.lock)
+        self.session = AnnotationSession(checkpoint)
+        self.prefetcher = Prefetcher(self, self.session)
+        self.batch = BatchProposer(self, self.session)
         self.current: Proposal | None = None   # the proposal on screen
         self._worker = None
         self.setObjectName("PromptSegWidget")
@@ -91,10 +87,9 @@ class PromptSegWidget(QWidget):
         form.addRow(self.propose_btn)
         form.addRow("Threshold", _row(self.threshold, self.threshold_label))
         form.addRow("Device", _row(self.device_combo, self.fast_mode))
-        self.model_version: int | None = None
-        self.project_panel = ProjectPanel(self)
-        self.refine_panel = RefinePanel(self)
-        self.volume_panel = VolumePanel(self)
+        self.project_panel = ProjectPanel(self, self.session)
+        self.refine_panel = RefinePanel(self, self.session)
+        self.volume_panel = VolumePanel(self, self.session)
         self.keys_help = QLabel(help_text())
         self.keys_help.setWordWrap(True)
         self.keys_help.setStyleSheet("color: gray")
@@ -127,6 +122,15 @@ class PromptSegWidget(QWidget):
         self.viewer.layers.events.removing.connect(self._on_removing)
         bind_shortcuts(self)
         self._watched_window = None
+
+    @property
+    def model_version(self) -> int | None:
+        return self.session.model_version
+
+    @property
+    def proposing(self) -> bool:
+        """A Propose is running (other panels wait for it)."""
+        return self._worker is not None
 
     def scroll_to(self, section) -> None:
         """Scroll the dock so ``section`` is visible."""
@@ -222,8 +226,8 @@ class PromptSegWidget(QWidget):
                                 "again (with a project open its edits are kept as a draft)")
             return
         device = self.device_combo.currentText()
+        precisions = self.fast_mode.precisions(device)
         tau = self.threshold.value() / 100
-        classes = self.project_panel.class_synonyms()
         preload()
         self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
         t0 = time.perf_counter()
@@ -231,12 +235,7 @@ class PromptSegWidget(QWidget):
         def job():
             # Errors come back as values: the widget shows them; nothing is raised into Qt.
             try:
-                with self.predictor_lock:
-                    predictor = self.predictor(device)
-                    mapped = map_prompts(prompts, classes, predictor.text)
-                    predictor.set_image(img)
-                    r = predictor.predict(unique_names(mapped), threshold=tau, grounding=True)
-                return r, (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau)), mapped
+                return self.session.propose(img, prompts, tau, device, precisions)
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
@@ -247,20 +246,10 @@ class PromptSegWidget(QWidget):
         worker.start()
 
     def predictor(self, device: str | None = None):
-        """The predictor for the active model (loaded on first use; call from a worker thread
-        holding ``predictor_lock``). Uses the project's embeddings/ folder as a disk cache."""
-        from ..inference.predictor import Predictor
-
+        """The session's Predictor on ``device`` (default: the dock's) at the Fast mode's
+        precisions (loaded on first use; call from a worker thread holding ``session.lock``)."""
         device = device or self.device_combo.currentText()
-        enc, dec = self.fast_mode.precisions(device)
-        with self.predictor_lock:
-            if self._predictor is None or self._predictor_device != (device, enc, dec):
-                p = Predictor.load(self.checkpoint, device=device, encoder_precision=enc, decoder_precision=dec)
-                project = self.project_panel.project
-                if project is not None:
-                    p.use_embedding_cache(project.root / "embeddings")
-                self._predictor, self._predictor_device = p, (device, enc, dec)
-            return self._predictor
+        return self.session.predictor(device, self.fast_mode.precisions(device))
 
     def _done(self) -> None:
         self._worker = None
@@ -270,7 +259,7 @@ class PromptSegWidget(QWidget):
         if isinstance(result, _Failed):
             self.status.setText(f"⚠ {result.message}")
             return
-        r, (uncertainty, disagreement), mapped = result
+        r, uncertainty, disagreement, mapped = result.result, result.uncertainty, result.disagreement, result.mapped
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
@@ -278,7 +267,7 @@ class PromptSegWidget(QWidget):
             self.viewer.layers.remove(out)
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.project_panel.class_colors(),
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
-                    metadata={"image": name, "prompt": prompt, "model": self._predictor.info.get("version")})
+                    metadata={"image": name, "prompt": prompt, "model": self.session.loaded_predictor.info.get("version")})
         self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100,
@@ -347,10 +336,7 @@ class PromptSegWidget(QWidget):
     def use_checkpoint(self, path: str, version: int | None) -> None:
         """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
         self.prefetcher.stop()
-        with self.predictor_lock:
-            self.checkpoint = path
-            self.model_version = version
-            self._predictor = None
+        self.session.use_checkpoint(path, version)
 
     def _on_threshold(self, value: int) -> None:
         tau = value / 100

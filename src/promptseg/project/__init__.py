@@ -1,5 +1,6 @@
 """Project store: a folder of images, label versions and models indexed by SQLite."""
 
+from ..fsutil import array_sha256
 from .atomic import (
     atomic_path,
     atomic_replace_dir,
@@ -17,7 +18,7 @@ from .records import (
     RoundRecord,
 )
 from .schema import SCHEMA_VERSION
-from .store import Project, array_sha256
+from .store import Project
 
 __all__ = [
     "Project",

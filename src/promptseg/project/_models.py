@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import shutil
 import sqlite3
@@ -17,8 +16,6 @@ from .errors import ProjectError
 from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dumps
 
 __all__ = ["ModelsMixin"]
-
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class ModelsMixin:
@@ -103,15 +100,11 @@ class ModelsMixin:
     def model_dir(self, version: int) -> Path:
         return self._model(version).path
 
-    # --------------------------------------------------------------- embeddings
-    def embedding_path(self, image_sha256: str, model_hash: str) -> Path:
-        """Cache file for one image's embedding under one model (folder is created)."""
-        for what, key in (("image hash", image_sha256), ("model hash", model_hash)):
-            if not key or not _SAFE_KEY.match(key) or key.strip(".") == "":
-                raise ProjectError(f"invalid {what} {key!r} for an embedding path")
-        folder = self.root / "embeddings" / model_hash[:16]
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{image_sha256[:16]}.npz"
+    @property
+    def embeddings_dir(self) -> Path:
+        """The project's embedding cache (inference/embeddings.EmbeddingCache): rounds write it,
+        Predictors read it, both keyed by fsutil.array_sha256 of the image."""
+        return self.root / "embeddings"
 
     # ------------------------------------------------------------------- rounds
     def start_round(self, config: dict[str, Any]) -> int:

@@ -7,8 +7,6 @@ file; at worst an unreferenced file is left behind and later skipped over.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import threading
@@ -18,6 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..fsutil import array_sha256
 from . import schema
 from ._labels import LabelsMixin
 from ._models import ModelsMixin
@@ -51,16 +50,6 @@ def _check_color(color: str) -> str:
     if len(c) != 7 or c[0] != "#" or any(ch not in "0123456789abcdef" for ch in c[1:]):
         raise ProjectError(f"invalid colour {color!r}: expected '#rrggbb'")
     return c
-
-
-def array_sha256(array: np.ndarray) -> str:
-    """Content hash of an array: raw bytes plus shape and dtype, so reshapes differ."""
-    arr = np.ascontiguousarray(array)
-    h = hashlib.sha256()
-    h.update(arr.tobytes())
-    h.update(json.dumps(list(arr.shape)).encode())
-    h.update(arr.dtype.str.encode())
-    return h.hexdigest()
 
 
 def _read_image_file(path: Path) -> np.ndarray:

@@ -137,7 +137,7 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
     else:
         model, cache_t = PromptSegModel(ModelConfig()), {}
     model.to(device)
-    cache = EmbeddingCache(proj.root / "embeddings", model, device)
+    cache = EmbeddingCache(proj.embeddings_dir, model, device)
     progress = lambda i, n, name: emit("embed", done=i, total=n, image=name)  # noqa: E731
     sources, classes = labelled_sources(proj)
     if not sources:

@@ -24,8 +24,9 @@ from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder
 from ..project import Project, atomic_write_json
 from ..training.dataset import class_prompts, labelled_items
-from ..training.evaluate import dice, edited_fraction, per_class_dice, summarise
+from ..training.evaluate import per_class_dice, summarise
 from ..training.stage1 import TrainConfig, train_stage1
+from .accept import accept
 
 
 @dataclass
@@ -67,7 +68,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
 
     torch.manual_seed(cfg.seed)
     model = PromptSegModel(model_cfg or ModelConfig()).to(device)
-    cache = EmbeddingCache(project.root / "embeddings", model, device)
+    cache = EmbeddingCache(project.embeddings_dir, model, device)
     text = TextEncoder(model.cfg.text_model)
     prompts = class_prompts(sample.classes, text)
     for name, e in zip(sample.classes, prompts.embs):
@@ -91,15 +92,9 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
                 emb, grid = cache.get(image, rec.sha256)
                 proposal, _ = predict_labels(model, emb, grid, prompts.embs, prompts.laterality, device=device,
                                              pixels=tile_pixels(image, grid.tile))
-                gt = truth[rec.name]
-                fg = [dice(proposal == k + 1, gt == k + 1) for k in range(len(sample.classes)) if (gt == k + 1).any()]
-                project.save_label(rec, proposal, sample.classes, "proposal", model_version=version,
-                                   prompt="; ".join(sample.classes))
-                ef = edited_fraction(proposal, gt)
-                project.save_label(rec, gt, sample.classes, "corrected", model_version=version,
-                                   prompt="; ".join(sample.classes), dice_vs_proposal=float(np.mean(fg)),
-                                   edited_fraction=ef)
-                edits.append(ef)
+                # the simulated annotator corrects the proposal to the ground truth and accepts it
+                done = accept(project, image, rec.name, proposal, truth[rec.name], sample.classes, version)
+                edits.append(done.label.edited_fraction)
         items, _ = labelled_items(project, cache)
         steps = cfg.steps_first if r == 0 else cfg.steps_per_round
         tcfg = TrainConfig(steps=steps, seed=cfg.seed + r)
