@@ -216,6 +216,14 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_event_loop(a: argparse.Namespace) -> int:
+    from .bench.event_loop import run
+
+    r = run(Path(a.out), a.idle_seconds, a.train_seconds, a.model, a.images, a.steps)
+    print(json.dumps({k: r[k] for k in ("idle", "training", "round", "valid", "pass")}, indent=2))
+    return 0 if r["valid"] else 1
+
+
 def _bench_model_config(a: argparse.Namespace) -> ModelConfig:
     """The benchmarks' model: the defaults, with the encoder's BatchNorm mode from --encoder-norm
     (left out of the config when default, so default embedding caches keep their key)."""
@@ -361,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     ba.add_argument("--out", default="bench-aal")
     ba.set_defaults(fn=cmd_bench_aal)
+    bv = bsub.add_parser("event-loop", help="napari's event-loop lateness, idle vs during Retrain (xvfb-run -a)")
+    bv.add_argument("--out", required=True, help="folder for event_loop.json")
+    bv.add_argument("--idle-seconds", type=float, default=10.0)
+    bv.add_argument("--train-seconds", type=float, default=60.0, help="measure this long, then Cancel the round")
+    bv.add_argument("--model", choices=["default", "tiny"], default="default", help="tiny: a test-size U-Net")
+    bv.add_argument("--images", type=int, default=3, help="gold-labelled images in the bench project")
+    bv.add_argument("--steps", type=int, default=100000, help="round max steps (the bench cancels it)")
+    bv.set_defaults(fn=cmd_bench_event_loop)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

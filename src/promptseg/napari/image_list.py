@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QLabel, QPushButton, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..workflow.scoring import suggest_next
 from .drafts import load_draft, save_draft, save_unsaved
 from .layers import show_labels
+from .rows import hrow
 from .state import Proposal
 
 COLUMNS = ("Image", "Status", "Uncertainty", "Disagree")
@@ -48,11 +49,7 @@ class ImageList(QWidget):
         self.batch_info.setWordWrap(True)
         self.reason = QLabel("")
         self.reason.setWordWrap(True)
-        row = QWidget()
-        h = QHBoxLayout(row)
-        h.setContentsMargins(0, 0, 0, 0)
-        for b in (self.add_layers_btn, self.add_folder_btn, self.next_btn):
-            h.addWidget(b)
+        row = hrow(self.add_layers_btn, self.add_folder_btn, self.next_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.table)

@@ -13,12 +13,13 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QProcess
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                            QPushButton, QSpinBox, QTabWidget, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                            QProgressBar, QPushButton, QSpinBox, QTabWidget)
 
 from .drafts import delete_draft
 from .image_list import ImageList
 from .retrain_view import LossPlot, RoundsTable
+from .rows import hrow
 
 
 NICE = 10   # scheduling priority of the training process: annotation stays smooth on small machines
@@ -61,11 +62,7 @@ class ProjectPanel(QGroupBox):
         self.versions.setToolTip("Active model version; pick an older one to roll back")
         self.info = QLabel("No project open.")
         self.info.setWordWrap(True)
-        row = QWidget()
-        h = QHBoxLayout(row)
-        h.setContentsMargins(0, 0, 0, 0)
-        h.addWidget(self.retrain_btn)
-        h.addWidget(self.cancel_btn)
+        row = hrow(self.retrain_btn, self.cancel_btn)
         # Three sections, placed by the dock in the order of the work: Project (this box),
         # then Prompt and Refine, then Accept and Retrain.
         form = QFormLayout(self)

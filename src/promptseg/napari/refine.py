@@ -12,11 +12,12 @@ import time
 
 import numpy as np
 from napari.qt.threading import create_worker
-from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QGroupBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
 
 from ..workflow.exemplars import exemplar_sources
 from ..workflow.scoring import expert_disagreement, mean_entropy
 from .layers import show_labels
+from .rows import hrow
 from .state import Proposal
 
 POS, NEG, BOX = "points +", "points −", "box"
@@ -67,13 +68,8 @@ class RefinePanel(QGroupBox):
         self.info.setWordWrap(True)
         self.max_exemplars.setPrefix("max ")
         lay = QVBoxLayout(self)
-        for widgets in ((self.layers_btn, self.refine_btn), (self.exemplars, self.max_exemplars)):
-            row = QWidget()
-            h = QHBoxLayout(row)
-            h.setContentsMargins(0, 0, 0, 0)
-            for x in widgets:
-                h.addWidget(x)
-            lay.addWidget(row)
+        lay.addWidget(hrow(self.layers_btn, self.refine_btn))
+        lay.addWidget(hrow(self.exemplars, self.max_exemplars))
         lay.addWidget(self.info)
         self.layers_btn.clicked.connect(self.add_prompt_layers)
         self.refine_btn.clicked.connect(self.refine)

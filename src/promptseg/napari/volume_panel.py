@@ -13,11 +13,12 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton, QVBoxLayout
 
 from ..workflow.class_map import map_prompts, unique_names
 from ..workflow.scoring import mean_entropy
 from .layers import show_labels
+from .rows import hrow
 from .state import Proposal
 
 
@@ -60,19 +61,9 @@ class VolumePanel(QGroupBox):
         self.stop_btn.setEnabled(False)
         self.note = QLabel("For a 3-D image: Propose works on the slice on screen.")
         self.note.setWordWrap(True)
-        row = QWidget()
-        h = QHBoxLayout(row)
-        h.setContentsMargins(0, 0, 0, 0)
-        for w in (self.axis, self.all_btn, self.propagate_btn, self.stop_btn):
-            h.addWidget(w)
-        mode_row = QWidget()
-        h2 = QHBoxLayout(mode_row)
-        h2.setContentsMargins(0, 0, 0, 0)
-        h2.addWidget(QLabel("Propagate by"))
-        h2.addWidget(self.mode, 1)
         lay = QVBoxLayout(self)
-        lay.addWidget(row)
-        lay.addWidget(mode_row)
+        lay.addWidget(hrow(self.axis, self.all_btn, self.propagate_btn, self.stop_btn))
+        lay.addWidget(hrow(QLabel("Propagate by"), self.mode, stretch=self.mode))
         lay.addWidget(self.note)
         self.all_btn.clicked.connect(self.propose_all)
         self.propagate_btn.clicked.connect(self.propagate)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QLabel, QLineEdit, QPushButton, QScrollArea,
+                            QSlider, QVBoxLayout, QWidget)
 
 from ..workflow.session import AnnotationSession
 from .background import BatchProposer, Prefetcher
@@ -24,6 +24,7 @@ from .layers import show_labels
 from .project_panel import ProjectPanel
 from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
+from .rows import hrow
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
@@ -85,8 +86,8 @@ class PromptSegWidget(QWidget):
         form.addRow("Image", self.image_combo)
         form.addRow("Classes", self.prompt_edit)
         form.addRow(self.propose_btn)
-        form.addRow("Threshold", _row(self.threshold, self.threshold_label))
-        form.addRow("Device", _row(self.device_combo, self.fast_mode))
+        form.addRow("Threshold", hrow(self.threshold, self.threshold_label, stretch=self.threshold))
+        form.addRow("Device", hrow(self.device_combo, self.fast_mode, stretch=self.device_combo))
         self.project_panel = ProjectPanel(self, self.session)
         self.refine_panel = RefinePanel(self, self.session)
         self.volume_panel = VolumePanel(self, self.session)
@@ -349,14 +350,3 @@ class PromptSegWidget(QWidget):
             return
         p.tau = tau
         self.viewer.layers[p.layer].data = self.proposal_labels()
-
-
-def _row(stretch: QWidget, *rest: QWidget) -> QWidget:
-    """One form row of widgets side by side; the first takes the spare width."""
-    row = QWidget()
-    lay = QHBoxLayout(row)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(stretch, 1)
-    for w in rest:
-        lay.addWidget(w)
-    return row

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ProjectError
-
-__all__ = [
-    "ImageRecord",
-    "ClassRecord",
-    "LabelRecord",
-    "ModelRecord",
-    "RoundRecord",
-    "LABEL_KINDS",
-    "ROUND_STATUSES",
-    "dumps",
-    "spatial_shape",
-]
 
 LABEL_KINDS = ("proposal", "corrected", "gold")
 ROUND_STATUSES = ("running", "done", "failed", "cancelled")
@@ -38,6 +26,11 @@ def dumps(obj: Any) -> str:
 
 def _loads(text: str | None, default: Any) -> Any:
     return default if text is None else json.loads(text)
+
+
+def _record(cls, row: sqlite3.Row, **decoded: Any):
+    """A record from its row: the ``decoded`` columns as given, every other field as stored."""
+    return cls(**{f.name: decoded[f.name] if f.name in decoded else row[f.name] for f in fields(cls)})
 
 
 def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -66,17 +59,8 @@ class ImageRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> ImageRecord:
         spacing = _loads(row["spacing"], None)
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            path=root / row["path"],
-            sha256=row["sha256"],
-            shape=tuple(json.loads(row["shape"])),
-            dtype=row["dtype"],
-            source=row["source"],
-            spacing=None if spacing is None else tuple(spacing),
-            added=row["added"],
-        )
+        return _record(cls, row, path=root / row["path"], shape=tuple(json.loads(row["shape"])),
+                       spacing=None if spacing is None else tuple(spacing))
 
 
 @dataclass(frozen=True)
@@ -93,16 +77,8 @@ class ClassRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ClassRecord:
         blob = row["embedding"]
-        emb = None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            color=row["color"],
-            synonyms=list(_loads(row["synonyms"], [])),
-            embedding=emb,
-            embedding_model=row["embedding_model"],
-            created=row["created"],
-        )
+        return _record(cls, row, synonyms=list(_loads(row["synonyms"], [])),
+                       embedding=None if blob is None else np.frombuffer(blob, dtype=np.float32).copy())
 
 
 @dataclass(frozen=True)
@@ -123,21 +99,7 @@ class LabelRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> LabelRecord:
-        return cls(
-            id=row["id"],
-            image_id=row["image_id"],
-            image_name=row["image_name"],
-            version=row["version"],
-            path=root / row["path"],
-            kind=row["kind"],
-            classes=list(json.loads(row["classes"])),
-            model_version=row["model_version"],
-            prompt=row["prompt"],
-            dice_vs_proposal=row["dice_vs_proposal"],
-            edited_fraction=row["edited_fraction"],
-            seconds=row["seconds"],
-            created=row["created"],
-        )
+        return _record(cls, row, path=root / row["path"], classes=list(json.loads(row["classes"])))
 
 
 @dataclass(frozen=True)
@@ -153,16 +115,8 @@ class ModelRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> ModelRecord:
-        return cls(
-            version=row["version"],
-            path=root / row["path"],
-            parent=row["parent"],
-            config=dict(_loads(row["config"], {})),
-            metrics=dict(_loads(row["metrics"], {})),
-            sha256=row["sha256"],
-            created=row["created"],
-            active=bool(row["active"]),
-        )
+        return _record(cls, row, path=root / row["path"], config=dict(_loads(row["config"], {})),
+                       metrics=dict(_loads(row["metrics"], {})), active=bool(row["active"]))
 
 
 @dataclass(frozen=True)
@@ -177,12 +131,4 @@ class RoundRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RoundRecord:
-        return cls(
-            id=row["id"],
-            config=dict(_loads(row["config"], {})),
-            status=row["status"],
-            metrics=dict(_loads(row["metrics"], {})),
-            model_version=row["model_version"],
-            started=row["started"],
-            finished=row["finished"],
-        )
+        return _record(cls, row, config=dict(_loads(row["config"], {})), metrics=dict(_loads(row["metrics"], {})))
