@@ -252,7 +252,7 @@ class ImageList(QWidget):
     def _restore(self, rec, layer) -> str:
         """Show the image's draft, else its latest label, as the editable proposal layer."""
         w, proj = self.owner, self.project
-        image = w._image_for(layer)
+        image = w.image_for(layer)
         out = f"{rec.name} promptseg"
         scale = layer.scale[-2:]
         draft = load_draft(proj.root, rec.name, image, out)

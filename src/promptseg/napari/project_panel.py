@@ -12,7 +12,7 @@ import sys
 import time
 
 import numpy as np
-from qtpy.QtCore import QProcess
+from qtpy.QtCore import QProcess, Signal
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                             QProgressBar, QPushButton, QSpinBox, QTabWidget)
 
@@ -26,6 +26,9 @@ NICE = 10   # scheduling priority of the training process: annotation stays smoo
 
 
 class ProjectPanel(QGroupBox):
+    # (model folder or None, version or None): a project opened, a version picked, a round done
+    model_changed = Signal(object, object)
+
     def __init__(self, owner, session) -> None:
         super().__init__("Project")
         self.owner = owner            # the PromptSegWidget (viewer, last proposal, device)
@@ -107,8 +110,8 @@ class ProjectPanel(QGroupBox):
             return
         if self.project is not None:
             self.project.close()
-        self.owner.prefetcher.stop()
         self.session.open_project(project)   # its active model; its embedding cache
+        self.model_changed.emit(self.session.checkpoint, self.session.model_version)
         self.show_summary()
 
     def _refresh_versions(self) -> None:
@@ -128,7 +131,7 @@ class ProjectPanel(QGroupBox):
         if self.project is None or version is None or self.proc is not None:
             return
         self.project.set_active_model(version)
-        self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
+        self.model_changed.emit(str(self.project.model_dir(version)), version)
         self.show_summary()
 
     def show_summary(self) -> None:
@@ -272,7 +275,7 @@ class ProjectPanel(QGroupBox):
             self.info.setText(f"validation Dice {ev['dice']:.3f}")
         elif kind == "done":
             version = ev["model_version"]
-            self.owner.use_checkpoint(str(self.project.model_dir(version)), version)
+            self.model_changed.emit(str(self.project.model_dir(version)), version)
             self._refresh_versions()
             self.rounds_table.refresh(self.project)
             refresh = self.owner.batch.refresh()

@@ -89,6 +89,7 @@ class PromptSegWidget(QWidget):
         form.addRow("Threshold", hrow(self.threshold, self.threshold_label, stretch=self.threshold))
         form.addRow("Device", hrow(self.device_combo, self.fast_mode, stretch=self.device_combo))
         self.project_panel = ProjectPanel(self, self.session)
+        self.project_panel.model_changed.connect(self.use_checkpoint)
         self.refine_panel = RefinePanel(self, self.session)
         self.volume_panel = VolumePanel(self, self.session)
         self.keys_help = QLabel(help_text())
@@ -201,7 +202,7 @@ class PromptSegWidget(QWidget):
         if ndim not in (2, 3):
             raise ValueError(f"layer {name!r} has {ndim} dimensions; PromptSeg works on 2-D images "
                              "and on the current slice of a 3-D volume")
-        img = self._image_for(layer)
+        img = self.image_for(layer)
         return name, img, layer
 
     # -- actions -----------------------------------------------------------------------
@@ -272,7 +273,7 @@ class PromptSegWidget(QWidget):
         self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100,
-                                slice_index=self._slice_index(image_layer))
+                                slice_index=self.slice_index_of(image_layer))
         self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
         names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
         self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
@@ -286,12 +287,14 @@ class PromptSegWidget(QWidget):
         self.prefetcher.schedule()          # embed the next images while the annotator corrects
 
     # -- used by the project panel --------------------------------------------------------
-    def _image_for(self, layer) -> np.ndarray:
+    def image_for(self, layer) -> np.ndarray:
+        """The layer's image, or its slice on screen for a 3-D volume."""
         data = np.asarray(layer.data)
-        z = self._slice_index(layer)
+        z = self.slice_index_of(layer)
         return data if z is None else data[z]
 
-    def _slice_index(self, layer) -> int | None:
+    def slice_index_of(self, layer) -> int | None:
+        """The slice on screen (axis 0) of a 3-D volume layer; None for a 2-D image."""
         if np.ndim(layer.data) == 3 and not layer.rgb:
             return min(max(int(self.viewer.dims.current_step[0]), 0), layer.data.shape[0] - 1)
         return None
@@ -334,7 +337,7 @@ class PromptSegWidget(QWidget):
         self.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(result.prompts, result.presence)))
         return True
 
-    def use_checkpoint(self, path: str, version: int | None) -> None:
+    def use_checkpoint(self, path: str | None, version: int | None) -> None:
         """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
         self.prefetcher.stop()
         self.session.use_checkpoint(path, version)
