@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(fn=lambda a: __import__("promptseg.training.round", fromlist=["main"]).main(a.rest))
-    b = sub.add_parser("bench", help="benchmarks: latency, monuseg, effort, aal")
+    b = sub.add_parser("bench", help="benchmarks: latency, precision, monuseg, effort, aal")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
     bl.add_argument("--device", default="cpu")
@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bfloat16: the decoder's image-sized products in bfloat16 (CPUs with native bfloat16)")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
+    from .bench.precision import add_precision_parser
+    add_precision_parser(bsub)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
     bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")
     bm.add_argument("--labels", default="0.25", help="labelled fraction of the train rows (0.25, 0.5)")
