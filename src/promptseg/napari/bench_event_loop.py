@@ -2,12 +2,12 @@
 
     xvfb-run -a python -m promptseg.napari.bench_event_loop --out DIR
 
-A 10 ms QTimer runs on napari's GUI thread; each tick records how late it fired (actual gap
-minus 10 ms). Phase 1: the viewer idle (an image and the dock open). Phase 2: the dock's
-Retrain button starts a real ``promptseg train`` child process on a small project (the bundled
-nuclei sample as gold labels); the dock reads its JSON lines, updates the progress bar and
-redraws the live plot while the timer keeps measuring; after ``--train-seconds`` the round is
-cancelled with the Cancel button. Writes ``DIR/event_loop.json``.
+A QTimer with a period of ``TICK_MS`` runs on napari's GUI thread; each tick records how late
+it fired (actual gap minus the period). Phase 1: the viewer idle (an image and the dock open).
+Phase 2: the dock's Retrain button starts a real ``promptseg train`` child process on a small
+project (the bundled nuclei sample as gold labels); the dock reads its JSON lines, updates the
+progress bar and redraws the live plot while the timer keeps measuring; after
+``--train-seconds`` the round is cancelled with the Cancel button. Writes ``DIR/event_loop.json``.
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
     events = [e.get("event") for e in panel.events]
     steps_done = max([e["step"] for e in panel.events if e.get("event") == "step"], default=0)
     result = {
-        "what": "napari event-loop lateness of a 10 ms QTimer (ms): idle vs while `promptseg train` runs "
+        "what": f"napari event-loop lateness of a {TICK_MS} ms QTimer (ms): idle vs while `promptseg train` runs "
                 "as a child process started from the dock",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
