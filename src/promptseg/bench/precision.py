@@ -12,7 +12,6 @@ Results go to ``OUT/encoder_precision_check.json`` (docs/benchmarks.md, "Encoder
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
@@ -20,16 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..project import atomic_write_json
+from ..training.evaluate import dice   # two empty masks agree fully
 from .latency import bench_image
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice between two precisions' masks; two empty masks agree fully."""
-    return 1.0 if not (a.any() or b.any()) else dice(a, b)
 
 
 def _sync(device: str) -> None:
@@ -46,7 +38,7 @@ def _accuracy(rows: list, predictors: dict, prec: str) -> dict:
             masks[tag] = p.predict("nucleus").labels > 0
         out[name] = {"dice_gt_float32": round(100 * dice(masks["float32"], gt), 2),
                      f"dice_gt_{prec}": round(100 * dice(masks[prec], gt), 2),
-                     "mask_dice_between": round(agreement(masks["float32"], masks[prec]), 4)}
+                     "mask_dice_between": round(dice(masks["float32"], masks[prec]), 4)}
         print(name, out[name], flush=True)
     return out
 
@@ -78,7 +70,7 @@ def _shapes(images: dict, predictors: dict, prec: str, runs: int, device: str) -
 def _threads(pair: dict, plo, device: str, repeats: int = 3) -> dict:
     """Largest embedding difference of two threads sharing ``plo``'s encoder from their
     single-thread embeddings (0.0 when the shared encoder is thread-safe)."""
-    from promptseg import Predictor
+    from ..inference.predictor import Predictor
 
     want = {}
     for k, img in pair.items():
@@ -109,8 +101,7 @@ def run_precision(out: str | Path, device: str = "cpu", precision: str | None = 
     """Run the three checks and write ``out/encoder_precision_check.json``. ``precision``
     defaults to float16 on CUDA and bfloat16 on the CPU; ``quick``: one nuclei tile, one
     16-bit one-tile image and fewer thread repeats, for a smoke run."""
-    from promptseg import Predictor
-
+    from ..inference.predictor import Predictor
     from ..io import load_sample
     from .data import load_seg_dir
 
@@ -140,7 +131,7 @@ def run_precision(out: str | Path, device: str = "cpu", precision: str | None = 
     res["threads_max_abs_diff"] = _threads(pair, plo, device, repeats=2 if quick else 3)
     print("threads", res["threads_max_abs_diff"], flush=True)
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "encoder_precision_check.json").write_text(json.dumps(res, indent=1))
+    atomic_write_json(Path(out) / "encoder_precision_check.json", res)
     return res
 
 
