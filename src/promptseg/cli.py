@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the annotate/retrain loop headless on bundled sample data")
-    d.add_argument("--quick", action="store_true", help="short rounds (under 10 min on 2 CPU cores)")
+    d.add_argument("--quick", action="store_true", help="short rounds, for a quick check on a CPU")
     d.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     d.add_argument("--out", default="promptseg-demo", help="output folder (report.json, project/)")
     d.add_argument("--sample", default="brain", choices=["brain", "nuclei"])
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(fn=lambda a: __import__("promptseg.training.round", fromlist=["main"]).main(a.rest))
-    b = sub.add_parser("bench", help="benchmarks: latency, monuseg, effort, aal")
+    b = sub.add_parser("bench", help="benchmarks: latency, precision, monuseg, effort, aal")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
     bl.add_argument("--device", default="cpu")
@@ -297,12 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16", "float16-compiled"),
                     default="float32",
                     help="the Predictor's image encoder: float16 CUDA graphs (CUDA only; float16-compiled: of "
-                         "the torch.compile'd encoder, ~50 s to compile) or a bfloat16 copy (CPUs with native "
-                         "bfloat16); the reference stays float32")
+                         "the torch.compile'd encoder, compiled on the first image) or a bfloat16 copy (CPUs "
+                         "with native bfloat16); the reference stays float32")
     bl.add_argument("--decoder-precision", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16: the decoder's image-sized products in bfloat16 (CPUs with native bfloat16)")
     bl.add_argument("--out", default="bench-out")
     bl.set_defaults(fn=cmd_bench)
+    from .bench.precision import add_precision_parser
+    add_precision_parser(bsub)
     bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
     bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")
     bm.add_argument("--labels", default="0.25", help="labelled fraction of the train rows (0.25, 0.5)")

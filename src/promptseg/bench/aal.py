@@ -53,8 +53,8 @@ class AALConfig:
     # Propagate's modes with a model (inference/volume.py) each trained method is scored in.
     propagate: list[str] = field(default_factory=lambda: ["model", "flow+model"])
     steps: int = 1500
-    # Training crop in pixels; 0 = the whole tile, i.e. the whole slice. Anatomy needs the
-    # context: 128-px crops gave 16.8 mean Dice, whole slices 25.6 (supervised, --quick).
+    # Training crop in pixels; 0 = the whole tile, i.e. the whole slice: telling lobes apart
+    # needs the context of the whole slice, which small crops cut away.
     crop: int = 0
     slice_step: int = 1            # use every n-th slice of the plane (1 = all)
     seed: int = 0

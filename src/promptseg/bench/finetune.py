@@ -5,9 +5,9 @@ Every other method trains a decoder on cached embeddings of the frozen LiteMedSA
 These run the encoder on every step, on random whole-tile crops (256² for LiteMedSAM) in a
 random dihedral view, with the encoder at a tenth of the decoder's learning rate and the same
 stage-1 losses as ``supervised``. They answer one question: how much of the gap to the
-issue's orientation numbers (≈ 82 Dice, a trained TinyViT) the frozen encoder costs. A GPU
-job: on the 2-core CPU one 256² tile takes ~1.4 s forward. ``from_stage`` k > 0 makes it a
-CPU job: TinyViT's stages before k are frozen and run once per tile of the images' dihedral
+issue's orientation numbers (a trained TinyViT) the frozen encoder costs. A GPU job, since
+the encoder runs forward and backward on every step. ``from_stage`` k > 0 makes it a CPU
+job: TinyViT's stages before k are frozen and run once per tile of the images' dihedral
 views (cached), and only the later stages, the neck and the decoder train, on whole tiles.
 """
 from __future__ import annotations

@@ -29,8 +29,8 @@ def backbone_hash(model: PromptSegModel) -> str:
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())
         return h.hexdigest()
-    # "eval-bn": embeddings from before 2026-11-26 were computed with the frozen encoder's
-    # BatchNorm in training mode (batch statistics); they must not be reused
+    # "eval-bn": older caches were computed with the frozen encoder's BatchNorm in training
+    # mode (batch statistics); the key change keeps them from being reused
     key = [cfg.backbone, cfg.backbone_kwargs, getattr(model.backbone, "weights_sha256", None), "eval-bn"]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -39,8 +39,8 @@ def backbone_hash(model: PromptSegModel) -> str:
 def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu", bf16: bool = False,
                 encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, TileGrid]:
     """Tile embeddings (T, C, g, g) as float32 on the CPU. ``bf16`` runs the encoder under
-    bfloat16 autocast on CUDA (about half the time, but the numbers differ from float32 enough
-    to change masks of a decoder trained on float32 embeddings: docs/benchmarks.md);
+    bfloat16 autocast on CUDA (faster, but the numbers differ from float32 enough to change
+    masks of a decoder trained on float32 embeddings);
     ``encoder``: see :func:`embed_tiles`."""
     x, grid = image_tiles(image, model.tile, device)
     return embed_tiles(model, x, device, bf16, encoder).cpu(), grid
@@ -65,8 +65,8 @@ def image_tiles(image: np.ndarray, tile: int, device: str | torch.device = "cpu"
     same numbers. ``scale_on_device`` (default: on any device but the CPU): an 8/16-bit image is
     copied to the device as it is and scaled there through :func:`scale_table`'s lookup table,
     a quarter (8-bit gray: a twelfth) of the bytes to copy and no host pass over the float
-    image. Other dtypes, and the CPU (where numpy's lookup is faster: 2.3 vs 4.1 ms for a 512²
-    RGB image on 2 cores), prepare on the host."""
+    image. Other dtypes, and the CPU (where numpy's lookup is the faster one), prepare on the
+    host."""
     arr = hwc_view(image)
     if scale_on_device is None:
         scale_on_device = torch.device(device).type != "cpu"
@@ -146,7 +146,7 @@ class EmbeddingCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         # What a later read returns, so a run that fills the cache trains on the same numbers
-        # as one that reads it (they differed: 30.78 vs 28.66 on the AAL --quick bench).
+        # as one that reads it (otherwise the two runs' training diverges).
         return torch.from_numpy(half.astype(np.float32)), grid
 
     def warm(self, images: Iterable[tuple[str, np.ndarray]],

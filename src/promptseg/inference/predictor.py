@@ -82,12 +82,12 @@ class Predictor:
                  prompt_cache: dict | None = None, source: str | None = None, cache_size: int = 8,
                  encoder_precision: str = "float32", decoder_precision: str = "float32"):
         """``encoder_precision``: "float16" (CUDA only) runs the image encoder in float16 as CUDA
-        graphs, "bfloat16" (CPUs with native bfloat16 only) as a bfloat16 copy, each about
-        twice as fast as float32 (model/backbones/reduced_precision.py); "float16-compiled"
-        (CUDA only) graphs the encoder as compiled by torch.compile: set_image 2.5x float32's
-        (6.8 vs 17.0 ms on an H200), after a compile of about 50 s on the first image. ``decoder_precision``
-        "bfloat16" (the same CPUs): the decoder's image-sized products in bfloat16, on a copy of
-        the model. Masks stay at Dice ~0.986 of float32's (docs/benchmarks.md, "Encoder precision")."""
+        graphs, "bfloat16" (CPUs with native bfloat16 only) as a bfloat16 copy, each faster than
+        float32 (model/backbones/reduced_precision.py); "float16-compiled" (CUDA only) graphs the
+        encoder as compiled by torch.compile, the fastest, after a compile on the first image.
+        ``decoder_precision`` "bfloat16" (the same CPUs): the decoder's image-sized products in
+        bfloat16, on a copy of the model. Masks stay close to float32's (docs/benchmarks.md,
+        "Predictor latency" and "Encoder precision")."""
         self.device = resolve_device(device)
         if encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(f"encoder_precision must be one of {ENCODER_PRECISIONS}, got {encoder_precision!r}")

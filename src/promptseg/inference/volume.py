@@ -80,8 +80,8 @@ def propagation_order(n: int, seeds: Sequence[int]) -> list[tuple[int, int]]:
 PROPAGATE_MODES = ("flow", "flow+model", "model")
 # "flow+model": a pixel's score per class is this share of the carried labels plus the rest of
 # the model's probability, so at the 0.5 threshold the model removes a carried label only where
-# it gives it under 1/6 and adds one only over 5/6. Of 0.3 and 0.4 on the AAL --quick bench,
-# 0.4 scored higher (45.4 vs 45.0); the model's labels alone (0) gave 43.9.
+# it gives it under 1/6 and adds one only over 5/6. On the AAL --quick bench 0.4 scored above
+# 0.3 and above the model's labels alone (0).
 CARRIED_SHARE = 0.4
 
 

@@ -41,7 +41,7 @@ class _Mlp(nn.Module):
 class DistributionHead(nn.Module):
     """Map tokens (B, N, D) to a diagonal Gaussian per token: (μ, σ), both (B, N, D).
 
-    Structure follows the reference block (seed-methods §2.3):
+    Structure follows the reference block:
 
     1. x' = LayerNorm(GELU(Linear(x)))
     2. multi-head self-attention on x' (qkv without bias); the concatenated head output

@@ -108,7 +108,7 @@ def uncertainty_similarity(
     b: float = 4.0,
     lam: float = 0.2,
 ) -> Tensor:
-    """DuSSS semantic-similarity supervision (seed-methods §3.2), (N, D) × (M, D) → (N, M).
+    """DuSSS semantic-similarity supervision, (N, D) × (M, D) → (N, M).
 
     cos  = cosine(x, y)
     D_s  = ‖x̂ − ŷ‖² of the L2-normalised features (= 2 − 2cos), clamped ≥ 1e-4

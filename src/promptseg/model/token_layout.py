@@ -62,11 +62,9 @@ def _per_head(w: Tensor, heads: int) -> Tensor:
 
 def _fold(a: nn.Module, tokens: int) -> bool:
     """Whether the cross attention ``a`` with ``tokens`` prompt tokens runs folded (its
-    products over the L image tokens have H*T columns instead of the internal dim). Measured
-    on 2 CPU cores, both layers + final attention, N=4, L=4096, folded / unfolded time:
-    inference 0.47 (T=4), 0.58 (7), 0.86 (16), 0.99 (25), 1.49 (32); training forward +
-    backward 0.53 (7), 0.91 (16), 0.95 (19), 1.12 (24). H*T <= internal dim keeps to the side
-    where it wins in both; training has T >= 19 (16 padded words): unfolded, as before."""
+    products over the L image tokens have H*T columns instead of the internal dim). Folding
+    wins while H*T is at most the internal dim, in inference and in training; training
+    batches have T >= 19 (16 padded words), so they stay unfolded."""
     return a.num_heads * tokens <= a.internal_dim
 
 
@@ -101,7 +99,7 @@ def _image_to_token_folded(a: nn.Module, x: Tensor, keys: Tensor, qp: Tensor, qu
     bias = torch.einsum("nthd,hd->nht", k, a.q_proj.bias.view(h, d))
     if log_count is not None:
         bias = bias + log_count[:, None]
-    # scores as (N, H*T, L), softmax over T (dim 2 of (N, H, T, L)): ~20x faster on CPU than
+    # scores as (N, H*T, L), softmax over T (dim 2 of (N, H, T, L)): much faster on CPU than
     # in (N, L, H, T) layout, where each softmax row is only T long
     s = torch.baddbmm(bias.reshape(n, h * t, 1), kq, x.transpose(1, 2))
     p = s.view(n, h, t, -1).softmax(2).view(n, h * t, -1)

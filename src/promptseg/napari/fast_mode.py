@@ -1,6 +1,6 @@
 """The dock's "Fast mode" box: reduced precision for the Predictor where the device has one.
 
-About 2x faster embedding (and CPU prompts), masks at Dice ~0.986 of float32's
+Faster embedding (and CPU prompts), with masks close to float32's but not identical
 (docs/benchmarks.md, "Encoder precision"); off by default, training stays float32.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ from qtpy.QtWidgets import QCheckBox, QComboBox
 
 _TIPS = {
     None: "No faster precision on this device (float32 only)",
-    ("bfloat16", "bfloat16"): "Image encoder and decoder in bfloat16 instead of float32: embedding about 2x and "
-                              "prompts about 1.5x faster, masks within 1-2 % of float32's.",
-    ("float16", "float32"): "Image encoder in float16 (CUDA graphs) instead of float32: about twice as fast, "
-                            "masks within 1 % of float32's.",
+    ("bfloat16", "bfloat16"): "Image encoder and decoder in bfloat16 instead of float32: faster embedding and "
+                              "prompts, masks close to float32's but not identical.",
+    ("float16", "float32"): "Image encoder in float16 (CUDA graphs) instead of float32: faster embedding, "
+                            "masks close to float32's but not identical.",
 }
 
 

@@ -22,11 +22,10 @@ from .rows import hrow
 from .state import Proposal
 
 
-# (menu text, inference/volume.py mode, tooltip). Measured in docs/benchmarks.md, "Following the anatomy".
+# (menu text, inference/volume.py mode, tooltip); docs/benchmarks.md, "AAL coarse classes", compares the modes.
 PROPAGATE_CHOICES = (
     ("optical flow", "flow", "Carry each slice's labels onto the next along the optical flow between the two "
-     "slices: they move with the anatomy. No model. On the AAL brain atlas with 5 % of the axial slices drawn: "
-     "57.45 mean Dice, against 52.98 for copying them"),
+     "slices: they move with the anatomy. No model. On a brain atlas this beats copying the nearest drawn slice"),
     ("flow + model", "flow+model", "Carry the labels along the flow, decode the slice with them as the mask "
      "prompt, and let the model change them only where it is confident"),
     ("model", "model", "Decode the slice with the typed classes and the neighbour's labels as they are"),

@@ -2,7 +2,7 @@
 
 Fusion is a product of experts in logit space, z = z_teacher + w_g·z_grounding + w_x·z_exemplar,
 never a sum of probabilities: σ(p_t + m_text) with p, m ∈ [0, 1] is above 0.5 everywhere and
-turns every pixel into foreground (seed-methods §12.1). Experts that disagree cancel, so
+turns every pixel into foreground. Experts that disagree cancel, so
 their pixels fall below the confidence threshold and are left out of the loss.
 """
 from __future__ import annotations

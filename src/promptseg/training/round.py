@@ -108,9 +108,8 @@ def _gather_shas(sha: str, world: int) -> list[str]:
 
 def default_views(device: str) -> int:
     """Dihedral views of each accepted label a round trains on, when not given: all 8 on a GPU,
-    where an encoder pass takes milliseconds; 1 on a CPU, where each view of a 512² image costs
-    about 11 s of encoder time once (views are cached). With 6 labelled MoNuSeg images, 8 views
-    raised Dice by 0.7-1.1 (docs/benchmarks.md)."""
+    where an encoder pass is cheap; 1 on a CPU, where each view costs a full encoder pass per
+    image once (views are cached)."""
     return 8 if str(device).startswith("cuda") else 1
 
 

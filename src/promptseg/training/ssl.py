@@ -1,7 +1,7 @@
 """Stage 2: the semi-supervised round (student + EMA teacher) on cached tile embeddings.
 
 Per step, with labelled crops (accepted labels) and unlabelled crops sampled independently
-(never tied to the labelled index, seed-methods §12.7):
+(never tied to the labelled index, so the two streams stay independent):
 - labelled: every stage-1 term (stage1.py) on a weak view, optionally plus the exemplar-
   assistant path supervised by the label (the template bank with the image itself left out),
   which trains the decoder to read exemplar prompts (VESSA's stage 1);

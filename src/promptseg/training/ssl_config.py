@@ -19,8 +19,8 @@ class SSLConfig:
     ramp_steps: int = 0                # 0 -> a third of the steps, counted after the warm-up
     confidence: float = 0.75
     # Turning or flipping cached embeddings shows the decoder features the encoder never makes
-    # (TinyViT is not rotation-equivariant: scripts/feature_equivariance_check.py), and it cost
-    # the supervised model 2.65 Dice on MoNuSeg (docs/benchmarks.md); so both are off by default.
+    # (TinyViT is not rotation-equivariant) and lowered Dice on MoNuSeg; so both are off by
+    # default (image views re-run the encoder instead).
     teacher_views: int = 1             # dihedral views the teacher's logits are averaged over (1 = none)
     geometric: bool = False            # flip / rot90 / rescale of embedding crops as the weak view
     scale_range: tuple[float, float] = (0.8, 1.25)
@@ -28,12 +28,12 @@ class SSLConfig:
     channel_drop: float = 0.1
     cutout: float = 0.25
     # Photometric jitter of the student's pixel crops (pixel branch only; augment.jitter_pixels):
-    # without it the student's branch sees the teacher's exact pixels. 0.2 gave +1.15 Dice on
-    # MoNuSeg at 25 % labels, 3 seeds (docs/benchmarks.md).
+    # without it the student's branch sees the teacher's exact pixels, and the MoNuSeg bench
+    # scored the round higher with it.
     pixel_jitter: float = 0.2
     # The same jitter on the labelled crops' pixels (supervised loss), for stain variation the
-    # few labelled images do not show. On MoNuSeg at 25 % labels it gave the supervised model
-    # +1.97 Dice (3 seeds) and promptseg +0.13 (docs/benchmarks.md, "Label jitter").
+    # few labelled images do not show; on the MoNuSeg bench it raised the supervised baseline
+    # and did not hurt promptseg.
     label_jitter: float = 0.2
     text_expert: bool = True
     w_grounding: float = 1.0
@@ -42,7 +42,7 @@ class SSLConfig:
     fusion: str = "veto"               # how the experts' logits join the teacher's: sum | veto | gate (pseudo.py)
     expert_fade: float = 0.0           # 1: the experts' weights fall linearly to 0 over the round after the warm-up
     exemplar_k: int = 3
-    exemplar_supervision: float = 0.0  # exemplar-prompted decodes of labelled crops; 0.5 cost 0.58 Dice
+    exemplar_supervision: float = 0.0  # exemplar-prompted decodes of labelled crops; off: it lowered Dice
     student_feedback: bool = True
     feedback_after: float = 0.3        # fraction of the steps before the student's mask is fed back
     student_vs_text: float = 0.5

@@ -102,8 +102,8 @@ class LiteMedSAMBackbone(nn.Module):
             self.weights_sha256 = load_state_dict()[1]
         if norm == "per_tile":
             # the statistics of each tile instead of the pretrained ones: a per-tile stain and
-            # exposure normalisation, opt-in (it measured ~1 Dice worse on MoNuSeg:
-            # docs/benchmarks.md, "GPU run 4"); BatchNorm cannot be folded into the
+            # exposure normalisation, opt-in (worse on MoNuSeg: docs/benchmarks.md, "MoNuSeg
+            # label efficiency"); BatchNorm cannot be folded into the
             # convolutions then, so the fast inference copy is not used
             _tile_norm(self.encoder)
 

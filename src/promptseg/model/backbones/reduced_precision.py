@@ -1,16 +1,14 @@
 """The frozen encoder in reduced precision, for a Predictor's embeddings (opt-in).
 
-- GPU: float16, replayed as CUDA graphs. Measured on an H200 (docs/benchmarks.md, "GPU run
-  4"), 4 tiles of 256²: the eval-mode float32 encoder takes 16.6 ms, eager float16 17.9 ms
-  (329 kernel launches per pass, 12 ms of CPU launching: launch-bound), and one CUDA-graph
-  replay of the float16 encoder 8.6 ms, with the 'nucleus' mask at Dice 0.998 against
-  float32's. Compiled first by inductor (fused elementwise kernels), the graph replays in
-  4.7 ms instead of 10.4 ms (H200, scripts/gpu_set_image_profile.py), after a compile of
-  about 50 s per process: opt-in (``compiled=True``).
+- GPU: float16, replayed as CUDA graphs: eager float16 gains nothing, because one pass is
+  hundreds of small kernels whose launches cost more CPU time than the GPU spends on them; a
+  graph replays them without the launches. Compiled first by inductor (fused elementwise
+  kernels), the graph replays faster still, after a compile of the encoder on the first
+  image of each process: opt-in (``compiled=True``).
 - CPU: a bfloat16 copy of the fast inference encoder (tinyvit_inference.py, its fused
-  oneDNN ops in bfloat16), for CPUs with native bfloat16 (AVX512-BF16, AMX). On 2 cores of
-  an AMD EPYC with AVX512-BF16: 2.0-2.2x the float32 encoder in the same run, 'nucleus' mask
-  Dice 0.986 against float32's (docs/benchmarks.md, "Encoder precision").
+  oneDNN ops in bfloat16), for CPUs with native bfloat16 (AVX512-BF16, AMX).
+Speed and mask agreement with float32: docs/benchmarks.md, "Predictor latency" and "Encoder
+precision".
 Both are for embeddings only; training and the embedding caches stay float32.
 """
 from __future__ import annotations
@@ -90,7 +88,7 @@ class HalfGraphEncoder(_FrozenCopies):
     on the first call with that count, again when the backbone's weights change). Returns
     float16 embeddings; callers cast. Thread-safe: captures and replays are serialised.
     ``compiled``: the graphs replay the encoder as compiled by ``torch.compile`` (inductor),
-    compiled on the first call (about 50 s; inductor's on-disk cache shortens later processes)."""
+    compiled on the first call (slow; inductor's on-disk cache shortens later processes)."""
 
     def __init__(self, backbone: nn.Module, device: torch.device | str, compiled: bool = False):
         if torch.device(device).type != "cuda":
@@ -122,7 +120,7 @@ class HalfGraphEncoder(_FrozenCopies):
 
     def _compiled(self):
         # the folded inference copy, built here eagerly: traced inside the backbone's forward,
-        # its BatchNorm folding re-compiled per layer (dynamo's recompile limit, 125 s)
+        # its BatchNorm folding re-compiled per layer until dynamo's recompile limit
         fast = self.backbone._inference_encoder()
         compiled = torch.compile(fast, dynamic=False)   # static shapes: one program per tile count
         return lambda x: compiled(x.contiguous(memory_format=torch.channels_last)).contiguous()

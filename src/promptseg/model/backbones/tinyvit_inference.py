@@ -8,8 +8,8 @@ Rewrites, each exact up to float rounding (tests compare with the vendored modul
 - window attention scales q before the ``q @ k`` product and adds its relative-position bias
   in place, broadcast over the windows (no copies of the (windows, heads, 196, 196) logits);
 - on CPU, each convolution or linear layer followed by GELU (or by MBConv's residual sum) is
-  one oneDNN call with the activation fused in (fused_ops.py): GELU over the first stage's
-  4 x 256 x 256² maps was 0.3 s on its own.
+  one oneDNN call with the activation fused in (fused_ops.py), saving a pass over the first
+  stage's large maps.
 Measured speed-ups: docs/benchmarks.md, "Predictor latency".
 Only for eval-mode, no-grad forwards: a copy is built lazily and rebuilt when the weights
 change (see ``LiteMedSAMBackbone``).
@@ -49,7 +49,7 @@ def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     k = k.transpose(1, 2).reshape(b * h, n, self.key_dim)
     v = v.transpose(1, 2).reshape(b * h, n, self.d)
     # the bias is added in place, broadcast over the windows: expanding it to (b*h, n, n) for
-    # baddbmm copied it twice per layer (77 MB each in stage 2: ~6 % of the encoder's CPU time)
+    # baddbmm copied it twice per layer (the (windows, heads, 196, 196) logits each time)
     attn = torch.bmm(q * self.scale, k.transpose(1, 2)).view(b, h, n, n)
     attn = attn.add_(self.ab.to(q.dtype)).softmax(-1).view(b * h, n, n)
     out = torch.bmm(attn, v).view(b, h, n, self.d).transpose(1, 2).reshape(b, n, self.dh)
