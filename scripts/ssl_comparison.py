@@ -28,7 +28,8 @@ from promptseg.training.dataset import class_prompts, make_item
 from promptseg.inference.embeddings import EmbeddingCache, tile_pixels
 from promptseg.inference.decode import predict_labels
 from promptseg.training.evaluate import dice
-from promptseg.training.ssl import METHODS, SSLTrainer, UnlabelledItem, method_config
+from promptseg.training.ssl import METHODS, SSLTrainer, method_config
+from promptseg.training.types import UnlabelledItem
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 
