@@ -16,7 +16,8 @@ import torch
 
 from promptseg.training.dataset import class_prompts, make_item
 from promptseg.inference.embeddings import EmbeddingCache, tile_pixels
-from promptseg.training.stage1 import TrainConfig, train_stage1
+from promptseg.training.ssl_config import TrainConfig
+from promptseg.training.stage1 import train_stage1
 from promptseg.io import list_samples, load_sample
 from promptseg.model.checkpoint import load_checkpoint, save_checkpoint
 from promptseg.model.segmenter import ModelConfig, PromptSegModel

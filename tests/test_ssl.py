@@ -13,7 +13,8 @@ from promptseg.inference.embeddings import embed_image, tile_pixels
 from promptseg.training.exemplars import Template, TemplateBank, similarity_prompts
 from promptseg.training.pseudo import (binary_pseudo_label, ema_alpha, ema_update, fuse_logits,
                                      multiclass_pseudo_label, sigmoid_ramp)
-from promptseg.training.ssl import SSLTrainer, UnlabelledItem, method_config, train_ssl
+from promptseg.training.ssl import SSLTrainer, method_config, train_ssl
+from promptseg.training.types import UnlabelledItem
 from promptseg.training.train_state import load_state, save_state
 from promptseg.io import load_sample
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
@@ -177,7 +178,8 @@ def test_teacher_ensemble_averages_views_mapped_back(tiny_setup):
     rotated decodes, each rotated back (so it still lines up with the crop)."""
     tr = _trainer(tiny_setup, 4)
     geo = Geometry()
-    weak, _, _, px, _ = tr.unlabelled_batch(geo)
+    views = tr.unlabelled_batch(geo)
+    weak, px = views.weak, views.weak_pixels
     pb = tr.all_class_queries(weak.shape[0])
     pe = tr.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
     t = tr.teacher

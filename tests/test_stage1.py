@@ -7,7 +7,9 @@ from promptseg.training.dataset import class_prompts, make_item
 from promptseg.inference.embeddings import EmbeddingCache, embed_image, tile_pixels
 from promptseg.inference.decode import predict_labels
 from promptseg.training.evaluate import dice
-from promptseg.training.stage1 import LossWeights, TrainConfig, stage1_losses, train_stage1, _sample_crop
+from promptseg.training.crops import sample_crop
+from promptseg.training.ssl_config import LossWeights, TrainConfig
+from promptseg.training.stage1 import stage1_losses, train_stage1
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.model.text import TextEncoder
 
@@ -55,7 +57,7 @@ def test_each_loss_term_can_be_switched_off(nuclei, prompts):
     model = PromptSegModel(ModelConfig.tiny())
     items = _items(model, nuclei)
     pe = model.decoder.dense_pe(model.grid_size, model.grid_size)
-    crops = [_sample_crop(items[0], 0, 4, random.Random(0))]
+    crops = [sample_crop(items[0], 0, 4, random.Random(0))]
     torch.manual_seed(0)
     on = stage1_losses(model, crops, prompts.tensors("cpu"), pe, TrainConfig(), random.Random(0), "cpu")
     assert {"seg", "presence", "token_attention", "pixel_class", "text_guided", "contrastive"} <= set(on)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .training.round import add_round_arguments, run_parsed
 
 if TYPE_CHECKING:   # the CLI imports torch-heavy modules lazily, inside each command
     from .model.segmenter import ModelConfig
@@ -281,11 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("info", help="print a project summary")
     n.add_argument("project")
     n.set_defaults(fn=cmd_info)
-    t = sub.add_parser("train", help="run a training round as JSON lines (see training/round.py)",
-                       add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(fn=lambda a: __import__("promptseg.training.round", fromlist=["main"]).main(a.rest))
-    b = sub.add_parser("bench", help="benchmarks: latency, precision, monuseg, effort, aal")
+    t = sub.add_parser("train", help="run a training round as JSON lines (see training/round.py)")
+    add_round_arguments(t)
+    t.set_defaults(fn=run_parsed)
+    b = sub.add_parser("bench", help="benchmarks: latency, precision, monuseg, effort, aal, event-loop")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
     bl.add_argument("--device", default="cpu")

@@ -13,6 +13,7 @@ views (cached), and only the later stages, the neck and the decoder train, on wh
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +26,10 @@ from ..io.normalise import prepare_image
 from ..io.tiling import extract_tiles, tile_masks
 from ..model.segmenter import PromptSegModel
 from ..training.augment import D4_VIEWS, image_view
-from ..training.stage1 import ClassPrompts, TrainConfig, optimiser_step, stage1_losses, warmup_cosine
+from ..training.loop import optimiser_step, run_steps, warmup_cosine
+from ..training.ssl_config import TrainConfig
+from ..training.stage1 import stage1_losses
+from ..training.types import ClassPrompts, LabelledCrop
 from .data import SegImage
 
 
@@ -144,9 +148,9 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
     cuda = str(device).startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
     params = enc + rest
-    last: dict = {}
-    t0 = time.time()
-    for step in range(cfg.steps):
+    numbers = itertools.count(1)
+
+    def step() -> dict:
         if split:
             idx = [rng.randrange(len(feats)) for _ in range(cfg.batch_tiles)]
             labels, x = tile_labels[idx], tile_px[idx]
@@ -156,10 +160,10 @@ def train_finetune(model: PromptSegModel, rows: list[SegImage], prompts: ClassPr
             labels = torch.from_numpy(np.stack([b[1] for b in batch]))
         with autocast:
             emb = (split.tail(feats[idx].to(device).float()) if split else model.embed(x)).float()
-            crops = [(emb[i], labels[i], (0, 0, g), x[i]) for i in range(len(labels))]
+            crops = [LabelledCrop(emb[i], labels[i], (0, 0, g), x[i]) for i in range(len(labels))]
             losses = stage1_losses(model, crops, prompt_tensors, full_pe, loss_cfg, rng, device)
-        last = optimiser_step(opt, sched, params, losses, step, t0)
-        if on_step:
-            on_step(last)
+        return optimiser_step(opt, sched, params, losses, next(numbers))
+
+    last = run_steps(step, cfg.steps, on_step=on_step)
     model.eval()
     return last

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..model.segmenter import PromptSegModel
-from ..training.ssl import UnlabelledItem, method_config, train_ssl
-from ..training.stage1 import ClassPrompts, TrainItem
+from ..training.ssl import method_config, train_ssl
+from ..training.types import ClassPrompts, TrainItem, UnlabelledItem
 
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
                "promptseg-no_feedback", "promptseg-no_contrastive")

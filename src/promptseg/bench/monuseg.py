@@ -24,7 +24,7 @@ from ..model.segmenter import ModelConfig, PromptSegModel
 from ..model.text import TextEncoder, load_prompt_cache, prompt_cache_file, save_prompt_cache
 from ..training.dataset import class_prompts, make_item
 from ..training.ssl_config import SSLConfig
-from ..training.stage1 import ClassPrompts, TrainItem
+from ..training.types import ClassPrompts, TrainItem
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .finetune import FinetuneConfig, freeze_encoder, train_finetune
 from .stain import donor_assignment, recolourings, stain_stats

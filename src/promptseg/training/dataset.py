@@ -12,7 +12,7 @@ from ..io.tiling import tile_masks
 from ..model.text import TextEncoder, parse_prompt
 from ..project import Project
 from .augment import D4_VIEWS, image_view, view_suffix
-from .stage1 import ClassPrompts, TrainItem
+from .types import ClassPrompts, TrainItem
 
 
 def class_prompts(names: list[str], text: TextEncoder) -> ClassPrompts:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .stage1 import TrainItem
+from .types import TrainItem
 
 
 @dataclass

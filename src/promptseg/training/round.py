@@ -23,9 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 
 def emit(event: str, **data) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
@@ -37,6 +34,7 @@ def _dist_setup(device: str) -> tuple[int, int, str]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device
+    import torch
     import torch.distributed as dist
 
     cuda = device.startswith("cuda")
@@ -48,10 +46,12 @@ def _dist_setup(device: str) -> tuple[int, int, str]:
 
 
 def _unlabelled_items(proj, cache, strong_views: int, seed: int, progress):
+    import numpy as np
+
     from ..inference.embeddings import tile_pixels
     from .augment import photometric_view
     from .dataset import volume_slice_indices
-    from .ssl import UnlabelledItem
+    from .types import UnlabelledItem
 
     recs = proj.unlabelled_images()
     out = []
@@ -98,6 +98,7 @@ def _gather_shas(sha: str, world: int) -> list[str]:
     """Every rank's weight hash on rank 0, sent as bytes in a tensor (no pickling)."""
     if world <= 1:
         return [sha]
+    import torch
     import torch.distributed as dist
 
     mine = torch.tensor(list(bytes.fromhex(sha)), dtype=torch.uint8)
@@ -116,12 +117,15 @@ def default_views(device: str) -> int:
 def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200, epochs: float | None = None,
               method: str = "promptseg", resume: bool = False, save_every: int = 25, strong_views: int = 0,
               val_fraction: float = 0.2, seed: int = 0, views: int | None = None) -> int:
+    import numpy as np
+
     from ..inference.embeddings import EmbeddingCache
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..model.segmenter import ModelConfig, PromptSegModel
     from ..model.text import TextEncoder
     from ..project import Project
     from .dataset import class_prompts, items_from_sources, labelled_sources
+    from .loop import run_steps
     from .ssl import SSLConfig, SSLTrainer, method_config
     from .train_state import load_state, save_state
     from .validate import validate
@@ -172,6 +176,7 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
                                      "parent": active.version if active else None}) if rank == 0 else 0
         state_dir = proj.root / "rounds" / str(round_id)
     if world > 1:   # every rank must agree on the round (rank 0 owns the DB)
+        import torch
         import torch.distributed as dist
 
         rid = torch.tensor([round_id])
@@ -179,6 +184,7 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
         round_id, state_dir = int(rid), proj.root / "rounds" / str(int(rid))
     wrap = None
     if world > 1:
+        import torch
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         wrap = lambda m: DDP(m, find_unused_parameters=True,  # noqa: E731
@@ -190,14 +196,15 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
          train_items=len(train), val=len(val), unlabelled=len(unlabelled), classes=classes,
          parent=active.version if active else None, device=device, world_size=world,
          resumed_from=trainer.step_count if found else None)
-    t0, start_step, last = time.time(), trainer.step_count, {}
-    while trainer.step_count < cfg.steps and not stop["flag"]:
-        last = trainer.step()
-        last["it_s"] = (trainer.step_count - start_step) / (time.time() - t0)
+
+    def on_step(record: dict) -> None:
         if trainer.step_count % 5 == 0 or trainer.step_count == cfg.steps:
-            emit("step", **last)
+            emit("step", **record)
         if rank == 0 and save_every and trainer.step_count % save_every == 0 and trainer.step_count < cfg.steps:
             save_state(trainer, state_dir)
+
+    t0 = time.time()
+    last = run_steps(trainer.step, cfg.steps, trainer.step_count, on_step, lambda: stop["flag"])
     if stop["flag"] and trainer.step_count < cfg.steps:
         if rank == 0:
             save_state(trainer, state_dir)
@@ -225,10 +232,10 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .ssl import METHODS
+def add_round_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A round's options, on the parser of `promptseg train` or of this module's ``main``."""
+    from .ssl_config import METHODS
 
-    ap = argparse.ArgumentParser(prog="promptseg train")
     ap.add_argument("project")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     ap.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default 200)")
@@ -242,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="dihedral views of each accepted label, each run through the encoder once "
                          "(default: 8 on a GPU, 1 on a CPU)")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parsed(add_round_arguments(argparse.ArgumentParser(prog="promptseg train")).parse_args(argv))
+
+
+def run_parsed(a: argparse.Namespace) -> int:
+    """Run the round ``a`` names (parsed by :func:`add_round_arguments`); 1 after an error event."""
     try:
         from ..device import resolve_device
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
-import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -31,19 +29,13 @@ from ..model.losses import dice_bce_loss, text_guided_loss
 from ..model.segmenter import PromptSegModel
 from .augment import (D4_VIEWS, Geometry, apply_geometry, invert_geometry, jitter_pixels, scaled_side,
                       strong_features)
+from .crops import pixel_crop, sample_crop, stack_pixels
 from .exemplars import TemplateBank, global_feature
+from .loop import optimiser_step, run_steps, warmup_cosine
 from .pseudo import ema_alpha, ema_update, fuse_logits, multiclass_pseudo_label, sigmoid_ramp
 from .ssl_config import METHODS, SSLConfig, method_config  # noqa: F401  (re-exported)
-from .stage1 import ClassPrompts, TrainItem, _sample_crop, pixel_crop, stack_pixels, stage1_losses, warmup_cosine
-
-
-@dataclass
-class UnlabelledItem:
-    name: str
-    emb: torch.Tensor                  # (T, C, g, g)
-    strong_emb: torch.Tensor | None = None  # embedding of a photometric strong view (augment.py)
-    pixels: torch.Tensor | None = None      # (T, 3, tile, tile) uint8, for a pixel branch
-    strong_pixels: torch.Tensor | None = None  # the strong view's pixels
+from .stage1 import stage1_losses
+from .types import ClassPrompts, LabelledCrop, TrainItem, UnlabelledItem, UnlabelledTargets, UnlabelledViews
 
 
 def _geo(x: torch.Tensor | None, geo: Geometry, size: int | None = None) -> torch.Tensor | None:
@@ -99,19 +91,21 @@ class SSLTrainer:
     def geometry(self) -> Geometry:
         return Geometry.sample(self.rng_l, self.cfg.scale_range) if self.cfg.geometric else Geometry()
 
-    def labelled_batch(self, geo: Geometry):
+    def labelled_batch(self, geo: Geometry) -> tuple[list[LabelledCrop], list[TrainItem]]:
+        """Labelled crops in the view ``geo``, and the item each was cut from."""
         sup = self.cfg.supervised
         crops, names = [], []
         for _ in range(sup.batch_tiles):
             item = self.rng_l.choice(self.labelled)
-            emb, glob, (_, _, c), px = _sample_crop(item, sup.crop, self.stride, self.rng_l)
-            c2 = scaled_side(c, geo, item.emb.shape[-1])
-            crops.append((apply_geometry(emb, geo, c2), apply_geometry(glob, geo, c2 * self.stride, nearest=True),
-                          (0, 0, c2), _geo(px, geo, c2 * self.stride)))
+            crop = sample_crop(item, sup.crop, self.stride, self.rng_l)
+            c2 = scaled_side(crop.window[2], geo, item.emb.shape[-1])
+            crops.append(LabelledCrop(apply_geometry(crop.emb, geo, c2),
+                                      apply_geometry(crop.labels, geo, c2 * self.stride, nearest=True),
+                                      (0, 0, c2), _geo(crop.pixels, geo, c2 * self.stride)))
             names.append(item)
         return crops, names
 
-    def unlabelled_batch(self, geo: Geometry):
+    def unlabelled_batch(self, geo: Geometry) -> UnlabelledViews:
         """Weak and strong views of crops from the unlabelled pool (or, if there is none, from
         the labelled images with their labels unused), and the pixels of both (or None)."""
         pool = self.unlabelled or [UnlabelledItem(it.name, it.emb, pixels=it.pixels) for it in self.labelled]
@@ -140,7 +134,7 @@ class SSLTrainer:
         strong_px = stack_pixels(strong_px, self.device)
         if strong_px is not None:
             strong_px = jitter_pixels(strong_px, self.gen, self.cfg.pixel_jitter)
-        return weak, strong, items, stack_pixels(weak_px, self.device), strong_px
+        return UnlabelledViews(weak, strong, items, stack_pixels(weak_px, self.device), strong_px)
 
     def all_class_queries(self, n_crops: int) -> PromptBatch:
         pooled, tokens, tmask, lat = self.prompt_tensors
@@ -241,32 +235,28 @@ class SSLTrainer:
         with self.autocast:
             warm = self.step_count < cfg.warmup * cfg.steps
             if cfg.unlabelled_weight > 0 and not warm:
-                weak, strong, uitems, weak_px, strong_px = self.unlabelled_batch(geo)
-                pe = self.full_pe[:, :weak.shape[-1], :weak.shape[-1]]
-                pb = self.all_class_queries(weak.shape[0])
+                views = self.unlabelled_batch(geo)
+                side = views.weak.shape[-1]
+                pe = self.full_pe[:, :side, :side]
+                pb = self.all_class_queries(views.weak.shape[0])
                 self.model.eval()
-                z, z_g = self.pseudo_labels(weak, uitems, pb, pe, weak_px)
+                z, z_g = self.pseudo_labels(views.weak, views.items, pb, pe, views.weak_pixels)
                 self.model.train()
                 k = self.prompt_tensors[0].shape[0]
                 labels, onehot, conf = multiclass_pseudo_label(z.reshape(-1, k, *z.shape[-2:]), cfg.confidence)
-                unl = (strong, strong_px, pb, pe, onehot, conf, z_g)
+                unl = UnlabelledTargets(views.strong, views.strong_pixels, pb, pe, onehot, conf, z_g)
             else:
                 unl, labels, conf = None, torch.zeros(1), torch.zeros(1)
             lam = 0.0 if warm else cfg.unlabelled_weight * sigmoid_ramp(
                 self.step_count - int(cfg.warmup * cfg.steps), self.ramp_steps)
             losses = self.ddp(crops, litems, unl, lam)
-        self.opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.sched.step()
+        out = optimiser_step(self.opt, self.sched, self.params, losses, self.step_count + 1)
         # The teacher averages over at most about the last tenth of the round, so a short
         # round's teacher does not lag far behind a student that is still improving.
         ema_update(self.teacher, self.model, ema_alpha(self.step_count, min(cfg.ema, 1 - 10 / max(cfg.steps, 20))))
         self.step_count += 1
-        out = {name: float(v.detach()) for name, v in losses.items()}
-        out.update(step=self.step_count, lr=self.sched.get_last_lr()[0], unlabelled_weight=lam,
-                   confident_fraction=float(conf.float().mean()), pseudo_foreground=float((labels > 0).float().mean()))
+        out.update(unlabelled_weight=lam, confident_fraction=float(conf.float().mean()),
+                   pseudo_foreground=float((labels > 0).float().mean()))
         return out
 
     def finish(self) -> None:
@@ -285,9 +275,10 @@ class _StudentLoss(nn.Module):
         self.model = trainer.model
         self.trainer = trainer
 
-    def forward(self, crops, litems, unl, lam) -> dict:
+    def forward(self, crops: list[LabelledCrop], litems: list[TrainItem], unl: UnlabelledTargets | None,
+                lam: float) -> dict:
         tr, cfg = self.trainer, self.trainer.cfg
-        px = stack_pixels([c[3] for c in crops], tr.device)
+        px = stack_pixels([c.pixels for c in crops], tr.device)
         if px is not None:
             px = jitter_pixels(px, tr.gen, cfg.label_jitter)
         fine = self.model.fine_features(px)   # once for both labelled paths
@@ -295,25 +286,26 @@ class _StudentLoss(nn.Module):
                                fine=fine)
         total = losses.pop("total")
         if cfg.exemplar_supervision > 0 and len(tr.bank):
-            losses["exemplar_supervised"] = self._exemplar_supervised(crops, litems, crops[0][0].shape[-1], fine)
+            losses["exemplar_supervised"] = self._exemplar_supervised(crops, litems, crops[0].emb.shape[-1], fine)
             total = total + cfg.exemplar_supervision * losses["exemplar_supervised"]
         if unl is None:
             losses["total"] = total
             return losses
-        strong, strong_px, pb, pe, onehot, conf, z_g = unl
-        out = self.model.decode(strong, pb, pe, fine=self.model.fine_features(strong_px)).mask_logits.float()
+        onehot, conf = unl.onehot, unl.confident
+        out = self.model.decode(unl.strong, unl.queries, unl.pe,
+                                fine=self.model.fine_features(unl.strong_pixels)).mask_logits.float()
         target = onehot.reshape(-1, *onehot.shape[-2:])
         k = onehot.shape[-3]
         valid = conf.repeat_interleave(k, dim=0)
         lu = dice_bce_loss(out, target, valid) if valid.any() else out.sum() * 0.0
         losses["unlabelled"] = lu
         if cfg.student_vs_text > 0:
-            p_text = torch.sigmoid(z_g)
+            p_text = torch.sigmoid(unl.grounding)
             text_valid = (torch.maximum(p_text, 1 - p_text) >= cfg.confidence).float()
             losses["student_vs_text"] = dice_bce_loss(out, (p_text > 0.5).float(), text_valid)
             lu = (lu + cfg.student_vs_text * losses["student_vs_text"]) / (1 + cfg.student_vs_text)
         if cfg.text_guided_u > 0:
-            g_logits, pix, txt = self.model.grounding(strong, tr.prompt_tensors[0])
+            g_logits, pix, txt = self.model.grounding(unl.strong, tr.prompt_tensors[0])
             grid = F.adaptive_avg_pool2d(onehot * conf[:, None], g_logits.shape[-2:])
             present = grid.flatten(2).amax(2) > 0
             if present.any():
@@ -323,12 +315,13 @@ class _StudentLoss(nn.Module):
         losses["total"] = total + lam * lu
         return losses
 
-    def _exemplar_supervised(self, crops, litems, pe_side: int, fine: torch.Tensor | None) -> torch.Tensor:
+    def _exemplar_supervised(self, crops: list[LabelledCrop], litems: list[TrainItem], pe_side: int,
+                             fine: torch.Tensor | None) -> torch.Tensor:
         """Decode labelled crops from exemplar prompts of *other* accepted images and
         supervise with the label: teaches the decoder to use the assistant's prompts."""
         tr = self.trainer
-        embs = torch.stack([c[0] for c in crops]).to(tr.device)
-        glob = torch.stack([c[1] for c in crops]).to(tr.device)
+        embs = torch.stack([c.emb for c in crops]).to(tr.device)
+        glob = torch.stack([c.labels for c in crops]).to(tr.device)
         qi, qc = [], []
         for b, item in enumerate(litems):
             present = [k for k in item.classes if (glob[b] == k + 1).any()]
@@ -360,13 +353,6 @@ def train_ssl(model: PromptSegModel, labelled: list[TrainItem], unlabelled: list
     """Train in place; the model ends with the EMA teacher's weights. Returns the last
     step's losses (``on_step`` gets every step's dict)."""
     tr = SSLTrainer(model, labelled, unlabelled, prompts, cfg, device)
-    t0, last = time.time(), {}
-    while tr.step_count < cfg.steps:
-        if should_stop and should_stop():
-            break
-        last = tr.step()
-        last["it_s"] = tr.step_count / (time.time() - t0)
-        if on_step:
-            on_step(last)
+    last = run_steps(tr.step, cfg.steps, tr.step_count, on_step, should_stop)
     tr.finish()
     return last

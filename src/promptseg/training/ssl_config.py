@@ -1,10 +1,36 @@
-"""The semi-supervised round's settings: every expert and loss has a switch, and
-``method_config`` names the variants a benchmark compares (ssl.py runs them)."""
+"""Training settings: the supervised trainer's (stage1.py) and the semi-supervised round's,
+where every expert and loss has a switch; ``method_config`` names the variants a benchmark
+compares (ssl.py runs them). Free of torch, so the command line can read ``METHODS``."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .stage1 import LossWeights, TrainConfig
+
+@dataclass
+class LossWeights:
+    seg: float = 1.0
+    presence: float = 0.5
+    contrastive: float = 0.1
+    sss: bool = True            # semantic-similarity supervision inside the contrastive term
+    token_attention: float = 0.2
+    pixel_class: float = 0.5
+    text_guided: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_tiles: int = 2
+    max_classes: int = 4        # prompts decoded per tile per step (present + absent ones)
+    crop: int = 32              # crop of the token grid per tile (0 = whole tile)
+    seed: int = 0
+    temperature: float = 0.07
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass

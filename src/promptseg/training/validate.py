@@ -7,7 +7,7 @@ import torch
 from ..inference.decode import predict_labels
 from ..io.tiling import TileGrid, make_grid
 from .evaluate import per_class_dice, summarise
-from .stage1 import ClassPrompts, TrainItem
+from .types import ClassPrompts, TrainItem
 
 
 def untile(labels: torch.Tensor, grid: TileGrid, classes: list[int]) -> np.ndarray:
