@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
+from ..io.limits import check_pixels
 from ..io.normalise import image_sha256, spatial_shape
 from ..io.tiling import TileGrid, blend_tiles
 from ..model.checkpoint import load_checkpoint
@@ -164,6 +165,7 @@ class Predictor:
         image hash + model hash, so returning to an image costs nothing."""
         arr = np.asarray(image)
         shape = spatial_shape(arr)   # validates dtype and layout before hashing
+        check_pixels(shape)          # before anything the size of the image is allocated
         key = (image_sha256(arr), self.model_hash)
         hit = self._cache.get(key)
         if hit is None:
@@ -227,7 +229,10 @@ class Predictor:
     def _normalise_prompts(prompts: str | Sequence[str]) -> list[str]:
         if isinstance(prompts, str):
             return split_prompts(prompts)
-        if prompts is None or len(prompts) == 0:
+        if not isinstance(prompts, (list, tuple)):
+            raise ValueError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}: "
+                             f"{prompts!r:.80}")
+        if len(prompts) == 0:
             raise ValueError("no prompts given: pass one or more class names, e.g. ['nucleus']")
         return split_prompts(";".join(p if isinstance(p, str) else _bad_prompt(p) for p in prompts))
 

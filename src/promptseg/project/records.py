@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ProjectError
+from .paths import check_name, checked_path
 
 __all__ = [
     "ImageRecord",
@@ -25,7 +26,8 @@ __all__ = [
 ]
 
 LABEL_KINDS = ("proposal", "corrected", "gold")
-ROUND_STATUSES = ("running", "done", "failed", "cancelled")
+# "interrupted": marked "running" but no process holds the project's round lock (killed).
+ROUND_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 
 
 def dumps(obj: Any) -> str:
@@ -40,11 +42,19 @@ def _loads(text: str | None, default: Any) -> Any:
     return default if text is None else json.loads(text)
 
 
-def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Image shape without a trailing RGB(A) channel axis (only for 2-D colour images)."""
-    if len(shape) == 3 and shape[-1] in (3, 4):
-        return tuple(shape[:2])
-    return tuple(shape)
+def spatial_shape(shape: tuple[int, ...], rgb: bool | None = None) -> tuple[int, ...]:
+    """Image shape without a trailing RGB(A) channel axis. ``rgb`` None (images stored before
+    the flag existed, or arrays of unknown origin): a 3-D shape ending in 3 or 4 is colour."""
+    if rgb is None:
+        rgb = len(shape) == 3 and shape[-1] in (3, 4)
+    return tuple(shape[:-1]) if rgb else tuple(shape)
+
+
+def _row_name(name: object, where: str) -> str:
+    try:
+        return check_name(name)
+    except ProjectError as exc:
+        raise ProjectError(f"{where}: {exc}; the project was edited outside promptseg and is refused") from None
 
 
 @dataclass(frozen=True)
@@ -58,24 +68,28 @@ class ImageRecord:
     source: str | None
     spacing: tuple[float, ...] | None
     added: float
+    rgb: bool | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        return spatial_shape(self.shape)
+        return spatial_shape(self.shape, self.rgb)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> ImageRecord:
         spacing = _loads(row["spacing"], None)
+        where = f"images row {row['id']}"
+        rgb = row["rgb"] if "rgb" in row.keys() else None
         return cls(
             id=row["id"],
-            name=row["name"],
-            path=root / row["path"],
+            name=_row_name(row["name"], where),
+            path=checked_path(root, row["path"], where),
             sha256=row["sha256"],
             shape=tuple(json.loads(row["shape"])),
             dtype=row["dtype"],
             source=row["source"],
             spacing=None if spacing is None else tuple(spacing),
             added=row["added"],
+            rgb=None if rgb is None else bool(rgb),
         )
 
 
@@ -126,9 +140,9 @@ class LabelRecord:
         return cls(
             id=row["id"],
             image_id=row["image_id"],
-            image_name=row["image_name"],
+            image_name=_row_name(row["image_name"], f"images row {row['image_id']}"),
             version=row["version"],
-            path=root / row["path"],
+            path=checked_path(root, row["path"], f"labels row {row['id']}"),
             kind=row["kind"],
             classes=list(json.loads(row["classes"])),
             model_version=row["model_version"],
@@ -155,7 +169,7 @@ class ModelRecord:
     def from_row(cls, row: sqlite3.Row, root: Path) -> ModelRecord:
         return cls(
             version=row["version"],
-            path=root / row["path"],
+            path=checked_path(root, row["path"], f"models row {row['version']}"),
             parent=row["parent"],
             config=dict(_loads(row["config"], {})),
             metrics=dict(_loads(row["metrics"], {})),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -24,6 +25,8 @@ from ._models import ModelsMixin
 from ._status import StatusMixin
 from .atomic import atomic_write_tiff
 from .errors import ProjectError
+from .lock import round_lock_holder
+from .paths import check_name, check_space, checked_path, inside, space_error
 from .records import ClassRecord, ImageRecord, dumps
 
 __all__ = ["Project", "DB_NAME", "PALETTE"]
@@ -37,13 +40,6 @@ PALETTE = (
     "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8",
     "#800000", "#aaffc3", "#808000", "#ffd8b1", "#000075", "#808080",
 )
-
-
-def _check_name(name: str, what: str = "image") -> str:
-    name = str(name).strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
-        raise ProjectError(f"invalid {what} name {name!r}: must be non-empty without path separators")
-    return name
 
 
 def _check_color(color: str) -> str:
@@ -63,19 +59,17 @@ def array_sha256(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _read_image_file(path: Path) -> np.ndarray:
+def _read_image_file(path: Path) -> tuple[np.ndarray, bool]:
+    """(array, is colour) of an image file, through the format-aware reader."""
+    from ..io.readers import read_image
+
     if not path.is_file():
         raise ProjectError(f"image file not found: {path}")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return np.asarray(tifffile.imread(path))
     try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - pillow is a dependency
-        raise ProjectError(f"reading {path.suffix} images needs pillow") from exc
-    with Image.open(path) as im:
-        return np.asarray(im)
+        array, meta = read_image(path)
+    except ValueError as exc:
+        raise ProjectError(str(exc)) from None
+    return np.asarray(array), bool(meta.get("rgb", False))
 
 
 class Project(LabelsMixin, ModelsMixin, StatusMixin):
@@ -117,9 +111,27 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
             raise ProjectError(f"no promptseg project at {root}: folder does not exist")
         if not (root / DB_NAME).is_file():
             raise ProjectError(f"{root} is not a promptseg project (no {DB_NAME})")
+        if (root / DB_NAME).stat().st_size == 0:
+            kept = [p for sub in ("images", "labels", "models") if (root / sub).is_dir()
+                    for p in (root / sub).rglob("*") if p.is_file()]
+            if kept:
+                raise ProjectError(
+                    f"{root / DB_NAME} is empty but the project folder still holds {len(kept)} files "
+                    f"(e.g. {kept[0].relative_to(root)}): its index was lost; refusing to start it afresh. "
+                    "Restore project.sqlite from a backup, or move the folder away")
         for sub in SUBDIRS:  # tolerate folders deleted by hand
-            (root / sub).mkdir(exist_ok=True)
-        return cls._connect(root)
+            try:
+                (root / sub).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise space_error(exc, root, 4096) or ProjectError(f"cannot create {root / sub}: {exc}") from None
+        project = cls._connect(root)
+        try:
+            project._check_rows()
+            project._recover()
+        except BaseException:
+            project.close()
+            raise
+        return project
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str]) -> Project:
@@ -142,11 +154,36 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            full = space_error(exc, root, 1 << 20)
+            if full is not None:   # a full disk is not a corrupt project
+                raise full from None
             raise ProjectError(f"{db_path} is not a readable promptseg project: {exc}") from exc
         except BaseException:
             if conn is not None:
                 conn.close()
             raise
+
+    def _check_rows(self) -> None:
+        """Refuse a project whose database names paths outside it (every row is checked)."""
+        self.images()
+        self.labels()
+        self.models()
+
+    def _recover(self) -> None:
+        """Rounds marked running without a live lock holder become 'interrupted', and temporary
+        model folders of killed rounds are removed (only while no round is running)."""
+        if round_lock_holder(self.root) is not None:
+            return
+        try:
+            with self._lock, self._db:
+                self._db.execute("UPDATE rounds SET status='interrupted' WHERE status='running'")
+        except sqlite3.OperationalError as exc:
+            if space_error(exc, self.root, 0) is None:
+                raise   # on a full disk the rounds stay as they are until there is space
+        models = self.root / "models"
+        for tmp in list(models.glob("tmp*")) + list(models.glob(".tmp-*")):
+            if tmp.is_dir() and not tmp.is_symlink() and inside(self.root, tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def close(self) -> None:
         with self._lock:
@@ -171,19 +208,27 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         image: np.ndarray | str | os.PathLike[str],
         name: str | None = None,
         spacing: tuple[float, ...] | None = None,
+        rgb: bool | None = None,
     ) -> ImageRecord:
-        """Copy an image into the project (idempotent for identical name + content)."""
+        """Copy an image into the project (idempotent for identical name + content). ``rgb``:
+        whether the last axis is colour; None guesses (a 3-D array ending in 3 or 4 is colour),
+        so volumes should pass False."""
         if isinstance(image, np.ndarray):
             array, source = image, "array"
         else:
             src = Path(image).expanduser().absolute()
-            array, source = _read_image_file(src), str(src)
+            (array, read_rgb), source = _read_image_file(src), str(src)
+            rgb = read_rgb if rgb is None else rgb
             name = name if name is not None else src.stem
         if array.ndim < 2 or array.size == 0:
             raise ProjectError(f"image must be a non-empty array with >=2 dims, got shape {array.shape}")
+        if rgb is None:
+            rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
+        if rgb and (array.ndim < 3 or array.shape[-1] not in (3, 4)):
+            raise ProjectError(f"a colour image needs 3 or 4 channels in its last axis, got shape {array.shape}")
         sha = array_sha256(array)
         # Content-derived default name keeps re-adding the same array idempotent.
-        name = _check_name(name if name is not None else f"image-{sha[:12]}")
+        name = check_name(name if name is not None else f"image-{sha[:12]}")
         spacing_json = None
         if spacing is not None:
             try:
@@ -200,15 +245,23 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
                     f"an image named {name!r} already exists with different content; choose another name"
                 )
             rel = f"images/{name}.tif"
-            # No row references this path yet, so replacing a crash leftover is safe.
-            atomic_write_tiff(self.root / rel, array)
-            with self._db:
-                cur = self._db.execute(
-                    "INSERT INTO images(name, path, sha256, shape, dtype, source, spacing, added)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, rel, sha, dumps(list(array.shape)), str(array.dtype), source,
-                     spacing_json, time.time()),
-                )
+            target = checked_path(self.root, rel, f"image {name!r}")
+            check_space(self.root, array.nbytes + (1 << 20))
+            try:
+                # No row references this path yet, so replacing a crash leftover is safe.
+                atomic_write_tiff(target, array)
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT INTO images(name, path, sha256, shape, dtype, source, spacing, added, rgb)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (name, rel, sha, dumps(list(array.shape)), str(array.dtype), source,
+                         spacing_json, time.time(), int(bool(rgb))),
+                    )
+            except (OSError, sqlite3.OperationalError) as exc:
+                full = space_error(exc, self.root, array.nbytes)
+                if full is None:
+                    raise
+                raise full from None
             return self.image(int(cur.lastrowid))
 
     def images(self) -> list[ImageRecord]:
@@ -232,9 +285,14 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         import tifffile
 
         rec = self.image(rec_or_name)
-        if not rec.path.is_file():
-            raise ProjectError(f"image file for {rec.name!r} is missing: {rec.path}")
-        return np.asarray(tifffile.imread(rec.path))
+        path = checked_path(self.root, rec.path.relative_to(self.root).as_posix(), f"images row {rec.id}")
+        if not path.is_file():
+            raise ProjectError(f"image file for {rec.name!r} is missing: {path}")
+        try:
+            return np.asarray(tifffile.imread(path))
+        except Exception as exc:   # the library's message may quote the file's bytes: name the type only
+            raise ProjectError(f"image file for {rec.name!r} ({path}) is not a readable TIFF "
+                               f"({type(exc).__name__})") from None
 
     # ------------------------------------------------------------------ classes
     def add_class(self, name: str, color: str | None = None, synonyms: Iterable[str] = ()) -> ClassRecord:
@@ -242,6 +300,8 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         name = str(name).strip()
         if not name:
             raise ProjectError("class name must not be empty")
+        if any(ord(ch) < 32 for ch in name):
+            raise ProjectError(f"class name {name!r} must not hold control characters (NUL, newline, ...)")
         with self._lock:
             rows = self._query("SELECT * FROM classes WHERE lower(name)=lower(?)", (name,))
             if rows:

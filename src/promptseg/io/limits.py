@@ -1,0 +1,45 @@
+"""The largest image promptseg accepts, checked from a file's header or an array's shape
+before the pixels are allocated, so a huge input fails fast with a message instead of
+filling the memory. Raise it with the ``PROMPTSEG_MAX_PIXELS`` environment variable."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+__all__ = ["MAX_PIXELS_ENV", "DEFAULT_MAX_PIXELS", "ImageTooLarge", "max_pixels", "check_pixels"]
+
+MAX_PIXELS_ENV = "PROMPTSEG_MAX_PIXELS"
+# Pixels (voxels for volumes) per image; embedding one costs memory in proportion to it, and
+# this default keeps the peak within a few GB (docs/architecture.md, Safety).
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageTooLarge(ValueError):
+    """An image over the pixel limit (the message names the limit and how to raise it)."""
+
+
+def max_pixels() -> int:
+    """The limit in force: ``PROMPTSEG_MAX_PIXELS`` when set to a positive integer, else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    if value <= 0:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def check_pixels(spatial: Sequence[int], what: str = "image") -> None:
+    """ValueError naming the limit and how to raise it when ``spatial`` holds more pixels than allowed."""
+    n = math.prod(int(s) for s in spatial)
+    limit = max_pixels()
+    if n > limit:
+        dims = " x ".join(str(int(s)) for s in spatial)
+        raise ImageTooLarge(f"{what} is too large: {dims} = {n:,} pixels, over the limit of {limit:,} "
+                         f"pixels per image; set the environment variable {MAX_PIXELS_ENV} to a larger "
+                         "number to allow it (it needs memory in proportion), or crop/downsample it")
