@@ -14,6 +14,7 @@ MAX_PIXELS_ENV = "PROMPTSEG_MAX_PIXELS"
 # Pixels (voxels for volumes) per image; embedding one costs memory in proportion to it, and
 # this default keeps the peak within a few GB (docs/architecture.md, Safety).
 DEFAULT_MAX_PIXELS = 64_000_000
+VOLUME_FACTOR = 16
 
 
 class ImageTooLarge(ValueError):
@@ -35,11 +36,16 @@ def max_pixels() -> int:
 
 
 def check_pixels(spatial: Sequence[int], what: str = "image") -> None:
-    """ValueError naming the limit and how to raise it when ``spatial`` holds more pixels than allowed."""
-    n = math.prod(int(s) for s in spatial)
+    """ImageTooLarge naming the limit and how to raise it when a 2-D image (or one slice of a
+    volume: the last two of ``spatial``) holds more pixels than the limit, or a volume more than
+    VOLUME_FACTOR times as many voxels (its slices are embedded one at a time)."""
+    dims = [int(s) for s in spatial]
     limit = max_pixels()
-    if n > limit:
-        dims = " x ".join(str(int(s)) for s in spatial)
-        raise ImageTooLarge(f"{what} is too large: {dims} = {n:,} pixels, over the limit of {limit:,} "
-                         f"pixels per image; set the environment variable {MAX_PIXELS_ENV} to a larger "
-                         "number to allow it (it needs memory in proportion), or crop/downsample it")
+    plane, total = math.prod(dims[-2:]), math.prod(dims)
+    if plane > limit or total > VOLUME_FACTOR * limit:
+        shown = " x ".join(str(d) for d in dims)
+        over = (f"{plane:,} pixels per image (or slice), over the limit of {limit:,}" if plane > limit else
+                f"{total:,} voxels, over the volume limit of {VOLUME_FACTOR} x {limit:,}")
+        raise ImageTooLarge(f"{what} is too large: {shown} = {over}; set the environment variable "
+                            f"{MAX_PIXELS_ENV} to a larger number of pixels to allow it (memory grows in "
+                            "proportion), or crop or downsample the image")

@@ -143,6 +143,12 @@ class ModelsMixin:
         with self._lock, self._db:
             self._db.execute("UPDATE rounds SET status='running', finished=NULL WHERE id=?", (int(round_id),))
 
+    def fail_running_rounds(self, message: str) -> None:
+        """Mark every ``running`` round failed (its process, the RoundLock holder, hit an error)."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE rounds SET status='failed', metrics=?, finished=? WHERE status='running'",
+                             (dumps({"error": message[:2000]}), time.time()))
+
     def finish_round(
         self,
         round_id: int,

@@ -6,15 +6,20 @@ and a round marked ``running`` whose lock nobody holds was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ProjectError
+from .paths import check_space, space_error
 
-__all__ = ["LOCK_NAME", "RoundBusy", "RoundLock", "round_lock_holder"]
+if TYPE_CHECKING:
+    from .store import Project
+
+__all__ = ["LOCK_NAME", "RoundBusy", "RoundLock", "round_lock_holder", "exclusive_round"]
 
 LOCK_NAME = "round.lock"
 
@@ -114,3 +119,23 @@ class RoundLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def exclusive_round(project: Project, needed_bytes: int) -> Iterator[RoundLock]:
+    """Hold the project's round lock for a training round: refuse when another round runs or
+    the disk lacks ``needed_bytes``; if the round raises, every round it left ``running`` is
+    marked ``failed`` and a full disk becomes a SpaceError with the usual message."""
+    lock = RoundLock(project.root).acquire()
+    try:
+        check_space(project.root, needed_bytes)
+        yield lock
+    except BaseException as exc:
+        with contextlib.suppress(Exception):   # on a full disk the next open marks it interrupted
+            project.fail_running_rounds(f"{type(exc).__name__}: {exc}")
+        full = space_error(exc, project.root, needed_bytes)
+        if full is not None:
+            raise full from None
+        raise
+    finally:
+        lock.release()

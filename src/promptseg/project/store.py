@@ -24,6 +24,7 @@ from ._labels import LabelsMixin
 from ._models import ModelsMixin
 from ._status import StatusMixin
 from .atomic import atomic_write_tiff
+from ..io.limits import check_pixels
 from .errors import ProjectError
 from .lock import round_lock_holder
 from .paths import check_name, check_space, checked_path, inside, space_error
@@ -222,6 +223,11 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
             name = name if name is not None else src.stem
         if array.ndim < 2 or array.size == 0:
             raise ProjectError(f"image must be a non-empty array with >=2 dims, got shape {array.shape}")
+        try:
+            check_pixels(array.shape[:-1] if rgb or (rgb is None and array.ndim == 3 and array.shape[-1] in (3, 4))
+                         else array.shape, f"image {name!r}" if name else "image")
+        except ValueError as exc:   # before hashing, which copies the whole array
+            raise ProjectError(str(exc)) from None
         if rgb is None:
             rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
         if rgb and (array.ndim < 3 or array.shape[-1] not in (3, 4)):
