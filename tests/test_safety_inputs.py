@@ -178,3 +178,18 @@ def test_extreme_floats_normalise_to_a_finite_mask(default_predictor, nuclei):
     default_predictor.set_image(img)
     r = default_predictor.predict("nucleus")
     assert np.isfinite(r.probs).all() and np.isfinite(r.presence).all()
+
+
+def test_embedding_reports_tiles_done_and_can_be_cancelled(nuclei):
+    from promptseg import Predictor
+    from promptseg.inference.embeddings import EmbeddingCancelled
+
+    p = Predictor(PromptSegModel(ModelConfig.tiny()), device="cpu")   # 64-px tiles: 16 for a 256² image
+    seen = []
+    with pytest.raises(EmbeddingCancelled, match="after 8 of 16 tiles"):
+        p.set_image(nuclei.items[0].image, progress=lambda done, total: seen.append((done, total)),
+                    cancel=lambda: len(seen) >= 2)
+    assert seen == [(4, 16), (8, 16)] and not p.is_image_set
+    seen.clear()
+    p.set_image(nuclei.items[0].image, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(4, 16), (8, 16), (12, 16), (16, 16)] and p.is_image_set

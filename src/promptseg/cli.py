@@ -107,8 +107,14 @@ def cmd_propose(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     from .project import Project
+    from .project.paths import SpaceError
 
-    with Project.open(a.project) as proj:
+    try:
+        proj = Project.open(a.project)
+    except SpaceError as exc:   # a report needs no writes: read what was last checkpointed
+        print(f"note: {exc}; showing the project read-only", file=sys.stderr)
+        proj = Project.open_read_only(a.project)
+    with proj:
         s = proj.summary()
         s["classes"] = [c.name for c in proj.classes()]
         print(json.dumps(s, indent=2, default=str))

@@ -27,7 +27,7 @@ from ..model.heads import merge_classes
 from ..model.segmenter import ModelConfig, PromptSegModel, prompt_batch
 from ..model.text import TextEncoder, parse_prompt, split_prompts
 from .decode import decode_probs
-from .embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
+from .embeddings import Cancel, EmbeddingCache, Progress, embed_tiles, image_tiles, quantise_tiles
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
@@ -160,9 +160,11 @@ class Predictor:
 
     # -- image -------------------------------------------------------------------------
     @torch.no_grad()
-    def set_image(self, image: np.ndarray) -> None:
+    def set_image(self, image: np.ndarray, progress: Progress | None = None, cancel: Cancel | None = None) -> None:
         """Validate, normalise, tile and embed ``image`` (H×W or H×W×C). Cached by
-        image hash + model hash, so returning to an image costs nothing."""
+        image hash + model hash, so returning to an image costs nothing. ``progress(done, total)``
+        hears of each batch of tiles embedded; ``cancel()`` returning True stops with
+        EmbeddingCancelled, the previous image staying set."""
         arr = np.asarray(image)
         shape = spatial_shape(arr)   # validates dtype and layout before hashing
         check_pixels(shape)          # before anything the size of the image is allocated
@@ -171,11 +173,11 @@ class Predictor:
         if hit is None:
             x = None
             if self._disk is not None:
-                emb, grid = self._disk.get(arr, key[0])
+                emb, grid = self._disk.get(arr, key[0], progress, cancel)
             else:
                 # 8/16-bit images are scaled on the device; the embedding stays there
                 x, grid = image_tiles(arr, self.model.tile, self.device)
-                emb = embed_tiles(self.model, x, self.device, encoder=self._encoder)
+                emb = embed_tiles(self.model, x, self.device, encoder=self._encoder, progress=progress, cancel=cancel)
             # channels-last: the decoder reads the embedding as (h*w, C) token rows without a copy
             emb = emb.to(self.device).contiguous(memory_format=torch.channels_last)
             hit = _Embedded(emb, grid, shape, key[0])

@@ -13,7 +13,7 @@ __all__ = ["MAX_PIXELS_ENV", "DEFAULT_MAX_PIXELS", "ImageTooLarge", "max_pixels"
 MAX_PIXELS_ENV = "PROMPTSEG_MAX_PIXELS"
 # Pixels (voxels for volumes) per image; embedding one costs memory in proportion to it, and
 # this default keeps the peak within a few GB (docs/architecture.md, Safety).
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = 4096 * 4096
 VOLUME_FACTOR = 16
 
 

@@ -27,7 +27,7 @@ from .atomic import atomic_write_tiff
 from ..io.limits import check_pixels
 from .errors import ProjectError
 from .lock import round_lock_holder
-from .paths import check_name, check_space, checked_path, inside, space_error
+from .paths import SpaceError, check_name, check_space, checked_path, inside, space_error
 from .records import ClassRecord, ImageRecord, dumps
 
 __all__ = ["Project", "DB_NAME", "PALETTE"]
@@ -140,6 +140,32 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         return cls.open(root) if (root / DB_NAME).exists() else cls.create(root)
 
     @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Project:
+        """Open without writing anything (no migration, no recovery, SQLite's immutable mode), for
+        reports on a full disk; it sees the database as last checkpointed. Do not write through it."""
+        root = Path(path).expanduser().absolute()
+        db_path = root / DB_NAME
+        if not db_path.is_file():
+            raise ProjectError(f"{root} is not a promptseg project (no {DB_NAME})")
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            version = schema.get_version(conn)
+            if version != schema.SCHEMA_VERSION:
+                raise ProjectError(f"{db_path} has schema {version}, not {schema.SCHEMA_VERSION}: open it once "
+                                   "with free disk space so it can be upgraded")
+            project = cls(root, conn)
+            project._check_rows()
+            return project
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ProjectError(f"{db_path} is not a readable promptseg project: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
     def _connect(cls, root: Path) -> Project:
         db_path = root / DB_NAME
         conn: sqlite3.Connection | None = None
@@ -156,6 +182,9 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
             if conn is not None:
                 conn.close()
             full = space_error(exc, root, 1 << 20)
+            if full is None and shutil.disk_usage(root).free < (1 << 20):   # SQLite may say "disk I/O error"
+                full = SpaceError(f"no space left on the project's disk: 1 MB needed to open {db_path} "
+                                  f"for writing ({exc})")
             if full is not None:   # a full disk is not a corrupt project
                 raise full from None
             raise ProjectError(f"{db_path} is not a readable promptseg project: {exc}") from exc
