@@ -1,5 +1,6 @@
 """A project edited or built by someone else cannot make promptseg read or write outside it."""
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -110,3 +111,38 @@ def test_version_1_database_migrates_keeping_rounds_and_guessing_colour(tmp_path
         assert [r.status for r in p.rounds()] == ["done"]
         assert p.image("rgb").spatial_shape == (8, 8)     # unknown flag: the old guess
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "promptseg.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_init_checks_every_input_before_creating_anything_and_runs_twice_without_doubling(tmp_path):
+    from PIL import Image
+
+    from promptseg.io import sample_data_dir
+
+    src = sample_data_dir() / "nuclei"
+    proj = tmp_path / "proj"
+    p = _cli("init", str(proj), "--images", str(tmp_path / "missing"))
+    assert p.returncode != 0 and "does not exist" in p.stderr and not proj.exists()
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    shutil.copytree(src / "images", images)
+    shutil.copytree(src / "masks", masks)
+    (images / "broken.png").write_bytes(b"not a png")
+    first_mask = sorted(masks.iterdir())[0]
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(first_mask)   # wrong shape for its image
+    p = _cli("init", str(proj), "--images", str(images), "--masks", str(masks), "--class", "nucleus")
+    assert p.returncode != 0 and "nothing was created" in p.stderr
+    assert "broken.png" in p.stderr and f"mask {first_mask}" in p.stderr   # both problems at once
+    assert not proj.exists()
+
+    (images / "broken.png").unlink()
+    shutil.copy(src / "masks" / first_mask.name, first_mask)
+    args = ("init", str(proj), "--images", str(images), "--masks", str(masks), "--class", "nucleus")
+    for _ in range(2):
+        p = _cli(*args)
+        assert p.returncode == 0 and "4 images, 4 gold labels" in p.stdout, p.stderr
+    with Project.open(proj) as pr:
+        assert len(pr.labels(kinds=("gold",))) == 4 and len(pr.images()) == 4

@@ -107,6 +107,7 @@ def cmd_propose(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     from .project import Project
+    from .project.lock import round_lock_holder
     from .project.paths import SpaceError
 
     try:
@@ -117,6 +118,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     with proj:
         s = proj.summary()
         s["classes"] = [c.name for c in proj.classes()]
+        s["round_running"] = round_lock_holder(proj.root)   # {"pid", "started"} of a live round, or null
         print(json.dumps(s, indent=2, default=str))
     return 0
 
