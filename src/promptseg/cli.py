@@ -40,47 +40,37 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, what: str = "images") -> list[Path]:
     from .io import SUPPORTED_SUFFIXES
 
+    if not folder.is_dir():
+        raise SystemExit(f"error: the {what} folder {folder} does not exist (or is not a folder)")
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and
              any(p.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES)]
     if not files:
-        raise SystemExit(f"error: no images ({', '.join(SUPPORTED_SUFFIXES)}) in {folder}")
+        raise SystemExit(f"error: no {what} ({', '.join(SUPPORTED_SUFFIXES)}) in {folder}")
     return files
 
 
 def cmd_init(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .io import read_image
     from .model.text import split_prompts
     from .project import Project
+    from .project.seed import check_inputs, seed_project
 
     classes = split_prompts(";".join(a.cls)) if a.cls else []
     if a.masks and not classes:
         raise SystemExit("error: --masks needs --class NAME (or 'a; b; c' for mask values 1, 2, 3)")
-    proj = Project.open_or_create(a.project)
-    for c in classes:
-        proj.add_class(c)
-    masks = {p.name.split(".")[0]: p for p in _image_files(Path(a.masks))} if a.masks else {}
-    seeded = 0
-    for path in _image_files(Path(a.images)):
-        img, meta = read_image(path)
-        rec = proj.add_image(img, name=path.name.split(".")[0], spacing=tuple(meta.get("spacing") or ()) or None)
-        m = masks.get(rec.name)
-        if m is not None and (a.labelled is None or seeded < a.labelled):
-            mask, _ = read_image(m)
-            mask = np.asarray(mask)
-            if mask.ndim == 3 and mask.shape[-1] in (3, 4):
-                mask = mask[..., 0]
-            lab = (mask > 0).astype(np.uint8) if len(classes) == 1 else mask.astype(np.int64)
-            if lab.max() > len(classes):
-                raise SystemExit(f"error: mask {m} has value {lab.max()} but only {len(classes)} classes were given")
-            proj.save_label(rec, lab, classes, "gold")
-            seeded += 1
-    s = proj.summary()
-    print(f"project {proj.root}: {s['images']} images, {seeded} gold labels, classes: {[c.name for c in proj.classes()]}")
+    if a.labelled is not None and a.labelled < 0:
+        raise SystemExit(f"error: --labelled must be 0 or more, got {a.labelled}")
+    images = _image_files(Path(a.images))
+    masks = {p.name.split(".")[0]: p for p in _image_files(Path(a.masks), "masks")} if a.masks else {}
+    problems = check_inputs(images, masks, classes)   # every file read once before anything is created
+    if problems:
+        raise SystemExit("error: nothing was created or changed; fix these inputs first:\n  " + "\n  ".join(problems))
+    with Project.open_or_create(a.project) as proj:
+        n_images, seeded = seed_project(proj, images, masks, classes, a.labelled)
+        print(f"project {proj.root}: {n_images} images, {seeded} gold labels, "
+              f"classes: {[c.name for c in proj.classes()]}")
     return 0
 
 
@@ -114,10 +104,18 @@ def cmd_propose(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     from .project import Project
+    from .project.lock import round_lock_holder
+    from .project.paths import SpaceError
 
-    with Project.open(a.project) as proj:
+    try:
+        proj = Project.open(a.project)
+    except SpaceError as exc:   # a report needs no writes: read what was last checkpointed
+        print(f"note: {exc}; showing the project read-only", file=sys.stderr)
+        proj = Project.open_read_only(a.project)
+    with proj:
         s = proj.summary()
         s["classes"] = [c.name for c in proj.classes()]
+        s["round_running"] = round_lock_holder(proj.root)   # {"pid", "started"} of a live round, or null
         print(json.dumps(s, indent=2, default=str))
     return 0
 

@@ -35,15 +35,25 @@ def backbone_hash(model: PromptSegModel) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+class EmbeddingCancelled(Exception):
+    """Embedding stopped because its ``cancel`` callback returned True."""
+
+
+# (tiles done, tiles total) after each encoder pass; and a callback asked before each pass.
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
 @torch.no_grad()
 def embed_image(model: PromptSegModel, image: np.ndarray, device: str = "cpu", bf16: bool = False,
-                encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, TileGrid]:
+                encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                progress: Progress | None = None, cancel: Cancel | None = None) -> tuple[torch.Tensor, TileGrid]:
     """Tile embeddings (T, C, g, g) as float32 on the CPU. ``bf16`` runs the encoder under
     bfloat16 autocast on CUDA (faster, but the numbers differ from float32 enough to change
     masks of a decoder trained on float32 embeddings);
-    ``encoder``: see :func:`embed_tiles`."""
+    ``encoder``, ``progress``, ``cancel``: see :func:`embed_tiles`."""
     x, grid = image_tiles(image, model.tile, device)
-    return embed_tiles(model, x, device, bf16, encoder).cpu(), grid
+    return embed_tiles(model, x, device, bf16, encoder, progress, cancel).cpu(), grid
 
 
 def tile_pixels(image: np.ndarray, tile: int, prepared: bool = False) -> torch.Tensor:
@@ -90,14 +100,22 @@ TILES_PER_PASS = 4   # a 512² image in one encoder call
 
 @torch.no_grad()
 def embed_tiles(model: PromptSegModel, tiles: torch.Tensor, device: str = "cpu", bf16: bool = False,
-                encoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                progress: Progress | None = None, cancel: Cancel | None = None) -> torch.Tensor:
     """(T, 3, tile, tile) tiles in [0, 1] -> float32 embeddings (T, C, g, g) on ``device``,
     :data:`TILES_PER_PASS` tiles per encoder call. ``encoder`` replaces ``model.embed`` (a
-    Predictor's reduced-precision encoder, model/backbones/reduced_precision.py)."""
+    Predictor's reduced-precision encoder, model/backbones/reduced_precision.py). ``progress``
+    hears (tiles done, total) after each call; ``cancel`` returning True before a call raises
+    EmbeddingCancelled."""
     encode = encoder or model.embed
+    out = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and str(device).startswith("cuda")):
-        out = [encode(tiles[i:i + TILES_PER_PASS].to(device)).float()
-               for i in range(0, len(tiles), TILES_PER_PASS)]
+        for i in range(0, len(tiles), TILES_PER_PASS):
+            if cancel is not None and cancel():
+                raise EmbeddingCancelled(f"embedding cancelled after {i} of {len(tiles)} tiles")
+            out.append(encode(tiles[i:i + TILES_PER_PASS].to(device)).float())
+            if progress is not None:
+                progress(min(i + TILES_PER_PASS, len(tiles)), len(tiles))
     return torch.cat(out)
 
 
@@ -122,7 +140,8 @@ class EmbeddingCache:
     def path(self, sha: str) -> Path:
         return self.folder / f"{sha[:32]}.npz"
 
-    def get(self, image: np.ndarray, sha: str | None = None) -> tuple[torch.Tensor, TileGrid]:
+    def get(self, image: np.ndarray, sha: str | None = None, progress: Progress | None = None,
+            cancel: Cancel | None = None) -> tuple[torch.Tensor, TileGrid]:
         sha = sha or array_sha256(image)
         p = self.path(sha)
         h, w = prepare_shape(image)
@@ -135,7 +154,7 @@ class EmbeddingCache:
                     return emb, grid
             except (OSError, ValueError, KeyError):
                 pass  # a corrupt cache entry is recomputed, never trusted
-        emb, grid = embed_image(self.model, image, self.device, self.bf16, self.encoder)
+        emb, grid = embed_image(self.model, image, self.device, self.bf16, self.encoder, progress, cancel)
         half = emb.numpy().astype(np.float16)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".npz")
         os.close(fd)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..fsutil import array_sha256
+from ..io.limits import check_pixels
 from ..io.normalise import spatial_shape
 from ..io.tiling import TileGrid, blend_tiles
 from ..model.checkpoint import load_checkpoint
@@ -27,7 +28,7 @@ from ..model.heads import merge_classes
 from ..model.segmenter import ModelConfig, PromptSegModel, prompt_batch
 from ..model.text import TextEncoder, parse_prompt, split_prompts
 from .decode import decode_probs
-from .embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
+from .embeddings import Cancel, EmbeddingCache, Progress, embed_tiles, image_tiles, quantise_tiles
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
@@ -160,21 +161,24 @@ class Predictor:
 
     # -- image -------------------------------------------------------------------------
     @torch.no_grad()
-    def set_image(self, image: np.ndarray) -> None:
+    def set_image(self, image: np.ndarray, progress: Progress | None = None, cancel: Cancel | None = None) -> None:
         """Validate, normalise, tile and embed ``image`` (H×W or H×W×C). Cached by
-        image hash + model hash, so returning to an image costs nothing."""
+        image hash + model hash, so returning to an image costs nothing. ``progress(done, total)``
+        hears of each batch of tiles embedded; ``cancel()`` returning True stops with
+        EmbeddingCancelled, the previous image staying set."""
         arr = np.asarray(image)
         shape = spatial_shape(arr)   # validates dtype and layout before hashing
+        check_pixels(shape)          # before anything the size of the image is allocated
         key = (array_sha256(arr), self.model_hash)
         hit = self._cache.get(key)
         if hit is None:
             x = None
             if self._disk is not None:
-                emb, grid = self._disk.get(arr, key[0])
+                emb, grid = self._disk.get(arr, key[0], progress, cancel)
             else:
                 # 8/16-bit images are scaled on the device; the embedding stays there
                 x, grid = image_tiles(arr, self.model.tile, self.device)
-                emb = embed_tiles(self.model, x, self.device, encoder=self._encoder)
+                emb = embed_tiles(self.model, x, self.device, encoder=self._encoder, progress=progress, cancel=cancel)
             # channels-last: the decoder reads the embedding as (h*w, C) token rows without a copy
             emb = emb.to(self.device).contiguous(memory_format=torch.channels_last)
             hit = _Embedded(emb, grid, shape, key[0])
@@ -228,7 +232,10 @@ class Predictor:
     def _normalise_prompts(prompts: str | Sequence[str]) -> list[str]:
         if isinstance(prompts, str):
             return split_prompts(prompts)
-        if prompts is None or len(prompts) == 0:
+        if not isinstance(prompts, (list, tuple)):
+            raise ValueError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}: "
+                             f"{prompts!r:.80}")
+        if len(prompts) == 0:
             raise ValueError("no prompts given: pass one or more class names, e.g. ['nucleus']")
         return split_prompts(";".join(p if isinstance(p, str) else _bad_prompt(p) for p in prompts))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .limits import check_pixels
+
 __all__ = ["prepare_image", "spatial_shape", "hwc_view", "prepare_hwc", "scale_table"]
 
 _HWC_CHANNELS = (1, 3, 4)
@@ -78,6 +80,7 @@ def hwc_view(img: np.ndarray) -> np.ndarray:
     arr = np.asarray(img)
     _check_dtype(arr)
     layout = _layout(arr)
+    check_pixels(arr.shape[1:] if layout == "chw" else arr.shape[:2])
     if layout == "gray":
         arr = arr[:, :, None]
     elif layout == "chw":
@@ -137,6 +140,9 @@ def _scaled(work: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``work`` (float64) min-max scaled to [0, 1] by ``lo``/``hi``; a constant image maps to zeros."""
     if hi <= lo:
         return np.zeros_like(work)
+    if not np.isfinite(hi - lo):   # e.g. -1e308..1e308: halve first so the range stays finite
+        work *= 0.5
+        lo, hi = lo * 0.5, hi * 0.5
     work -= lo
     work /= hi - lo
     return np.clip(work, 0.0, 1.0)

@@ -1,7 +1,9 @@
 """Read microscopy / medical images into (array, meta) without napari.
 
-meta always holds ``source`` (str path), ``format`` and ``spacing`` (one float
-per spatial axis, 1.0 when unknown). Library errors are re-raised as
+meta always holds ``source`` (str path), ``format``, ``spacing`` (one float
+per spatial axis, 1.0 when unknown) and ``rgb`` (the last axis is colour: only from 2-D
+formats or an explicit samples axis, so a NIfTI, DICOM series or multi-page TIFF with 3 or
+4 slices stays a volume). The size limit (limits.py) is checked from the header first. Library errors are re-raised as
 ``ValueError("cannot read <path>: <reason>")`` so callers (CLI, napari reader)
 can show one clean message instead of a library traceback.
 """
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .limits import ImageTooLarge, check_pixels
 
 __all__ = ["read_image", "SUPPORTED_SUFFIXES", "is_dicom_file", "has_dicom_files"]
 
@@ -74,9 +78,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
                    "or a folder holding one DICOM series")
 
 
-def _meta(p: Path, fmt: str, spacing: tuple[float, ...], **extra: Any) -> dict[str, Any]:
+def _meta(p: Path, fmt: str, spacing: tuple[float, ...], rgb: bool = False, **extra: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"source": str(p), "format": fmt,
-                            "spacing": tuple(float(s) for s in spacing)}
+                            "spacing": tuple(float(s) for s in spacing), "rgb": bool(rgb)}
     meta.update(extra)
     return meta
 
@@ -88,12 +92,15 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         with tifffile.TiffFile(p) as tif:
             series = tif.series[0]
-            data = series.asarray()
             axes = series.axes
+            check_pixels([n for n, a in zip(series.shape, axes) if a not in "SC"], str(p))
+            data = series.asarray()
             shaped = tif.shaped_metadata
             imagej = tif.imagej_metadata
             page = tif.pages.first
             tags = {t.name: t.value for t in page.tags}
+    except ImageTooLarge:
+        raise
     except Exception as exc:  # tifffile raises many types on corrupt input
         raise _fail(p, exc) from exc
 
@@ -116,7 +123,9 @@ def _read_tiff(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
                     spacing[idx] = float(res[1]) / float(res[0])
         if imagej and "spacing" in imagej and len(spatial) >= 3:
             spacing[-3] = float(imagej["spacing"])
-    return data, _meta(p, "tiff", spacing, axes=axes)
+    # Colour only from an explicit trailing samples axis (an RGB page), never from a slice count.
+    rgb = axes.endswith("S") and data.shape[-1] in (3, 4)
+    return data, _meta(p, "tiff", spacing, rgb=rgb, axes=axes)
 
 
 # -------------------------------------------------------------------- PNG / JPEG
@@ -125,6 +134,7 @@ def _read_pil(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     try:
         with Image.open(p) as im:
+            check_pixels(im.size[::-1], str(p))
             im.load()
             fmt = (im.format or p.suffix.lstrip(".")).lower()
             # Gray+alpha and exotic colour modes become gray/RGB so downstream
@@ -135,10 +145,14 @@ def _read_pil(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
             elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 im = im.convert("RGB")
             data = np.array(im)
+    except Image.DecompressionBombError as exc:   # over PIL's own limit, from the header
+        raise ImageTooLarge(f"{p} is too large: {exc}") from None
+    except ImageTooLarge:
+        raise
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
         raise _fail(p, exc) from exc
     axes = "YX" if data.ndim == 2 else "YXC"
-    return data, _meta(p, fmt, (1.0, 1.0), axes=axes)
+    return data, _meta(p, fmt, (1.0, 1.0), rgb=data.ndim == 3, axes=axes)
 
 
 # -------------------------------------------------------------------------- NIfTI
@@ -147,11 +161,14 @@ def _read_nifti(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     try:
         img = nib.load(str(p))
+        check_pixels(img.shape[:3], str(p))
         # np.asarray(dataobj) applies scl_slope/inter but keeps integer dtypes
         # when unscaled (get_fdata would always give float64).
         data = np.asarray(img.dataobj)
         zooms = img.header.get_zooms()
         codes = nib.aff2axcodes(img.affine)
+    except ImageTooLarge:
+        raise
     except Exception as exc:  # ImageFileError, EOFError, zlib/gzip errors...
         raise _fail(p, exc) from exc
     n_spatial = min(data.ndim, 3)
@@ -219,16 +236,25 @@ def _read_dicom_file(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     try:
         ds = pydicom.dcmread(str(p))
+        check_pixels(_dicom_dims(ds), str(p))
         data = _rescale([ds.pixel_array], [ds])[0]
+    except ImageTooLarge:
+        raise
     except Exception as exc:  # InvalidDicomError, missing pixel handlers, ...
         raise _fail(p, exc) from exc
     rs, cs = _pixel_spacing(ds)
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1 and data.ndim >= 3:
         dz = getattr(ds, "SpacingBetweenSlices", None) or getattr(ds, "SliceThickness", None)
-        return data, _meta(p, "dicom", (float(dz or 1.0), rs, cs), axes="ZYX")
+        return data, _meta(p, "dicom", (float(dz or 1.0), rs, cs), rgb=data.ndim == 4, axes="ZYX")
     axes = "YX" if data.ndim == 2 else "YXC"
-    return data, _meta(p, "dicom", (rs, cs), axes=axes)
+    return data, _meta(p, "dicom", (rs, cs), rgb=data.ndim == 3, axes=axes)
+
+
+def _dicom_dims(ds: Any, slices: int = 1) -> list[int]:
+    """Spatial size from the header (frames or slices x rows x columns), before decoding pixels."""
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1) * slices
+    return [frames, int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)]
 
 
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -263,6 +289,7 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
         order = np.argsort([int(getattr(ds, "InstanceNumber", 0) or 0) for ds in datasets],
                            kind="stable")
     datasets = [datasets[i] for i in order]
+    check_pixels(_dicom_dims(datasets[0], len(datasets)), str(folder))
 
     try:
         frames = [ds.pixel_array for ds in datasets]
@@ -289,4 +316,4 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     affine = _affine(datasets[0], spacing, normal)
     if affine is not None:
         extra["affine"] = affine
-    return data, _meta(folder, "dicom", spacing, **extra)
+    return data, _meta(folder, "dicom", spacing, rgb=data.ndim == 4, **extra)

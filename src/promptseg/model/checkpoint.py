@@ -7,6 +7,8 @@ classes are stored too, so a machine without the text encoder weights can still 
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,23 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_path, file_sha256
+from .decoder import DecoderConfig
 from .segmenter import ModelConfig, PromptSegModel
 from .text import TextEmbedding, prompt_cache_from, prompt_cache_tensors
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+# The shipped default model and its weights' hash, checked whatever its config.json says.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "default"
+DEFAULT_WEIGHTS_SHA256 = "0d10e06c4e796dace5551bab556322e59296ed1f52d32884500038f0854751de"
+
+# Upper bounds of a checkpoint's sizes, checked before anything is allocated: the shipped
+# model's sizes with room to grow, far below what would exhaust memory.
+_DECODER_BOUNDS = {"dim": (8, 1024), "depth": (1, 12), "heads": (1, 64), "mlp_dim": (8, 8192),
+                   "text_dim": (8, 4096), "image_channels": (8, 1024)}
+_MODEL_BOUNDS = {"grounding_dim": (4, 1024)}
+_BACKBONE_INT_MAX = 4096
 
 
 def save_checkpoint(model: PromptSegModel, out_dir: str | Path, *, classes: list[str] | None = None,
@@ -63,17 +76,83 @@ def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu"
+def _bounded(section: dict[str, Any], bounds: dict[str, tuple[int, int]], where: str) -> None:
+    for key, (lo, hi) in bounds.items():
+        if key in section:
+            v = section[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{where}: {key} = {v!r} is out of bounds (an integer in {lo}..{hi})")
+
+
+def validate_model_config(model: Any, where: str = "checkpoint config") -> ModelConfig:
+    """A checkpoint's ``model`` section as a ModelConfig, after refusing unknown keys and sizes
+    out of bounds (a crafted config.json must not allocate terabytes or raise a TypeError)."""
+    if not isinstance(model, dict):
+        raise ValueError(f"{where}: 'model' must be an object, got {type(model).__name__}")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(model) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown model key(s) {unknown}; known: {sorted(known)}")
+    decoder = model.get("decoder", {})
+    if not isinstance(decoder, dict):
+        raise ValueError(f"{where}: 'decoder' must be an object")
+    unknown = sorted(set(decoder) - {f.name for f in fields(DecoderConfig)})
+    if unknown:
+        raise ValueError(f"{where}: unknown decoder key(s) {unknown}")
+    _bounded(decoder, _DECODER_BOUNDS, f"{where}, decoder")
+    _bounded(model, _MODEL_BOUNDS, where)
+    dim, heads = decoder.get("dim", DecoderConfig.dim), decoder.get("heads", DecoderConfig.heads)
+    if dim % heads:
+        raise ValueError(f"{where}: decoder dim {dim} is not divisible by its {heads} heads")
+    kwargs = model.get("backbone_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: 'backbone_kwargs' must be an object")
+    for key, v in kwargs.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 < v <= _BACKBONE_INT_MAX:
+            raise ValueError(f"{where}: backbone_kwargs {key} = {v!r} is out of bounds (1..{_BACKBONE_INT_MAX})")
+    try:
+        return ModelConfig.from_dict(model)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _project_sha256(ckpt: Path) -> str | None:
+    """The hash a project's database records for a model folder ``<project>/models/<v>``, read
+    directly (read-only) so every loader checks it, whatever config.json says."""
+    db = ckpt.parent.parent / "project.sqlite"
+    if ckpt.parent.name != "models" or not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        try:
+            row = con.execute("SELECT sha256 FROM models WHERE path=?", (f"models/{ckpt.name}",)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None
                     ) -> tuple[PromptSegModel, dict[str, Any], dict[str, TextEmbedding]]:
-    """Load a checkpoint folder -> (model in eval mode, config, prompt embedding cache)."""
+    """Load a checkpoint folder -> (model in eval mode, config, prompt embedding cache). The
+    weights' hash is checked against ``expected_sha256``, the project database's record, the
+    shipped default's constant and config.json, each that applies."""
     ckpt = Path(ckpt_dir)
     cfg = read_config(ckpt)
     weights = ckpt / WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"checkpoint {ckpt} has no {WEIGHTS}")
-    if cfg.get("weights_sha256") and file_sha256(weights) != cfg["weights_sha256"]:
-        raise ValueError(f"checkpoint {weights} is corrupt (SHA-256 mismatch)")
-    mcfg = ModelConfig.from_dict(cfg["model"])
+    expected = {"the caller": expected_sha256, "the project database": _project_sha256(ckpt),
+                "promptseg's default model": DEFAULT_WEIGHTS_SHA256 if ckpt.resolve() == DEFAULT_CHECKPOINT else None,
+                CONFIG: cfg.get("weights_sha256")}
+    if any(expected.values()):
+        actual = file_sha256(weights)
+        for source, sha in expected.items():
+            if sha and sha != actual:
+                raise ValueError(f"checkpoint {weights} is corrupt or was modified: its SHA-256 differs from "
+                                 f"the one recorded by {source}; refusing to load it")
+    mcfg = validate_model_config(cfg.get("model"), f"checkpoint config {ckpt / CONFIG}")
     # The decoder's pretrained init is overwritten by the stored weights: skip re-reading it.
     mcfg.decoder.init_from_litemedsam = False
     model = PromptSegModel(mcfg)

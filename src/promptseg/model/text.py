@@ -35,7 +35,9 @@ def clean_prompt(prompt: str) -> str:
     """Normalise whitespace and case; raise ValueError on empty / non-text prompts."""
     if not isinstance(prompt, str):
         raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
-    text = " ".join(prompt.replace("\x00", " ").split()).strip(" ;,.").lower()
+    if "\x00" in prompt:   # refused, not replaced: a NUL is no part of any class name
+        raise ValueError(f"a prompt must not contain NUL characters: {prompt!r:.80}")
+    text = " ".join(prompt.split()).strip(" ;,.").lower()
     if not text:
         raise ValueError("empty prompt: type a class name such as 'nucleus'")
     if not any(ch.isalnum() for ch in text):

@@ -59,12 +59,10 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
         kwargs: dict[str, Any] = {"name": _layer_name(Path(one)), "metadata": metadata}
         # napari's scale needs one value per array axis; channels get no spacing,
         # so only pass it when every axis is spatial.
-        if len(spacing) == data.ndim:
+        # Colour only as the reader says: a 3- or 4-slice volume is not RGB(A).
+        kwargs["rgb"] = bool(meta.get("rgb"))
+        if len(spacing) == data.ndim - (1 if kwargs["rgb"] else 0):
             kwargs["scale"] = spacing
-        else:
-            kwargs["rgb"] = data.shape[-1] in (3, 4)
-            if kwargs["rgb"] and len(spacing) == data.ndim - 1:
-                kwargs["scale"] = spacing
         layers.append((data, kwargs, "image"))
     return layers
 

@@ -136,7 +136,7 @@ class ImageList(QWidget):
                 continue
             spacing = tuple(float(s) for s in layer.scale[-ndim:])
             try:
-                rec = self.project.add_image(data, name=layer.name,
+                rec = self.project.add_image(data, name=layer.name, rgb=bool(layer.rgb),
                                              spacing=None if all(s == 1.0 for s in spacing) else spacing)
             except ProjectError as exc:
                 skipped.append(f"{layer.name}: {exc}")
@@ -168,11 +168,13 @@ class ImageList(QWidget):
         for path in files:
             try:
                 data, meta = read_image(path)
-                ndim = np.ndim(data) - (1 if np.ndim(data) == 3 and np.shape(data)[-1] in (3, 4) else 0)
+                rgb = bool(meta.get("rgb"))   # from the format: a thin volume is not colour
+                ndim = np.ndim(data) - (1 if rgb else 0)
                 if ndim not in (2, 3):
                     raise ValueError(f"{ndim}-D image (PromptSeg takes 2-D images and 3-D volumes)")
                 spacing = tuple(float(s) for s in meta.get("spacing") or ()) or None
-                rec = self.project.add_image(np.asarray(data), name=path.name.split(".")[0], spacing=spacing)
+                rec = self.project.add_image(np.asarray(data), name=path.name.split(".")[0], spacing=spacing,
+                                             rgb=rgb)
                 added.append(rec.name)
             except (ValueError, OSError, ProjectError) as exc:
                 skipped.append(f"{path.name}: {exc}")
@@ -229,7 +231,7 @@ class ImageList(QWidget):
                 layer = viewer.layers[name]
             else:
                 data = proj.read_image(rec)
-                rgb = data.ndim == 3 and data.shape[-1] in (3, 4)
+                rgb = rec.spatial_shape != tuple(data.shape)   # the record knows colour from volume
                 kw = {}
                 if rec.spacing and len(rec.spacing) == data.ndim - (1 if rgb else 0):
                     kw["scale"] = rec.spacing

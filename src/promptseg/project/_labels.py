@@ -12,6 +12,7 @@ import numpy as np
 
 from .atomic import atomic_write_tiff
 from .errors import ProjectError
+from .paths import check_space, checked_path, space_error
 from .records import LABEL_KINDS, ImageRecord, LabelRecord, dumps
 
 if TYPE_CHECKING:
@@ -103,31 +104,40 @@ class LabelsMixin:
         rec = self.image(image)
         arr = self._validate_label(rec, labels, names)
         with self._lock:
+            folder = checked_path(self.root, f"labels/{rec.name}", f"images row {rec.id}")
+            # A compressed label is never larger than its raw bytes (plus the TIFF header).
+            check_space(self.root, arr.nbytes + (64 << 10))
             # Canonical spelling from the class table, so "Liver" and "liver" agree.
             names = [self.add_class(c).name for c in names]
-            folder = self.root / "labels" / rec.name
             db_max = self._query(
                 "SELECT coalesce(max(version), 0) FROM labels WHERE image_id=?", (rec.id,)
             )[0][0]
             version = max(int(db_max), _max_version_on_disk(folder)) + 1
-            while True:
-                rel = f"labels/{rec.name}/{version}.tif"
-                try:
-                    # exclusive: an existing version file is never overwritten, even
-                    # by another process racing for the same number.
-                    atomic_write_tiff(self.root / rel, arr, exclusive=True)
-                    break
-                except FileExistsError:
-                    version += 1
-            with self._db:
-                cur = self._db.execute(
-                    "INSERT INTO labels(image_id, version, path, kind, classes, model_version, prompt,"
-                    " dice_vs_proposal, edited_fraction, seconds, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec.id, version, rel, kind, dumps(names), model_version, prompt,
-                     _opt_float(dice_vs_proposal), _opt_float(edited_fraction), _opt_float(seconds),
-                     time.time()),
-                )
+            try:
+                while True:
+                    rel = f"labels/{rec.name}/{version}.tif"
+                    try:
+                        # exclusive: an existing version file is never overwritten, even
+                        # by another process racing for the same number.
+                        atomic_write_tiff(checked_path(self.root, rel, f"images row {rec.id}"), arr,
+                                          exclusive=True)
+                        break
+                    except FileExistsError:
+                        version += 1
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT INTO labels(image_id, version, path, kind, classes, model_version, prompt,"
+                        " dice_vs_proposal, edited_fraction, seconds, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rec.id, version, rel, kind, dumps(names), model_version, prompt,
+                         _opt_float(dice_vs_proposal), _opt_float(edited_fraction), _opt_float(seconds),
+                         time.time()),
+                    )
+            except (OSError, sqlite3.OperationalError) as exc:
+                full = space_error(exc, self.root, arr.nbytes)
+                if full is None:
+                    raise
+                raise full from None
             row = self._query(_LABEL_SELECT + " WHERE labels.id=?", (cur.lastrowid,))[0]
             return LabelRecord.from_row(row, self.root)
 
@@ -158,9 +168,13 @@ class LabelsMixin:
     def read_label(self, rec: LabelRecord) -> tuple[np.ndarray, list[str]]:
         import tifffile
 
-        if not rec.path.is_file():
-            raise ProjectError(f"label file is missing: {rec.path}")
-        return np.asarray(tifffile.imread(rec.path)), list(rec.classes)
+        path = checked_path(self.root, rec.path.relative_to(self.root).as_posix(), f"labels row {rec.id}")
+        if not path.is_file():
+            raise ProjectError(f"label file is missing: {path}")
+        try:
+            return np.asarray(tifffile.imread(path)), list(rec.classes)
+        except Exception as exc:   # the library's message may quote the file's bytes: name the type only
+            raise ProjectError(f"label file {path} is not a readable TIFF ({type(exc).__name__})") from None
 
     def _images_with_labels(self, kinds: tuple[str, ...], negate: bool) -> list[ImageRecord]:
         kinds = _check_kinds(kinds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import re
 import secrets
 import shutil
 import sqlite3
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..fsutil import file_sha256
 from .atomic import atomic_replace_dir
 from .errors import ProjectError
+from .paths import check_space, checked_path, space_error
 from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dumps
 
 __all__ = ["ModelsMixin"]
@@ -41,8 +44,10 @@ class ModelsMixin:
         if not src.is_dir():
             raise ProjectError(f"model folder not found: {src}")
         config_json, metrics_json = dumps(dict(config)), dumps(dict(metrics or {}))
-        models_root = self.root / "models"
+        models_root = checked_path(self.root, "models", "the models folder")
         models_root.mkdir(exist_ok=True)
+        size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+        check_space(self.root, size + (1 << 20))
         with self._lock:
             if parent is not None and not self._query("SELECT 1 FROM models WHERE version=?", (parent,)):
                 raise ProjectError(f"parent model version {parent} does not exist")
@@ -50,29 +55,40 @@ class ModelsMixin:
             # Skip numbers of folders left by a crash before their row was committed.
             disk_max = max((int(p.name) for p in models_root.iterdir() if p.name.isdigit()), default=0)
             version = max(int(db_max), disk_max) + 1
-            while True:
-                tmp = models_root / f".tmp-{version}-{secrets.token_hex(4)}"
-                try:
-                    shutil.copytree(src, tmp)
-                    weights = tmp / "model.safetensors"
-                    sha = file_sha256(weights) if weights.is_file() else None
-                    final = atomic_replace_dir(tmp, models_root / str(version))
-                    break
-                except FileExistsError:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    version += 1  # another process took this number
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)
+            tmp = models_root / f".tmp-{version}-{secrets.token_hex(4)}"
+            try:
+                shutil.copytree(src, tmp)
+                weights = tmp / "model.safetensors"
+                sha = file_sha256(weights) if weights.is_file() else None
+                while True:
+                    try:
+                        final = atomic_replace_dir(tmp, models_root / str(version))
+                        break
+                    except OSError as exc:
+                        # Another process took this number: the target exists (EEXIST) or, when
+                        # it appeared between the check and the rename, is not empty (ENOTEMPTY).
+                        if not isinstance(exc, FileExistsError) and exc.errno not in (errno.EEXIST,
+                                                                                    errno.ENOTEMPTY):
+                            raise
+                        version += 1
+                with self._db:
+                    if activate:
+                        self._db.execute("UPDATE models SET active=0 WHERE active=1")
+                    self._db.execute(
+                        "INSERT INTO models(version, path, parent, config, metrics, sha256, created, active)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (version, final.relative_to(self.root).as_posix(), parent, config_json,
+                         metrics_json, sha, time.time(), int(activate)),
+                    )
+            except (OSError, sqlite3.OperationalError) as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                full = space_error(exc, self.root, size)
+                if full is None:
                     raise
-            with self._db:
-                if activate:
-                    self._db.execute("UPDATE models SET active=0 WHERE active=1")
-                self._db.execute(
-                    "INSERT INTO models(version, path, parent, config, metrics, sha256, created, active)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (version, final.relative_to(self.root).as_posix(), parent, config_json,
-                     metrics_json, sha, time.time(), int(activate)),
-                )
+                raise full from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             return self._model(version)
 
     def _model(self, version: int) -> ModelRecord:
@@ -108,12 +124,24 @@ class ModelsMixin:
 
     # ------------------------------------------------------------------- rounds
     def start_round(self, config: dict[str, Any]) -> int:
+        """Record a new running round (the caller holds the project's RoundLock)."""
         with self._lock, self._db:
             cur = self._db.execute(
                 "INSERT INTO rounds(config, status, metrics, started) VALUES (?, 'running', '{}', ?)",
                 (dumps(dict(config)), time.time()),
             )
             return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def resume_round(self, round_id: int) -> None:
+        """Mark an interrupted or cancelled round running again (the caller holds the RoundLock)."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE rounds SET status='running', finished=NULL WHERE id=?", (int(round_id),))
+
+    def fail_running_rounds(self, message: str) -> None:
+        """Mark every ``running`` round failed (its process, the RoundLock holder, hit an error)."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE rounds SET status='failed', metrics=?, finished=? WHERE status='running'",
+                             (dumps({"error": message[:2000]}), time.time()))
 
     def finish_round(
         self,
@@ -123,7 +151,7 @@ class ModelsMixin:
         model_version: int | None = None,
     ) -> RoundRecord:
         if status not in ROUND_STATUSES or status == "running":
-            raise ProjectError(f"invalid final round status {status!r}; expected done, failed or cancelled")
+            raise ProjectError(f"invalid final round status {status!r}; expected one of {ROUND_STATUSES[1:]}")
         with self._lock:
             if not self._query("SELECT 1 FROM rounds WHERE id=?", (round_id,)):
                 raise ProjectError(f"no training round with id {round_id}")
@@ -161,4 +189,6 @@ class ModelsMixin:
             "active_model": active.version if active else None,
             "labels_by_kind": by_kind,
             "rounds": count("SELECT count(*) FROM rounds"),
+            "rounds_by_status": {r[0]: int(r[1]) for r in self._query(
+                "SELECT status, count(*) FROM rounds GROUP BY status ORDER BY status")},
         }

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from .errors import ProjectError
+from .paths import check_name, checked_path
 
 LABEL_KINDS = ("proposal", "corrected", "gold")
-ROUND_STATUSES = ("running", "done", "failed", "cancelled")
+# "interrupted": marked "running" but no process holds the project's round lock (killed).
+ROUND_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 
 
 def dumps(obj: Any) -> str:
@@ -33,11 +35,19 @@ def _record(cls, row: sqlite3.Row, **decoded: Any):
     return cls(**{f.name: decoded[f.name] if f.name in decoded else row[f.name] for f in fields(cls)})
 
 
-def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Image shape without a trailing RGB(A) channel axis (only for 2-D colour images)."""
-    if len(shape) == 3 and shape[-1] in (3, 4):
-        return tuple(shape[:2])
-    return tuple(shape)
+def spatial_shape(shape: tuple[int, ...], rgb: bool | None = None) -> tuple[int, ...]:
+    """Image shape without a trailing RGB(A) channel axis. ``rgb`` None (images stored before
+    the flag existed, or arrays of unknown origin): a 3-D shape ending in 3 or 4 is colour."""
+    if rgb is None:
+        rgb = len(shape) == 3 and shape[-1] in (3, 4)
+    return tuple(shape[:-1]) if rgb else tuple(shape)
+
+
+def _row_name(name: object, where: str) -> str:
+    try:
+        return check_name(name)
+    except ProjectError as exc:
+        raise ProjectError(f"{where}: {exc}; the project was edited outside promptseg and is refused") from None
 
 
 @dataclass(frozen=True)
@@ -51,16 +61,20 @@ class ImageRecord:
     source: str | None
     spacing: tuple[float, ...] | None
     added: float
+    rgb: bool | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        return spatial_shape(self.shape)
+        return spatial_shape(self.shape, self.rgb)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> ImageRecord:
         spacing = _loads(row["spacing"], None)
-        return _record(cls, row, path=root / row["path"], shape=tuple(json.loads(row["shape"])),
-                       spacing=None if spacing is None else tuple(spacing))
+        where = f"images row {row['id']}"
+        rgb = row["rgb"] if "rgb" in row.keys() else None
+        return _record(cls, row, name=_row_name(row["name"], where), path=checked_path(root, row["path"], where),
+                       shape=tuple(json.loads(row["shape"])), spacing=None if spacing is None else tuple(spacing),
+                       rgb=None if rgb is None else bool(rgb))
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,9 @@ class LabelRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> LabelRecord:
-        return _record(cls, row, path=root / row["path"], classes=list(json.loads(row["classes"])))
+        return _record(cls, row, image_name=_row_name(row["image_name"], f"images row {row['image_id']}"),
+                       path=checked_path(root, row["path"], f"labels row {row['id']}"),
+                       classes=list(json.loads(row["classes"])))
 
 
 @dataclass(frozen=True)
@@ -115,8 +131,9 @@ class ModelRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row, root: Path) -> ModelRecord:
-        return _record(cls, row, path=root / row["path"], config=dict(_loads(row["config"], {})),
-                       metrics=dict(_loads(row["metrics"], {})), active=bool(row["active"]))
+        return _record(cls, row, path=checked_path(root, row["path"], f"models row {row['version']}"),
+                       config=dict(_loads(row["config"], {})), metrics=dict(_loads(row["metrics"], {})),
+                       active=bool(row["active"]))
 
 
 @dataclass(frozen=True)

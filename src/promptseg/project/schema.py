@@ -13,7 +13,7 @@ from .errors import ProjectError
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "migrate", "get_version", "connect"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -82,8 +82,36 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     conn.executescript(_V1)
 
 
+# images.rgb: 1 colour (last axis RGB(A)), 0 gray or volume, NULL unknown (rows from version 1);
+# rounds.status gains 'interrupted'. SQLite cannot alter a CHECK, so rounds is rebuilt, all in
+# one transaction so a kill mid-way leaves version 1 intact.
+_V2 = """
+BEGIN;
+ALTER TABLE images ADD COLUMN rgb INTEGER CHECK (rgb IN (0, 1));
+CREATE TABLE rounds_v2 (
+    id            INTEGER PRIMARY KEY,
+    config        TEXT NOT NULL DEFAULT '{}',
+    status        TEXT NOT NULL
+                  CHECK (status IN ('running', 'done', 'failed', 'cancelled', 'interrupted')),
+    metrics       TEXT NOT NULL DEFAULT '{}',
+    model_version INTEGER,
+    started       REAL NOT NULL,
+    finished      REAL
+);
+INSERT INTO rounds_v2 SELECT id, config, status, metrics, model_version, started, finished FROM rounds;
+DROP TABLE rounds;
+ALTER TABLE rounds_v2 RENAME TO rounds;
+PRAGMA user_version = 2;
+COMMIT;
+"""
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    conn.executescript(_V2)
+
+
 # Index i upgrades version i -> i + 1; append new steps, never edit old ones.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

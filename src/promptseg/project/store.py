@@ -8,6 +8,7 @@ file; at worst an unreferenced file is left behind and later skipped over.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -22,7 +23,10 @@ from ._labels import LabelsMixin
 from ._models import ModelsMixin
 from ._status import StatusMixin
 from .atomic import atomic_write_tiff
+from ..io.limits import check_pixels
 from .errors import ProjectError
+from .lock import RoundBusy, RoundLock
+from .paths import SpaceError, check_name, check_space, checked_path, inside, space_error
 from .records import ClassRecord, ImageRecord, dumps
 
 __all__ = ["Project", "DB_NAME", "PALETTE"]
@@ -38,13 +42,6 @@ PALETTE = (
 )
 
 
-def _check_name(name: str, what: str = "image") -> str:
-    name = str(name).strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
-        raise ProjectError(f"invalid {what} name {name!r}: must be non-empty without path separators")
-    return name
-
-
 def _check_color(color: str) -> str:
     c = color.strip().lower()
     if len(c) != 7 or c[0] != "#" or any(ch not in "0123456789abcdef" for ch in c[1:]):
@@ -52,19 +49,17 @@ def _check_color(color: str) -> str:
     return c
 
 
-def _read_image_file(path: Path) -> np.ndarray:
+def _read_image_file(path: Path) -> tuple[np.ndarray, bool]:
+    """(array, is colour) of an image file, through the format-aware reader."""
+    from ..io.readers import read_image
+
     if not path.is_file():
         raise ProjectError(f"image file not found: {path}")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return np.asarray(tifffile.imread(path))
     try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - pillow is a dependency
-        raise ProjectError(f"reading {path.suffix} images needs pillow") from exc
-    with Image.open(path) as im:
-        return np.asarray(im)
+        array, meta = read_image(path)
+    except ValueError as exc:
+        raise ProjectError(str(exc)) from None
+    return np.asarray(array), bool(meta.get("rgb", False))
 
 
 class Project(LabelsMixin, ModelsMixin, StatusMixin):
@@ -106,14 +101,58 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
             raise ProjectError(f"no promptseg project at {root}: folder does not exist")
         if not (root / DB_NAME).is_file():
             raise ProjectError(f"{root} is not a promptseg project (no {DB_NAME})")
+        if (root / DB_NAME).stat().st_size == 0:
+            kept = [p for sub in ("images", "labels", "models") if (root / sub).is_dir()
+                    for p in (root / sub).rglob("*") if p.is_file()]
+            if kept:
+                raise ProjectError(
+                    f"{root / DB_NAME} is empty but the project folder still holds {len(kept)} files "
+                    f"(e.g. {kept[0].relative_to(root)}): its index was lost; refusing to start it afresh. "
+                    "Restore project.sqlite from a backup, or move the folder away")
         for sub in SUBDIRS:  # tolerate folders deleted by hand
-            (root / sub).mkdir(exist_ok=True)
-        return cls._connect(root)
+            try:
+                (root / sub).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise space_error(exc, root, 4096) or ProjectError(f"cannot create {root / sub}: {exc}") from None
+        project = cls._connect(root)
+        try:
+            project._check_rows()
+            project._recover()
+        except BaseException:
+            project.close()
+            raise
+        return project
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str]) -> Project:
         root = Path(path).expanduser().absolute()
         return cls.open(root) if (root / DB_NAME).exists() else cls.create(root)
+
+    @classmethod
+    def open_read_only(cls, path: str | os.PathLike[str]) -> Project:
+        """Open without writing anything (no migration, no recovery, SQLite's immutable mode), for
+        reports on a full disk; it sees the database as last checkpointed. Do not write through it."""
+        root = Path(path).expanduser().absolute()
+        db_path = root / DB_NAME
+        if not db_path.is_file():
+            raise ProjectError(f"{root} is not a promptseg project (no {DB_NAME})")
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            version = schema.get_version(conn)
+            if version != schema.SCHEMA_VERSION:
+                raise ProjectError(f"{db_path} has schema {version}, not {schema.SCHEMA_VERSION}: open it once "
+                                   "with free disk space so it can be upgraded")
+            project = cls(root, conn)
+            project._check_rows()
+            return project
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ProjectError(f"{db_path} is not a readable promptseg project: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
 
     @classmethod
     def _connect(cls, root: Path) -> Project:
@@ -131,11 +170,47 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
+            full = space_error(exc, root, 1 << 20)
+            if full is None and shutil.disk_usage(root).free < (1 << 20):   # SQLite may say "disk I/O error"
+                full = SpaceError(f"no space left on the project's disk: 1 MB needed to open {db_path} "
+                                  f"for writing ({exc})")
+            if full is not None:   # a full disk is not a corrupt project
+                raise full from None
             raise ProjectError(f"{db_path} is not a readable promptseg project: {exc}") from exc
         except BaseException:
             if conn is not None:
                 conn.close()
             raise
+
+    def _check_rows(self) -> None:
+        """Refuse a project whose database names paths outside it (every row is checked)."""
+        self.images()
+        self.labels()
+        self.models()
+
+    def _recover(self) -> None:
+        """Rounds marked running without a live lock holder become 'interrupted', and temporary
+        model folders of killed rounds are removed (only while no round is running)."""
+        models = self.root / "models"
+        orphans = list(models.glob("tmp*")) + list(models.glob(".tmp-*"))
+        running = self._query("SELECT count(*) FROM rounds WHERE status='running'")[0][0]
+        if not (orphans or running):
+            return   # nothing to do, and no write on a plain open
+        try:   # held for the repair, so no round can start (or be running) meanwhile
+            lock = RoundLock(self.root).acquire()
+        except RoundBusy:
+            return
+        try:
+            with self._lock, self._db:
+                self._db.execute("UPDATE rounds SET status='interrupted' WHERE status='running'")
+            for tmp in orphans:
+                if tmp.is_dir() and not tmp.is_symlink() and inside(self.root, tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except sqlite3.OperationalError as exc:
+            if space_error(exc, self.root, 0) is None:
+                raise   # on a full disk the rounds stay as they are until there is space
+        finally:
+            lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -160,19 +235,32 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         image: np.ndarray | str | os.PathLike[str],
         name: str | None = None,
         spacing: tuple[float, ...] | None = None,
+        rgb: bool | None = None,
     ) -> ImageRecord:
-        """Copy an image into the project (idempotent for identical name + content)."""
+        """Copy an image into the project (idempotent for identical name + content). ``rgb``:
+        whether the last axis is colour; None guesses (a 3-D array ending in 3 or 4 is colour),
+        so volumes should pass False."""
         if isinstance(image, np.ndarray):
             array, source = image, "array"
         else:
             src = Path(image).expanduser().absolute()
-            array, source = _read_image_file(src), str(src)
+            (array, read_rgb), source = _read_image_file(src), str(src)
+            rgb = read_rgb if rgb is None else rgb
             name = name if name is not None else src.stem
         if array.ndim < 2 or array.size == 0:
             raise ProjectError(f"image must be a non-empty array with >=2 dims, got shape {array.shape}")
+        try:
+            check_pixels(array.shape[:-1] if rgb or (rgb is None and array.ndim == 3 and array.shape[-1] in (3, 4))
+                         else array.shape, f"image {name!r}" if name else "image")
+        except ValueError as exc:   # before hashing, which copies the whole array
+            raise ProjectError(str(exc)) from None
+        if rgb is None:
+            rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
+        if rgb and (array.ndim < 3 or array.shape[-1] not in (3, 4)):
+            raise ProjectError(f"a colour image needs 3 or 4 channels in its last axis, got shape {array.shape}")
         sha = array_sha256(array)
         # Content-derived default name keeps re-adding the same array idempotent.
-        name = _check_name(name if name is not None else f"image-{sha[:12]}")
+        name = check_name(name if name is not None else f"image-{sha[:12]}")
         spacing_json = None
         if spacing is not None:
             try:
@@ -189,15 +277,23 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
                     f"an image named {name!r} already exists with different content; choose another name"
                 )
             rel = f"images/{name}.tif"
-            # No row references this path yet, so replacing a crash leftover is safe.
-            atomic_write_tiff(self.root / rel, array)
-            with self._db:
-                cur = self._db.execute(
-                    "INSERT INTO images(name, path, sha256, shape, dtype, source, spacing, added)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, rel, sha, dumps(list(array.shape)), str(array.dtype), source,
-                     spacing_json, time.time()),
-                )
+            target = checked_path(self.root, rel, f"image {name!r}")
+            check_space(self.root, array.nbytes + (1 << 20))
+            try:
+                # No row references this path yet, so replacing a crash leftover is safe.
+                atomic_write_tiff(target, array)
+                with self._db:
+                    cur = self._db.execute(
+                        "INSERT INTO images(name, path, sha256, shape, dtype, source, spacing, added, rgb)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (name, rel, sha, dumps(list(array.shape)), str(array.dtype), source,
+                         spacing_json, time.time(), int(bool(rgb))),
+                    )
+            except (OSError, sqlite3.OperationalError) as exc:
+                full = space_error(exc, self.root, array.nbytes)
+                if full is None:
+                    raise
+                raise full from None
             return self.image(int(cur.lastrowid))
 
     def images(self) -> list[ImageRecord]:
@@ -221,9 +317,14 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         import tifffile
 
         rec = self.image(rec_or_name)
-        if not rec.path.is_file():
-            raise ProjectError(f"image file for {rec.name!r} is missing: {rec.path}")
-        return np.asarray(tifffile.imread(rec.path))
+        path = checked_path(self.root, rec.path.relative_to(self.root).as_posix(), f"images row {rec.id}")
+        if not path.is_file():
+            raise ProjectError(f"image file for {rec.name!r} is missing: {path}")
+        try:
+            return np.asarray(tifffile.imread(path))
+        except Exception as exc:   # the library's message may quote the file's bytes: name the type only
+            raise ProjectError(f"image file for {rec.name!r} ({path}) is not a readable TIFF "
+                               f"({type(exc).__name__})") from None
 
     # ------------------------------------------------------------------ classes
     def add_class(self, name: str, color: str | None = None, synonyms: Iterable[str] = ()) -> ClassRecord:
@@ -231,6 +332,8 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         name = str(name).strip()
         if not name:
             raise ProjectError("class name must not be empty")
+        if any(ord(ch) < 32 for ch in name):
+            raise ProjectError(f"class name {name!r} must not hold control characters (NUL, newline, ...)")
         with self._lock:
             rows = self._query("SELECT * FROM classes WHERE lower(name)=lower(?)", (name,))
             if rows:

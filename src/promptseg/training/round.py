@@ -79,7 +79,7 @@ def _resumable_round(proj) -> tuple[int, Path] | None:
 
     for r in reversed(proj.rounds()):
         folder = proj.root / "rounds" / str(r.id)
-        if r.status in ("running", "cancelled") and read_meta(folder) is not None:
+        if r.status in ("running", "cancelled", "interrupted", "failed") and read_meta(folder) is not None:
             return r.id, folder
         if r.status == "done":
             return None
@@ -117,6 +117,28 @@ def default_views(device: str) -> int:
 def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200, epochs: float | None = None,
               method: str = "promptseg", resume: bool = False, save_every: int = 25, strong_views: int = 0,
               val_fraction: float = 0.2, seed: int = 0, views: int | None = None) -> int:
+    """One round under the project's round lock (rank 0 holds it; see project/lock.py)."""
+    from ..model.checkpoint import DEFAULT_CHECKPOINT, WEIGHTS
+    from ..project import Project
+    from ..project.lock import exclusive_round
+
+    if max_steps is not None and max_steps <= 0 or epochs is not None and not epochs > 0:
+        raise ValueError(f"--max-steps and --epochs must be positive, got {max_steps} and {epochs}")
+    args = (device, max_steps, epochs, method, resume, save_every, strong_views, val_fraction, seed, views)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _run_round(project_dir, *args)
+    with Project.open(project_dir) as proj:
+        active = proj.active_model()
+        weights = (active.path if active else DEFAULT_CHECKPOINT) / WEIGHTS
+        # The training state holds 4 copies of the weights, the new model 1.
+        needed = 5 * weights.stat().st_size if weights.is_file() else 64 << 20
+        with exclusive_round(proj, needed):
+            return _run_round(project_dir, *args)
+
+
+def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: float | None, method: str,
+               resume: bool, save_every: int, strong_views: int, val_fraction: float, seed: int,
+               views: int | None) -> int:
     import numpy as np
 
     from ..inference.embeddings import EmbeddingCache
@@ -150,6 +172,8 @@ def run_round(project_dir: str, device: str = "cpu", max_steps: int | None = 200
     if resume and found is None:
         raise ValueError("--resume: no interrupted round with a saved state in this project")
     if found:   # a resumed round trains on the views it started with
+        if rank == 0:
+            proj.resume_round(found[0])
         views = next(r for r in proj.rounds() if r.id == found[0]).config.get("views", 1)
     views = views or default_views(device)
     # Validation labels are held out whole: their turned views never reach training.
@@ -238,8 +262,8 @@ def add_round_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     ap.add_argument("project")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    ap.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default 200)")
-    ap.add_argument("--epochs", type=float, default=None, help="passes over the labelled tiles")
+    ap.add_argument("--max-steps", type=_positive(int), default=None, help="optimiser steps (default 200)")
+    ap.add_argument("--epochs", type=_positive(float), default=None, help="passes over the labelled tiles")
     ap.add_argument("--method", default="promptseg", choices=METHODS)
     ap.add_argument("--resume", action="store_true", help="continue the last interrupted round")
     ap.add_argument("--save-every", type=int, default=25, help="steps between saved training states")
@@ -264,11 +288,25 @@ def run_parsed(a: argparse.Namespace) -> int:
         rc = run_round(a.project, resolve_device(a.device), a.max_steps, a.epochs, a.method, a.resume,
                        a.save_every, a.strong_views, seed=a.seed, views=a.views)
     except Exception as exc:  # the parent process reads this line instead of a traceback
-        emit("error", message=f"{type(exc).__name__}: {exc}")
+        from ..project import ProjectError
+
+        user = isinstance(exc, ProjectError)   # a message for the user (busy, disk full, bad project)
+        emit("error", message=str(exc) if user else f"{type(exc).__name__}: {exc}")
+        if user:
+            print(f"error: {exc}", file=sys.stderr)
         _dist_teardown(wait=False)   # the other ranks may be gone: do not wait for them
         return 1
     _dist_teardown(wait=True)
     return rc
+
+
+def _positive(kind):
+    def parse(text: str):
+        v = kind(text)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return v
+    return parse
 
 
 def _dist_teardown(wait: bool) -> None:
