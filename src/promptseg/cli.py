@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     ba.add_argument("--out", default="bench-aal")
     ba.set_defaults(fn=cmd_bench_aal)
+    from .bench.more_like_this import add_cli as add_more_like_this
+
+    add_more_like_this(bsub)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

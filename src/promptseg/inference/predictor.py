@@ -27,6 +27,7 @@ from ..model.segmenter import ModelConfig, PromptSegModel, prompt_batch
 from ..model.text import TextEncoder, parse_prompt, split_prompts
 from .decode import decode_probs
 from .embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
+from .more_like_this import ExemplarMatch, Exemplars, match_exemplars
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
@@ -123,6 +124,7 @@ class Predictor:
         self._cache: OrderedDict[tuple[str, str], _Embedded] = OrderedDict()
         self._cache_size = cache_size
         self._current: _Embedded | None = None
+        self._image: np.ndarray | None = None
         self._disk: EmbeddingCache | None = None
 
     # -- construction ----------------------------------------------------------------
@@ -187,6 +189,7 @@ class Predictor:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
+        self._image = arr   # pixels for "more like this" (colour features at full resolution)
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
@@ -221,6 +224,28 @@ class Predictor:
             feats = feats + (cur.emb[i] * w).sum((1, 2))
             weights = weights + w.sum()
         return (feats / weights.clamp_min(1e-6)).float().cpu().numpy()
+
+    def exemplars(self, masks: np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None) -> Exemplars:
+        """Feature vectors of exemplar ``masks`` (binary masks, or one mask whose components are
+        the exemplars) of ``image`` (default: the image set); they apply to any image."""
+        return Exemplars.from_masks(self._pixels(image), masks)
+
+    def more_like_this(self, exemplars: Exemplars | np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None,
+                       threshold: float = 0.5) -> ExemplarMatch:
+        """Every instance like ``exemplars`` in ``image`` (default: the image set). Masks are
+        taken as exemplars of that same image; an :class:`Exemplars` (from :meth:`exemplars`)
+        may come from another image."""
+        img = self._pixels(image)
+        if not isinstance(exemplars, Exemplars):
+            exemplars = Exemplars.from_masks(img, exemplars)
+        return match_exemplars(img, exemplars, threshold)
+
+    def _pixels(self, image: np.ndarray | None) -> np.ndarray:
+        if image is not None:
+            return np.asarray(image)
+        if self._image is None:
+            raise RuntimeError("call set_image(image) first, or pass image=")
+        return self._image
 
     # -- prompts -----------------------------------------------------------------------
     @staticmethod
