@@ -28,6 +28,7 @@ from ..model.text import TextEncoder, parse_prompt, split_prompts
 from .decode import decode_probs
 from .embeddings import EmbeddingCache, embed_tiles, image_tiles, quantise_tiles
 from .more_like_this import ExemplarMatch, Exemplars, match_exemplars
+from .vocabulary import class_knowledge
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
@@ -39,6 +40,9 @@ class Prediction:
     labels: np.ndarray     # (H, W) int32, 0 = background, k + 1 = prompts[k]
     presence: np.ndarray   # (K,) float32 in [0, 1]
     grounding: np.ndarray | None = None  # (K, H, W) text-similarity map, when asked for
+    known: np.ndarray | None = None      # (K,) bool: the model or the project knows the prompt's class (None: no vocabulary recorded)
+    nearest: list[str | None] | None = None   # the closest known class per prompt
+    nearest_similarity: np.ndarray | None = None  # (K,) its text-encoder cosine similarity
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Predictor:
         self._cache_size = cache_size
         self._current: _Embedded | None = None
         self._image: np.ndarray | None = None
+        self.project_classes: set[str] = set()   # classes with accepted labels in the open project
         self._disk: EmbeddingCache | None = None
 
     # -- construction ----------------------------------------------------------------
@@ -288,8 +293,17 @@ class Predictor:
             gl = F.interpolate(gl.float(), size=(size, size), mode="bilinear", align_corners=False)
             g = blend_tiles(torch.sigmoid(gl), cur.grid).cpu().numpy()
         labels = merge_classes(probs, tau).to(torch.int32)
-        return Prediction(names, probs.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
-                          presence.cpu().numpy().astype(np.float32), g)
+        out = Prediction(names, probs.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
+                         presence.cpu().numpy().astype(np.float32), g)
+        if self.config.get("classes"):   # a model without a recorded vocabulary cannot tell
+            kn = class_knowledge(names, self.known_classes, self.text)
+            out.known, out.nearest, out.nearest_similarity = kn.known, kn.nearest, kn.similarity
+        return out
+
+    @property
+    def known_classes(self) -> list[str]:
+        """The model's learnt classes, then the project's accepted ones (``project_classes``)."""
+        return list(dict.fromkeys([*self.config.get("classes", []), *sorted(self.project_classes)]))
 
     def _add_spatial_prompts(self, pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names):
         t, dev = cur.grid.n_tiles, self.device

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayo
                             QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
 from .background import BatchProposer, Prefetcher
+from ..inference.vocabulary import accepted_classes, presence_text, unknown_message
 from .class_map import map_prompts, unique_names
 from .fast_mode import FastModeBox
 from .layers import show_labels
@@ -224,6 +225,8 @@ class PromptSegWidget(QWidget):
         device = self.device_combo.currentText()
         tau = self.threshold.value() / 100
         classes = self.project_panel.class_synonyms()
+        project = self.project_panel.project
+        accepted = accepted_classes(project) if project is not None else set()
         preload()
         self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
         t0 = time.perf_counter()
@@ -233,6 +236,7 @@ class PromptSegWidget(QWidget):
             try:
                 with self.predictor_lock:
                     predictor = self.predictor(device)
+                    predictor.project_classes = accepted
                     mapped = map_prompts(prompts, classes, predictor.text)
                     predictor.set_image(img)
                     r = predictor.predict(unique_names(mapped), threshold=tau, grounding=True)
@@ -271,6 +275,13 @@ class PromptSegWidget(QWidget):
             self.status.setText(f"⚠ {result.message}")
             return
         r, (uncertainty, disagreement), mapped = result
+        unknown = unknown_message(r.prompts, r.known)
+        if unknown is not None and not r.known.any():   # nothing to show: say so, not an empty layer
+            self.presence.setText("")
+            self.status.setText(f"⚠ {unknown}")
+            return
+        if unknown is not None:   # an unknown class's mask is not shown as if it were a result
+            r.labels = np.where(np.isin(r.labels, np.flatnonzero(~r.known) + 1), 0, r.labels).astype(r.labels.dtype)
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
@@ -283,11 +294,11 @@ class PromptSegWidget(QWidget):
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100,
                                 slice_index=self._slice_index(image_layer))
-        self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
+        self.presence.setText(presence_text(r))
         names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
         self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
                             f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
-                            f"{100 * disagreement:.0f}%).")
+                            f"{100 * disagreement:.0f}%)." + (f" ⚠ {unknown}." if unknown else ""))
         self.history.append(self.prompt_edit.text())
         self.project_panel.register_prompts(mapped)
         self.refresh_completions()
