@@ -352,7 +352,7 @@ class PromptSegWidget(QWidget):
         p.prompts = list(result.prompts)
         p.saved_proposal = p.labels()
         self.viewer.layers[p.layer].data = p.saved_proposal
-        self.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(result.prompts, result.presence)))
+        self.presence.setText(presence_text(result))
         return True
 
     def use_checkpoint(self, path: str, version: int | None) -> None:
