@@ -40,7 +40,7 @@ class Prediction:
     labels: np.ndarray     # (H, W) int32, 0 = background, k + 1 = prompts[k]
     presence: np.ndarray   # (K,) float32 in [0, 1]
     grounding: np.ndarray | None = None  # (K, H, W) text-similarity map, when asked for
-    known: np.ndarray | None = None      # (K,) bool: the model or the project knows the prompt's class (None: no vocabulary recorded)
+    known: np.ndarray | None = None      # (K,) bool: the model or project knows the class; None: no vocabulary
     nearest: list[str | None] | None = None   # the closest known class per prompt
     nearest_similarity: np.ndarray | None = None  # (K,) its text-encoder cosine similarity
 

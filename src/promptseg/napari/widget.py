@@ -18,8 +18,8 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
                             QPushButton, QScrollArea, QSlider, QVBoxLayout, QWidget)
 
-from .background import BatchProposer, Prefetcher
 from ..inference.vocabulary import accepted_classes, presence_text, unknown_message
+from .background import BatchProposer, Prefetcher
 from .class_map import map_prompts, unique_names
 from .fast_mode import FastModeBox
 from .layers import show_labels
@@ -281,6 +281,7 @@ class PromptSegWidget(QWidget):
             self.status.setText(f"⚠ {unknown}")
             return
         if unknown is not None:   # an unknown class's mask is not shown as if it were a result
+            r.probs[~r.known] = 0.0   # nor comes back when the threshold moves
             r.labels = np.where(np.isin(r.labels, np.flatnonzero(~r.known) + 1), 0, r.labels).astype(r.labels.dtype)
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
