@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--images", type=int, default=3, help="gold-labelled images in the bench project")
     bv.add_argument("--steps", type=int, default=100000, help="round max steps (the bench cancels it)")
     bv.set_defaults(fn=cmd_bench_event_loop)
+    from .bench.more_like_this import add_cli as add_more_like_this
+
+    add_more_like_this(bsub)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

@@ -29,6 +29,8 @@ from ..model.segmenter import ModelConfig, PromptSegModel, prompt_batch
 from ..model.text import TextEncoder, parse_prompt, split_prompts
 from .decode import decode_probs
 from .embeddings import Cancel, EmbeddingCache, Progress, embed_tiles, image_tiles, quantise_tiles
+from .more_like_this import ExemplarMatch, Exemplars, match_exemplars
+from .vocabulary import class_knowledge
 
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "default"
 
@@ -40,6 +42,9 @@ class Prediction:
     labels: np.ndarray     # (H, W) int32, 0 = background, k + 1 = prompts[k]
     presence: np.ndarray   # (K,) float32 in [0, 1]
     grounding: np.ndarray | None = None  # (K, H, W) text-similarity map, when asked for
+    known: np.ndarray | None = None      # (K,) bool: the model or project knows the class; None: no vocabulary
+    nearest: list[str | None] | None = None   # the closest known class per prompt
+    nearest_similarity: np.ndarray | None = None  # (K,) its text-encoder cosine similarity
 
 
 @dataclass
@@ -125,6 +130,8 @@ class Predictor:
         self._cache: OrderedDict[tuple[str, str], _Embedded] = OrderedDict()
         self._cache_size = cache_size
         self._current: _Embedded | None = None
+        self._image: np.ndarray | None = None
+        self.project_classes: set[str] = set()   # classes with accepted labels in the open project
         self._disk: EmbeddingCache | None = None
 
     # -- construction ----------------------------------------------------------------
@@ -192,6 +199,7 @@ class Predictor:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
+        self._image = arr   # pixels for "more like this" (colour features at full resolution)
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
@@ -226,6 +234,28 @@ class Predictor:
             feats = feats + (cur.emb[i] * w).sum((1, 2))
             weights = weights + w.sum()
         return (feats / weights.clamp_min(1e-6)).float().cpu().numpy()
+
+    def exemplars(self, masks: np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None) -> Exemplars:
+        """Feature vectors of exemplar ``masks`` (binary masks, or one mask whose components are
+        the exemplars) of ``image`` (default: the image set); they apply to any image."""
+        return Exemplars.from_masks(self._pixels(image), masks)
+
+    def more_like_this(self, exemplars: Exemplars | np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None,
+                       threshold: float = 0.5) -> ExemplarMatch:
+        """Every instance like ``exemplars`` in ``image`` (default: the image set). Masks are
+        taken as exemplars of that same image; an :class:`Exemplars` (from :meth:`exemplars`)
+        may come from another image."""
+        img = self._pixels(image)
+        if not isinstance(exemplars, Exemplars):
+            exemplars = Exemplars.from_masks(img, exemplars)
+        return match_exemplars(img, exemplars, threshold)
+
+    def _pixels(self, image: np.ndarray | None) -> np.ndarray:
+        if image is not None:
+            return np.asarray(image)
+        if self._image is None:
+            raise RuntimeError("call set_image(image) first, or pass image=")
+        return self._image
 
     # -- prompts -----------------------------------------------------------------------
     @staticmethod
@@ -271,8 +301,17 @@ class Predictor:
             gl = F.interpolate(gl.float(), size=(size, size), mode="bilinear", align_corners=False)
             g = blend_tiles(torch.sigmoid(gl), cur.grid).cpu().numpy()
         labels = merge_classes(probs, tau).to(torch.int32)
-        return Prediction(names, probs.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
-                          presence.cpu().numpy().astype(np.float32), g)
+        out = Prediction(names, probs.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
+                         presence.cpu().numpy().astype(np.float32), g)
+        if self.config.get("classes"):   # a model without a recorded vocabulary cannot tell
+            kn = class_knowledge(names, self.known_classes, self.text)
+            out.known, out.nearest, out.nearest_similarity = kn.known, kn.nearest, kn.similarity
+        return out
+
+    @property
+    def known_classes(self) -> list[str]:
+        """The model's learnt classes, then the project's accepted ones (``project_classes``)."""
+        return list(dict.fromkeys([*self.config.get("classes", []), *sorted(self.project_classes)]))
 
     def _add_spatial_prompts(self, pb, cur, k, points, point_labels, box, mask_prompt, exemplars, names):
         t, dev = cur.grid.n_tiles, self.device

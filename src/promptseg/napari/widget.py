@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QLabel, Q
                             QSlider, QVBoxLayout, QWidget)
 
 from ..workflow.session import AnnotationSession
+from ..inference.vocabulary import presence_text, unknown_message
 from .background import BatchProposer, Prefetcher
 from .fast_mode import FastModeBox
 from .layers import show_labels
@@ -262,6 +263,14 @@ class PromptSegWidget(QWidget):
             self.status.setText(f"⚠ {result.message}")
             return
         r, uncertainty, disagreement, mapped = result.result, result.uncertainty, result.disagreement, result.mapped
+        unknown = unknown_message(r.prompts, r.known)
+        if unknown is not None and not r.known.any():   # nothing to show: say so, not an empty layer
+            self.presence.setText("")
+            self.status.setText(f"⚠ {unknown}")
+            return
+        if unknown is not None:   # an unknown class's mask is not shown as if it were a result
+            r.probs[~r.known] = 0.0   # nor comes back when the threshold moves
+            r.labels = np.where(np.isin(r.labels, np.flatnonzero(~r.known) + 1), 0, r.labels).astype(r.labels.dtype)
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
@@ -274,11 +283,11 @@ class PromptSegWidget(QWidget):
                                 presence=r.presence, model_version=self.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100,
                                 slice_index=self.slice_index_of(image_layer))
-        self.presence.setText("  ".join(f"■ {c}: {p:.2f}" for c, p in zip(r.prompts, r.presence)))
+        self.presence.setText(presence_text(r))
         names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
         self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
                             f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
-                            f"{100 * disagreement:.0f}%).")
+                            f"{100 * disagreement:.0f}%)." + (f" ⚠ {unknown}." if unknown else ""))
         self.history.append(self.prompt_edit.text())
         self.project_panel.register_prompts(mapped)
         self.refresh_completions()
@@ -334,7 +343,7 @@ class PromptSegWidget(QWidget):
         p.prompts = list(result.prompts)
         p.saved_proposal = p.labels()
         self.viewer.layers[p.layer].data = p.saved_proposal
-        self.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(result.prompts, result.presence)))
+        self.presence.setText(presence_text(result))
         return True
 
     def use_checkpoint(self, path: str | None, version: int | None) -> None:

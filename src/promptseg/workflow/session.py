@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.vocabulary import accepted_classes
 from .exemplars import ExemplarVectors, exemplar_sources
 from .propose import Proposed, propose, register_prompts, store_proposal
 
@@ -98,6 +99,7 @@ class AnnotationSession:
         expert (accepted labels of other images than ``exclude``) joins the disagreement."""
         with self.lock:
             predictor = self.predictor(device, precisions)
+            predictor.project_classes = accepted_classes(self.project) if self.project is not None else set()
             ex = (lambda names: self.exemplar_vectors(predictor, names, exclude, exemplar_limit)) \
                 if exemplar_limit else None
             return propose(predictor, image, prompts, self.class_synonyms() if map_names else {}, tau, map_names, ex)
