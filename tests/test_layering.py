@@ -23,7 +23,8 @@ FORBIDDEN = {
     "fsutil": ("device", "io", "project", "model", "inference", "training", "workflow") + TOP,
     "device": ("fsutil", "io", "project", "model", "inference", "training", "workflow") + TOP,
     "io": ("project", "model", "inference", "training", "workflow") + TOP,
-    "project": ("io", "model", "inference", "training", "workflow") + TOP,
+    # project reads and writes image files through io's format-aware readers; io knows no project
+    "project": ("model", "inference", "training", "workflow") + TOP,
     "model": ("project", "inference", "training", "workflow") + TOP,
     "inference": ("training", "workflow") + TOP,
     "training": ("workflow",) + TOP,

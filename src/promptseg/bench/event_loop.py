@@ -1,8 +1,8 @@
 """`promptseg bench event-loop`: event-loop latency of napari with the PromptSeg dock, idle vs
 while a round trains (run it under Xvfb: ``xvfb-run -a promptseg bench event-loop --out DIR``).
 
-A 10 ms QTimer runs on napari's GUI thread; each tick records how late it fired (actual gap
-minus 10 ms). Phase 1: the viewer idle (an image and the dock open). Phase 2: the dock's
+A QTimer with a period of ``TICK_MS`` runs on napari's GUI thread; each tick records how late
+it fired (actual gap minus the period). Phase 1: the viewer idle (an image and the dock open). Phase 2: the dock's
 Retrain button starts a real ``promptseg train`` child process on a small project (the bundled
 nuclei sample as gold labels); the dock reads its JSON lines, updates the progress bar and
 redraws the live plot while the timer keeps measuring; after ``--train-seconds`` the round is

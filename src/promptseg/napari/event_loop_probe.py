@@ -1,5 +1,5 @@
 """The Qt side of the event-loop benchmark (bench/event_loop.py): napari with the dock, a
-10 ms QTimer on the GUI thread, and the dock's Retrain and Cancel buttons."""
+short-period QTimer on the GUI thread, and the dock's Retrain and Cancel buttons."""
 from __future__ import annotations
 
 import time

@@ -11,13 +11,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from .errors import ProjectError
 from .paths import check_space, space_error
 
-if TYPE_CHECKING:
-    from .store import Project
 
 __all__ = ["LOCK_NAME", "RoundBusy", "RoundLock", "round_lock_holder", "exclusive_round"]
 
@@ -27,6 +25,14 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, rounds are not serialised there
     fcntl = None  # type: ignore[assignment]
+
+
+class RoundOwner(Protocol):
+    """What exclusive_round needs of a project (the store's Project)."""
+
+    root: Path
+
+    def fail_running_rounds(self, message: str) -> Any: ...
 
 
 class RoundBusy(ProjectError):
@@ -122,7 +128,7 @@ class RoundLock:
 
 
 @contextlib.contextmanager
-def exclusive_round(project: Project, needed_bytes: int) -> Iterator[RoundLock]:
+def exclusive_round(project: RoundOwner, needed_bytes: int) -> Iterator[RoundLock]:
     """Hold the project's round lock for a training round: refuse when another round runs or
     the disk lacks ``needed_bytes``; if the round raises, every round it left ``running`` is
     marked ``failed`` and a full disk becomes a SpaceError with the usual message."""
