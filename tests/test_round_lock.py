@@ -51,7 +51,7 @@ def test_a_second_concurrent_round_is_refused_and_the_first_completes(tiny_round
 
 
 def test_sigkill_mid_round_leaves_it_interrupted_without_orphans_and_resume_finishes_it(tiny_round_project):
-    proc = _train(tiny_round_project, "--max-steps", "10", "--save-every", "5")
+    proc = _train(tiny_round_project, "--max-steps", "6", "--save-every", "5")
     for line in proc.stdout:
         if json.loads(line)["event"] == "checkpoint":   # the temporary model folder exists now
             break

@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from .errors import ProjectError
-from .paths import check_space, space_error
+from .paths import check_space, inside, space_error
 
 
-__all__ = ["LOCK_NAME", "RoundBusy", "RoundLock", "round_lock_holder", "exclusive_round"]
+__all__ = ["LOCK_NAME", "RoundBusy", "RoundLock", "round_lock_holder", "exclusive_round", "recover_interrupted"]
 
 LOCK_NAME = "round.lock"
 
@@ -143,5 +145,29 @@ def exclusive_round(project: RoundOwner, needed_bytes: int) -> Iterator[RoundLoc
         if full is not None:
             raise full from None
         raise
+    finally:
+        lock.release()
+
+
+def recover_interrupted(project: Project) -> None:
+    """Rounds marked running without a live lock holder become 'interrupted', and temporary
+    model folders of killed rounds are removed; done under the lock, so no round starts meanwhile."""
+    models = project.root / "models"
+    orphans = list(models.glob("tmp*")) + list(models.glob(".tmp-*"))
+    if not orphans and not project._query("SELECT 1 FROM rounds WHERE status='running' LIMIT 1"):
+        return   # nothing to do, and no write on a plain open
+    try:
+        lock = RoundLock(project.root).acquire()
+    except RoundBusy:
+        return   # a round is running now: its rows and folders are its own
+    try:
+        with project._lock, project._db:
+            project._db.execute("UPDATE rounds SET status='interrupted' WHERE status='running'")
+        for tmp in orphans:
+            if tmp.is_dir() and not tmp.is_symlink() and inside(project.root, tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    except sqlite3.OperationalError as exc:
+        if space_error(exc, project.root, 0) is None:
+            raise   # on a full disk the rounds stay as they are until there is space
     finally:
         lock.release()

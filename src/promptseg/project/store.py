@@ -25,8 +25,8 @@ from ._status import StatusMixin
 from .atomic import atomic_write_tiff
 from ..io.limits import check_pixels
 from .errors import ProjectError
-from .lock import RoundBusy, RoundLock
-from .paths import SpaceError, check_name, check_space, checked_path, inside, space_error
+from .lock import recover_interrupted
+from .paths import SpaceError, check_name, check_space, checked_path, space_error
 from .records import ClassRecord, ImageRecord, dumps
 
 __all__ = ["Project", "DB_NAME", "PALETTE"]
@@ -117,7 +117,7 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         project = cls._connect(root)
         try:
             project._check_rows()
-            project._recover()
+            recover_interrupted(project)
         except BaseException:
             project.close()
             raise
@@ -187,30 +187,6 @@ class Project(LabelsMixin, ModelsMixin, StatusMixin):
         self.images()
         self.labels()
         self.models()
-
-    def _recover(self) -> None:
-        """Rounds marked running without a live lock holder become 'interrupted', and temporary
-        model folders of killed rounds are removed (only while no round is running)."""
-        models = self.root / "models"
-        orphans = list(models.glob("tmp*")) + list(models.glob(".tmp-*"))
-        running = self._query("SELECT count(*) FROM rounds WHERE status='running'")[0][0]
-        if not (orphans or running):
-            return   # nothing to do, and no write on a plain open
-        try:   # held for the repair, so no round can start (or be running) meanwhile
-            lock = RoundLock(self.root).acquire()
-        except RoundBusy:
-            return
-        try:
-            with self._lock, self._db:
-                self._db.execute("UPDATE rounds SET status='interrupted' WHERE status='running'")
-            for tmp in orphans:
-                if tmp.is_dir() and not tmp.is_symlink() and inside(self.root, tmp):
-                    shutil.rmtree(tmp, ignore_errors=True)
-        except sqlite3.OperationalError as exc:
-            if space_error(exc, self.root, 0) is None:
-                raise   # on a full disk the rounds stay as they are until there is space
-        finally:
-            lock.release()
 
     def close(self) -> None:
         with self._lock:
