@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import __version__
 
@@ -82,6 +82,15 @@ def load_project_predictor(proj, device: str = "cpu"):
     return p, (active.version if active else None)
 
 
+def _tiles_shown(name: str) -> Callable[[int, int], None]:
+    """A progress callback that shows a large image's embedding on stderr (tiles done / total)."""
+    def show(done: int, total: int) -> None:
+        if total > 16:
+            print(f"\r{name}: embedded {done}/{total} tiles", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+    return show
+
+
 def cmd_propose(a: argparse.Namespace) -> int:
     from .device import resolve_device
     from .model.text import split_prompts
@@ -97,7 +106,7 @@ def cmd_propose(a: argparse.Namespace) -> int:
         return 0
     for i, rec in enumerate(recs):
         t0 = time.time()
-        pred.set_image(proj.read_image(rec))
+        pred.set_image(proj.read_image(rec), progress=_tiles_shown(rec.name))
         r = pred.predict(names)
         lab = proj.save_label(rec, r.labels, r.prompts, "proposal", model_version=version, prompt=a.prompt)
         pres = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.prompts, r.presence))
