@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import __version__
 from .training.round import add_round_arguments, run_parsed
@@ -74,6 +74,15 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tiles_shown(name: str) -> Callable[[int, int], None]:
+    """A progress callback that shows a large image's embedding on stderr (tiles done / total)."""
+    def show(done: int, total: int) -> None:
+        if total > 16:
+            print(f"\r{name}: embedded {done}/{total} tiles", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+    return show
+
+
 def cmd_propose(a: argparse.Namespace) -> int:
     from .device import resolve_device
     from .model.text import split_prompts
@@ -91,7 +100,8 @@ def cmd_propose(a: argparse.Namespace) -> int:
         return 0
     for i, rec in enumerate(recs):
         t0 = time.time()
-        proposed = session.propose(proj.read_image(rec), prompts, device=device)
+        proposed = session.propose(proj.read_image(rec), prompts, device=device,
+                                    progress=_tiles_shown(rec.name))
         lab, errors = session.store(rec, proposed, prompt=a.prompt)
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)

@@ -21,16 +21,18 @@ class Proposed:
 
 def propose(predictor, image: np.ndarray, prompts: list[str], classes: dict[str, list[str]], tau: float | None,
             map_names: bool = True,
-            exemplars: Callable[[list[str]], dict[str, np.ndarray]] | None = None) -> Proposed:
+            exemplars: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Proposed:
     """Decode ``prompts`` on ``image`` (call under the predictor's lock). ``classes``: the
     project's class -> synonyms; ``tau`` None: the model's threshold; ``map_names`` False
     decodes the prompts as given (already class names). ``exemplars`` (class names -> class ->
-    vectors) adds the exemplar expert to the disagreement."""
+    vectors) adds the exemplar expert to the disagreement; ``progress(done, total)`` hears of
+    the embedding's tiles."""
     mapped = map_prompts(prompts, classes, predictor.text) if map_names else [Mapped(p, p, 1.0) for p in prompts]
     names = unique_names(mapped)
     tau = predictor.model.cfg.threshold if tau is None else tau
     ex = exemplars(names) if exemplars is not None else None    # may embed other images: first
-    predictor.set_image(image)
+    predictor.set_image(image, progress=progress)
     r = predictor.predict(names, threshold=tau, grounding=True)
     rx = predictor.predict(names, threshold=tau, exemplars=ex) if ex else None
     dis = expert_disagreement(r.probs, r.grounding, tau, None if rx is None else rx.probs)

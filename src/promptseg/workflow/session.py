@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -94,15 +95,18 @@ class AnnotationSession:
 
     def propose(self, image: np.ndarray, prompts: list[str], tau: float | None = None, device: str = "cpu",
                 precisions: tuple[str, str] = ("float32", "float32"), map_names: bool = True,
-                exemplar_limit: int = 0, exclude: str | None = None) -> Proposed:
+                exemplar_limit: int = 0, exclude: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Proposed:
         """Map, decode and score ``prompts`` on ``image``; with ``exemplar_limit`` the exemplar
-        expert (accepted labels of other images than ``exclude``) joins the disagreement."""
+        expert (accepted labels of other images than ``exclude``) joins the disagreement;
+        ``progress(done, total)`` hears of the embedding's tiles."""
         with self.lock:
             predictor = self.predictor(device, precisions)
             predictor.project_classes = accepted_classes(self.project) if self.project is not None else set()
             ex = (lambda names: self.exemplar_vectors(predictor, names, exclude, exemplar_limit)) \
                 if exemplar_limit else None
-            return propose(predictor, image, prompts, self.class_synonyms() if map_names else {}, tau, map_names, ex)
+            return propose(predictor, image, prompts, self.class_synonyms() if map_names else {}, tau, map_names, ex,
+                           progress)
 
     def store(self, image, proposed: Proposed, labels: np.ndarray | None = None, prompt: str | None = None,
               model_version: int | None = None):
