@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -202,6 +203,21 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_prompts(a: argparse.Namespace) -> int:
+    from .bench.prompts import PromptsConfig, make_dev_set, print_summary, run_prompts
+
+    _torch_threads()
+    if a.make_dev:
+        path = make_dev_set(a.make_dev, quick=a.quick, monuseg=a.monuseg)
+        print(f"wrote {path}")
+        if not a.data:
+            return 0
+    if not a.data:
+        raise SystemExit("bench prompts needs --data DIR (images/, masks/, targets.csv) or --make-dev DIR")
+    print_summary(run_prompts(PromptsConfig(a.data, out=a.out, device=a.device, limit=a.limit)))
+    return 0
+
+
 def cmd_bench_merge(a: argparse.Namespace) -> int:
     from .bench.methods import ALL_METHODS
     from .bench.report import bar_plot, markdown_table, merge_runs, write_results
@@ -365,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
     ba.add_argument("--out", default="bench-aal")
     ba.set_defaults(fn=cmd_bench_aal)
+    bp = bsub.add_parser("prompts", help="text, box, click and LiteMedSAM-box Dice per target, with latency")
+    bp.add_argument("--data", default=None, help="folder with images/, masks/, targets.csv (image,mask,target,...)")
+    bp.add_argument("--make-dev", default=None, metavar="DIR",
+                    help="first write the dev set (AAL slices, stardist and MoNuSeg val nuclei) to DIR")
+    bp.add_argument("--quick", action="store_true", help="with --make-dev: the small CI variant")
+    bp.add_argument("--monuseg", default=str(Path(os.environ.get("PROMPTSEG_DATA", "data")) / "monuseg"),
+                    help="MoNuSeg-format folder for the dev set's nuclei (left out when missing)")
+    bp.add_argument("--limit", type=int, default=None, help="score the first N targets only")
+    bp.add_argument("--device", default="cpu")
+    bp.add_argument("--out", default="bench-prompts")
+    bp.set_defaults(fn=cmd_bench_prompts)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

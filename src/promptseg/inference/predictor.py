@@ -124,6 +124,8 @@ class Predictor:
         self._cache_size = cache_size
         self._current: _Embedded | None = None
         self._disk: EmbeddingCache | None = None
+        self._pixels: np.ndarray | None = None     # the current image, for box/click views
+        self._spatial = None                      # inference/spatial.py, built on first use
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -187,6 +189,7 @@ class Predictor:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
+        self._pixels = arr
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
@@ -308,6 +311,33 @@ class Predictor:
                     v = torch.from_numpy(np.atleast_2d(np.asarray(exemplars[n], np.float32))).to(dev)
                     ex[j, :len(v)], keep[j, :len(v)] = v, True
             pb.exemplars, pb.exemplar_mask = ex.repeat(t, 1, 1), keep.repeat(t, 1)
+
+
+    # -- boxes and clicks (class-agnostic: LiteMedSAM's frozen spatial path) -----------------
+    def _spatial_path(self):
+        from .inference.spatial import SpatialSegmenter
+
+        cur = self._need_image()
+        if self._spatial is None:
+            self._spatial = SpatialSegmenter(device=self.device)
+        self._spatial.set_image(self._pixels, cur.sha)
+        return self._spatial
+
+    def predict_boxes(self, boxes, *, zoom: bool = True):
+        """One mask per box (N, 4) of (row0, col0, row1, col1), whatever the class: a
+        :class:`~promptseg.inference.spatial_result.SpatialPrediction`. ``zoom`` also decodes
+        a crop of the box at the encoder's resolution (cached per image and crop)."""
+        from .inference.spatial_result import predict_boxes
+
+        return predict_boxes(self._spatial_path(), boxes, zoom=zoom)
+
+    def predict_points(self, points, point_labels=None, *, instances=None):
+        """The object under clicks (P, 2) (row, col) with ``point_labels`` (1 inside, 0
+        outside); ``instances`` (P,) splits them into several objects. One object also comes
+        with its candidate masks best first."""
+        from .inference.spatial_result import predict_points
+
+        return predict_points(self._spatial_path(), points, point_labels, instances)
 
 
 def _bad_prompt(p: object) -> str:
