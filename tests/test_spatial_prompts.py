@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from promptseg.bench.prompts import gold_box, interior_point
-from promptseg.engine.evaluate import dice
+from promptseg.training.evaluate import dice
 from promptseg.inference.spatial import SpatialSegmenter
 from promptseg.inference.spatial_result import predict_boxes, predict_points
 from promptseg.io.samples import sample_data_dir

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..engine.evaluate import dice
+from ..training.evaluate import dice
 from .prompt_data import load_pair, make_dev_set, read_targets  # noqa: F401  (make_dev_set: the CLI's)
 from .report import finish_bar_plot, run_environment, write_results
 
@@ -94,7 +94,7 @@ class LiteMedSAMReference:
 
 
 def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
-    from ..predictor import Predictor
+    from ..inference.predictor import Predictor
     from ..inference.spatial import SpatialSegmenter
 
     targets = read_targets(cfg.data)[:cfg.limit]

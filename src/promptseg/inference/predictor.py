@@ -315,7 +315,7 @@ class Predictor:
 
     # -- boxes and clicks (class-agnostic: LiteMedSAM's frozen spatial path) -----------------
     def _spatial_path(self):
-        from .inference.spatial import SpatialSegmenter
+        from .spatial import SpatialSegmenter
 
         cur = self._need_image()
         if self._spatial is None:
@@ -327,7 +327,7 @@ class Predictor:
         """One mask per box (N, 4) of (row0, col0, row1, col1), whatever the class: a
         :class:`~promptseg.inference.spatial_result.SpatialPrediction`. ``zoom`` also decodes
         a crop of the box at the encoder's resolution (cached per image and crop)."""
-        from .inference.spatial_result import predict_boxes
+        from .spatial_result import predict_boxes
 
         return predict_boxes(self._spatial_path(), boxes, zoom=zoom)
 
@@ -335,7 +335,7 @@ class Predictor:
         """The object under clicks (P, 2) (row, col) with ``point_labels`` (1 inside, 0
         outside); ``instances`` (P,) splits them into several objects. One object also comes
         with its candidate masks best first."""
-        from .inference.spatial_result import predict_points
+        from .spatial_result import predict_points
 
         return predict_points(self._spatial_path(), points, point_labels, instances)
 
