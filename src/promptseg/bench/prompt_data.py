@@ -23,7 +23,7 @@ from ..project import atomic_write_bytes
 from .aal import MRICRON, load_volumes, plane_view
 
 CEREBELLAR = ("cerebellum", "vermis")
-SLICES = {"axial": (0.30, 0.45, 0.60), "coronal": (0.30, 0.55), "sagittal": (0.35,)}
+SLICES = {"axial": (0.45,), "coronal": (0.45,), "sagittal": (0.35,)}
 QUICK_SLICES = {"axial": (0.45,), "coronal": (0.30,)}
 
 
@@ -148,10 +148,10 @@ def make_dev_set(out: str | Path, *, quick: bool = False, monuseg: str | Path | 
     (out / "masks").mkdir(parents=True, exist_ok=True)
     sources = [_brain_targets(Path(templates), QUICK_SLICES if quick else SLICES, min_area=40)]
     star = _stardist_images()[:1] if quick else _stardist_images()
-    sources.append(_instance_targets(star, "stardist-nuclei", 3 if quick else 10, 20, seed))
+    sources.append(_instance_targets(star, "stardist-nuclei", 3, 20, seed))
     if monuseg is not None and (Path(monuseg) / "captions.csv").is_file():
         sources.append(_instance_targets(_monuseg_images(Path(monuseg), 1 if quick else None),
-                                         "monuseg-nuclei", 3 if quick else 10, 30, seed))
+                                         "monuseg-nuclei", 3, 30, seed))
     rows = []
     for source in sources:
         for name, img, targets in source:

@@ -220,10 +220,10 @@ class SpatialSegmenter:
 
         LiteMedSAM's decoder answers boxes, not clicks, so clicks become boxes: boxes of several
         sizes around the inside clicks are decoded at once on a ``window``-pixel view around the
-        first inside click (the whole image if smaller); an answer must hold every inside click
-        and no outside click, and is ranked by predicted IoU times stability.
-        The best answer's own bounding box (+ margin) is then decoded as a box, as
-        :meth:`segment_box` does."""
+        first inside click (the whole image if smaller); the answers that hold the most inside
+        clicks and leave out the most outside ones come first, then by predicted IoU times
+        stability. The best answer's own bounding box (+ margin) is decoded again as a box, as
+        :meth:`segment_box` does, and outside clicks cut off the pixels nearer to them."""
         pts, lab = check_points(points, labels, self.shape)
         pos, neg = pts[lab == 1], pts[lab == 0]
         rect = self.click_rect(pos[0], window)
@@ -237,27 +237,25 @@ class SpatialSegmenter:
                           min(c1 + d, rect[3] - 1)))
         logits, iou = self._decode_boxes(boxes, v)
         cands = []
-        for lg, q, b in zip(logits, iou, boxes):
+        for lg, q in zip(logits, iou):
             m = lg > 0
-            if not m.any() or not all(m[int(r), int(c)] for r, c in pos) or any(m[int(r), int(c)] for r, c in neg):
-                continue
+            hits = sum(bool(m[int(r), int(c)]) for r, c in pos) + sum(not m[int(r), int(c)] for r, c in neg)
             stab = float((lg > 1).sum() / max((lg > -1).sum(), 1))
-            cands.append((q * stab, b, lg))
-        if not cands:   # no size holds every click: the smallest box's answer, scored 0
-            cands = [(0.0, boxes[0], logits[0])]
-        cands.sort(key=lambda c: -c[0])
+            cands.append((hits, q * stab, lg))
+        # answers that respect the most clicks first, then by predicted IoU times stability
+        cands.sort(key=lambda c: (-c[0], -c[1]))
         out, seen = [], []
-        for score, _, lg in cands:
+        for hits, score, lg in cands:
             m = lg > 0
-            if any(_iou(m, s) > 0.9 for s in seen):
+            if not m.any() or any(_iou(m, s) > 0.9 for s in seen):
                 continue
             seen.append(m)
             if not out:   # the best answer's own box, decoded again (zoomed) as a box prompt
                 rr, cc = np.nonzero(m)
                 pad = max(2.0, 0.05 * max(np.ptp(rr), np.ptp(cc)))
                 lg = self.segment_box((rr.min() - pad, cc.min() - pad, rr.max() + pad, cc.max() + pad)).logits
-            out.append(SpatialMask(lg, float(score)))
-        return out[:3]
+            out.append(SpatialMask(_cut_nearer_outside(lg, pos, neg), float(score)))
+        return out[:3] or [SpatialMask(cands[0][2], 0.0)]
 
     def _decode_boxes(self, boxes, v: _View) -> tuple[np.ndarray, np.ndarray]:
         """Several boxes on one view in one decoder call: (B, H, W) image logits, (B,) IoU."""
@@ -266,6 +264,19 @@ class SpatialSegmenter:
                           for r0, c0, r1, c1 in boxes], dtype=torch.float32, device=self.device).clamp(0, TILE - 1)
         logits, iou = self.box_decoder(v.emb.expand(len(boxes), -1, -1, -1), boxes=b)
         return self._to_image(logits[:, 0], v), iou[:, 0].cpu().numpy()
+
+
+def _cut_nearer_outside(logits: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Outside clicks cut the mask: pixels nearer to an outside click than to every inside
+    click are set outside (the box decoder itself does not take clicks)."""
+    if len(neg) == 0:
+        return logits
+    rr, cc = np.mgrid[:logits.shape[0], :logits.shape[1]]
+
+    def nearest(p: np.ndarray) -> np.ndarray:
+        return np.min([(rr - r) ** 2 + (cc - c) ** 2 for r, c in p], axis=0)
+
+    return np.where(nearest(neg) < nearest(pos), np.minimum(logits, -1.0), logits).astype(np.float32)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
