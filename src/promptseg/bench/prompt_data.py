@@ -24,7 +24,7 @@ from .aal import MRICRON, load_volumes, plane_view
 
 CEREBELLAR = ("cerebellum", "vermis")
 SLICES = {"axial": (0.45,), "coronal": (0.45,), "sagittal": (0.35,)}
-QUICK_SLICES = {"axial": (0.45,), "coronal": (0.30,)}
+QUICK_SLICES = {"axial": (0.45,)}
 
 
 @dataclass
@@ -148,15 +148,15 @@ def make_dev_set(out: str | Path, *, quick: bool = False, monuseg: str | Path | 
     (out / "masks").mkdir(parents=True, exist_ok=True)
     sources = [_brain_targets(Path(templates), QUICK_SLICES if quick else SLICES, min_area=40)]
     star = _stardist_images()[:1] if quick else _stardist_images()
-    sources.append(_instance_targets(star, "stardist-nuclei", 3, 20, seed))
+    sources.append(_instance_targets(star, "stardist-nuclei", 3 if quick else 2, 20, seed))
     if monuseg is not None and (Path(monuseg) / "captions.csv").is_file():
         sources.append(_instance_targets(_monuseg_images(Path(monuseg), 1 if quick else None),
-                                         "monuseg-nuclei", 3, 30, seed))
+                                         "monuseg-nuclei", 2 if quick else 1, 30, seed))
     rows = []
     for source in sources:
         for name, img, targets in source:
-            if quick and targets and targets[0][2]["group"].startswith("brain"):
-                targets = _quick_brain(targets)
+            if targets and targets[0][2]["group"].startswith("brain"):
+                targets = _quick_brain(targets) if quick else _spread_brain(targets)
             if not targets:
                 continue
             Image.fromarray(img).save(out / "images" / name)
@@ -171,9 +171,15 @@ def make_dev_set(out: str | Path, *, quick: bool = False, monuseg: str | Path | 
     return path
 
 
+def _spread_brain(targets: list, every: int = 4) -> list:
+    """Every ``every``-th structure of a slice (sizes from lobes to nuclei), all cerebellar ones."""
+    plain = [t for t in targets if t[2]["group"] == "brain"]
+    return plain[::every] + [t for t in targets if t[2]["group"] != "brain"]
+
+
 def _quick_brain(targets: list) -> list:
     """A few brain targets of different sizes, one cerebellar where the slice has one."""
     keep = [t for t in targets if t[0] in ("left thalamus", "right putamen", "left frontal lobe",
                                            "right caudate", "left temporal lobe")]
     cereb = [t for t in targets if t[2]["group"] == "brain-cerebellar"][:1]
-    return keep[:3] + cereb
+    return keep[:2] + cereb
