@@ -204,7 +204,8 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_prompts(a: argparse.Namespace) -> int:
-    from .bench.prompts import PromptsConfig, make_dev_set, print_summary, run_prompts
+    from .bench.prompt_data import make_dev_set
+    from .bench.prompts import PromptsConfig, print_summary, run_prompts
 
     _torch_threads()
     if a.make_dev:

@@ -19,7 +19,7 @@ import torch
 from scipy import ndimage
 
 from ..training.evaluate import dice
-from .prompt_data import load_pair, make_dev_set, read_targets  # noqa: F401  (make_dev_set: the CLI's)
+from .prompt_data import load_pair, read_targets
 from .report import finish_bar_plot, run_environment, write_results
 
 PROMPT_TYPES = ("text", "box", "click1", "click3", "litemedsam_box")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..io.normalise import hwc_view, image_sha256
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
-from ..model.spatial import spatial_decoders
+from ..model.spatial import spatial_decoder
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
 BOX_MARGIN = 0.25      # zoom crop margin around a box, as a fraction of its longer side
@@ -126,8 +126,7 @@ class SpatialSegmenter:
     def __init__(self, device: str = "cpu", cache_size: int = 64):
         self.device = device
         self.encoder = LiteMedSAMBackbone(pretrained=True).to(device).eval()
-        box_dec, click_dec = spatial_decoders()
-        self.box_decoder, self.click_decoder = box_dec.to(device), click_dec.to(device)
+        self.box_decoder = spatial_decoder().to(device)
         self._cache: OrderedDict[tuple[str, Rect], _View] = OrderedDict()
         self._cache_size = cache_size
         self._pixels: np.ndarray | None = None

