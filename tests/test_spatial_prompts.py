@@ -107,3 +107,21 @@ def test_bad_click_is_refused_and_changes_nothing(seg, nuclei, points, labels, w
     with pytest.raises(ValueError, match=words):
         predict_points(seg, points, labels)
     assert list(seg._cache) == before
+
+
+def test_predictor_boxes_and_clicks_whatever_the_class(nuclei):
+    from promptseg import Predictor
+
+    img, gts = nuclei
+    p = Predictor.load(None)
+    p.set_image(img)
+    boxes = p.predict_boxes([gold_box(g) for g in gts[:3]])
+    assert np.mean([dice(m, g) for m, g in zip(boxes.masks, gts[:3])]) >= 0.6
+    clicks = p.predict_points([interior_point(gts[0])])
+    assert dice(clicks.masks[0], gts[0]) >= 0.6
+    current, cached = p._current, list(p._spatial._cache)
+    with pytest.raises(ValueError, match="outside the image"):
+        p.predict_points([(5, 5), (5, 10_000)])
+    with pytest.raises(ValueError, match="inverted"):
+        p.predict_boxes([(40, 40, 10, 60)])
+    assert p._current is current and list(p._spatial._cache) == cached
