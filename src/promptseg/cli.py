@@ -6,29 +6,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from . import __version__
+from .bench.commands import add_bench_parser
 from .training.round import add_round_arguments, run_parsed
-
-if TYPE_CHECKING:   # the CLI imports torch-heavy modules lazily, inside each command
-    from .model.segmenter import ModelConfig
-
-
-def _torch_threads() -> None:
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .device import resolve_device
+    from .device import resolve_device, use_all_cores
     from .workflow.demo import DemoConfig, format_table, run_demo
 
-    _torch_threads()
+    use_all_cores()
     cfg = DemoConfig.quick() if a.quick else DemoConfig()
     cfg.sample = a.sample
     if a.rounds:
@@ -84,12 +73,12 @@ def _tiles_shown(name: str) -> Callable[[int, int], None]:
 
 
 def cmd_propose(a: argparse.Namespace) -> int:
-    from .device import resolve_device
+    from .device import resolve_device, use_all_cores
     from .model.text import split_prompts
     from .project import Project
     from .workflow.session import AnnotationSession
 
-    _torch_threads()
+    use_all_cores()
     prompts = split_prompts(a.prompt)
     proj = Project.open(a.project)
     session = AnnotationSession.for_project(proj)
@@ -139,130 +128,6 @@ def cmd_gui(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(a: argparse.Namespace) -> int:
-    from .bench.latency import run_latency
-    from .device import resolve_device
-
-    _torch_threads()
-    run_latency(resolve_device(a.device), a.size, a.runs, a.embed_runs, out=a.out, reference=not a.no_reference,
-                encoder_precision=a.encoder_precision, decoder_precision=a.decoder_precision)
-    return 0
-
-
-def cmd_bench_monuseg(a: argparse.Namespace) -> int:
-    from .bench.monuseg import MonusegConfig, labels_arg, run_monuseg, seeds_arg
-    from .device import resolve_device
-
-    _torch_threads()
-    kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
-              unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
-              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
-              label_jitter=a.label_jitter, stain_views=a.stain_views,
-              ft_batch=a.ft_batch, ft_from_stage=a.ft_from_stage,
-              bf16=a.bf16 or None,
-              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None)
-    if a.quick:
-        cfg = MonusegConfig.quick_defaults(a.data, **kw)
-    else:
-        cfg = MonusegConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
-    if a.methods:
-        from .bench.methods import ALL_METHODS, parse_methods
-
-        parse_methods(a.methods, ALL_METHODS)  # fail on a typo before embedding anything
-    run_monuseg(cfg, _bench_model_config(a))
-    print(f"results: {Path(cfg.out) / 'results.json'}")
-    return 0
-
-
-def cmd_bench_effort(a: argparse.Namespace) -> int:
-    from .bench.effort import EffortConfig, run_effort
-    from .device import resolve_device
-
-    _torch_threads()
-    kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
-              steps_per_round=a.steps_per_round, method=a.method, eval_split=a.eval_split, seed=a.seed,
-              device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, bf16=a.bf16 or None,
-              label_jitter=a.label_jitter)
-    if a.quick:
-        cfg = EffortConfig.quick_defaults(a.data, **kw)
-    else:
-        cfg = EffortConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
-    run_effort(cfg, _bench_model_config(a))
-    print(f"results: {Path(cfg.out) / 'results.json'}")
-    return 0
-
-
-def cmd_bench_aal(a: argparse.Namespace) -> int:
-    from .bench.aal import AALConfig, run_aal
-    from .device import resolve_device
-
-    _torch_threads()
-    kw = dict(out=a.out, plane=a.plane, labelled=a.labelled, steps=a.steps, slice_step=a.slice_step, seed=a.seed,
-              device=resolve_device(a.device), cache=a.cache, crop=a.crop,
-              methods=[m.strip() for m in a.methods.split(",")] if a.methods else None,
-              propagate=[m.strip() for m in a.propagate.split(",") if m.strip()] if a.propagate is not None else None)
-    cfg = AALConfig.quick_defaults(**kw) if a.quick else AALConfig(**{k: v for k, v in kw.items() if v is not None})
-    run_aal(cfg)
-    print(f"results: {Path(cfg.out) / 'results.json'}")
-    return 0
-
-
-def cmd_bench_merge(a: argparse.Namespace) -> int:
-    from .bench.methods import ALL_METHODS
-    from .bench.report import bar_plot, markdown_table, merge_runs, write_results
-
-    merged = merge_runs(a.runs)
-    rank = {m: i for i, m in enumerate(ALL_METHODS)}
-    results = sorted(merged["results"], key=lambda r: (rank.get(r["method"], len(rank)), r.get("seed", 0)))
-    out = Path(a.out)
-    write_results(out, results, merged["config"])
-    c = merged["config"]
-    title = a.title or f"MoNuSeg, {c['labels']:.0%} labels, {c['eval_split']} split, {c['steps']} steps"
-    table = markdown_table(results, title=title)
-    (out / "results.md").write_text(table, encoding="utf-8")
-    bar_plot(results, out / "monuseg_dice.png", title)
-    print(table)
-    return 0
-
-
-def cmd_bench_event_loop(a: argparse.Namespace) -> int:
-    from .bench.event_loop import run
-
-    r = run(Path(a.out), a.idle_seconds, a.train_seconds, a.model, a.images, a.steps)
-    print(json.dumps({k: r[k] for k in ("idle", "training", "round", "valid", "pass")}, indent=2))
-    return 0 if r["valid"] else 1
-
-
-def _bench_model_config(a: argparse.Namespace) -> ModelConfig:
-    """The benchmarks' model: the defaults, with the encoder's BatchNorm mode from --encoder-norm
-    (left out of the config when default, so default embedding caches keep their key)."""
-    from .model.segmenter import ModelConfig
-
-    return ModelConfig() if a.encoder_norm == "pretrained" else ModelConfig(backbone_kwargs={"norm": a.encoder_norm})
-
-
-def _unit_float(text: str) -> float:
-    v = float(text)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return v
-
-
-def _training_args(p: argparse.ArgumentParser) -> None:
-    """Options of the prompt models' training shared by `bench monuseg` and `bench effort`."""
-    p.add_argument("--crop", type=int, default=None,
-                   help="training crop of the prompt models in image pixels, up to the 256-px tile (default 128)")
-    p.add_argument("--batch", type=int, default=None,
-                   help="tiles per training step, labelled and unlabelled each (default 2)")
-    p.add_argument("--label-jitter", type=_unit_float, default=None,
-                   help="photometric jitter of the labelled crops' pixels, 0-1 (default 0.2; 0 = the baseline before it)")
-    p.add_argument("--bf16", action="store_true",
-                   help="run the image encoder in bfloat16 on CUDA (faster; embeddings cached apart from float32 ones)")
-    p.add_argument("--encoder-norm", choices=("pretrained", "per_tile"), default="pretrained",
-                   help="BatchNorm statistics of the frozen encoder: the pretrained ones (default, the app's) or "
-                        "each tile's own (per-tile AdaBN; slower on CPU: no folded fast path)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptseg", description=__doc__)
     ap.add_argument("--version", action="version", version=f"promptseg {__version__}")
@@ -293,103 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run a training round as JSON lines (see training/round.py)")
     add_round_arguments(t)
     t.set_defaults(fn=run_parsed)
-    b = sub.add_parser("bench", help="benchmarks: latency, precision, monuseg, effort, aal, event-loop")
-    bsub = b.add_subparsers(dest="bench", required=True)
-    bl = bsub.add_parser("latency", help="embedding and prompt->mask latency")
-    bl.add_argument("--device", default="cpu")
-    bl.add_argument("--size", type=int, default=512)
-    bl.add_argument("--runs", type=int, default=20)
-    bl.add_argument("--embed-runs", type=int, default=None, help="default: --runs")
-    bl.add_argument("--no-reference", action="store_true",
-                    help="skip the same-run baseline (the package's TinyViT module as the encoder)")
-    bl.add_argument("--encoder-precision", choices=("float32", "bfloat16", "float16", "float16-compiled"),
-                    default="float32",
-                    help="the Predictor's image encoder: float16 CUDA graphs (CUDA only; float16-compiled: of "
-                         "the torch.compile'd encoder, compiled on the first image) or a bfloat16 copy (CPUs "
-                         "with native bfloat16); the reference stays float32")
-    bl.add_argument("--decoder-precision", choices=("float32", "bfloat16"), default="float32",
-                    help="bfloat16: the decoder's image-sized products in bfloat16 (CPUs with native bfloat16)")
-    bl.add_argument("--out", default="bench-out")
-    bl.set_defaults(fn=cmd_bench)
-    from .bench.precision import add_precision_parser
-    add_precision_parser(bsub)
-    bm = bsub.add_parser("monuseg", help="label efficiency on MoNuSeg-format data, baselines in the same run")
-    bm.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv (image,split,caption)")
-    bm.add_argument("--labels", default="0.25", help="labelled fraction of the train rows (0.25, 0.5)")
-    bm.add_argument("--eval-split", default="val", choices=["val", "test"])
-    bm.add_argument("--quick", action="store_true", help="CPU-affordable: 200 steps (U-Net 300), seed 0, main methods")
-    bm.add_argument("--device", default="cpu")
-    bm.add_argument("--methods", default=None, help="comma-separated (default: all; --quick: the main ones)")
-    bm.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
-    bm.add_argument("--unet-steps", type=int, default=None, help="steps of the pixel U-Net (default: --steps)")
-    bm.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick 0)")
-    bm.add_argument("--subset-seed", type=int, default=0, help="seed of the labelled-subset draw")
-    bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
-    bm.add_argument("--out", default="bench-monuseg")
-    _training_args(bm)
-    bm.add_argument("--views", type=int, default=None,
-                    help="dihedral views (1-8) of each training image, each run through the encoder (default 1)")
-    bm.add_argument("--stain-views", type=int, default=None,
-                    help="recolourings of each labelled image, each with the stain of another unlabelled train "
-                         "image, run through the encoder, for the methods that may see the unlabelled images "
-                         "(the SSL methods, supervised+stain); default 0")
-    bm.add_argument("--ft-batch", type=int, default=None,
-                    help="whole tiles per step of the encoder-training methods (supervised_ft, ft+...; default 8)")
-    bm.add_argument("--ft-from-stage", type=int, default=None,
-                    help="those methods train TinyViT from this stage (1-3) on, the earlier ones frozen and "
-                         "run once per tile of the --views (CPU-affordable); default 0: the whole encoder")
-    bm.set_defaults(fn=cmd_bench_monuseg)
-    be = bsub.add_parser("effort", help="simulated annotator: edited fraction per round on MoNuSeg-format data")
-    be.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")
-    be.add_argument("--quick", action="store_true", help="CPU-affordable: 4 rounds x 3 images, short training")
-    be.add_argument("--rounds", type=int, default=None, help="proposal rounds (default 5; --quick 4)")
-    be.add_argument("--per-round", type=int, default=None, help="images proposed per round (default 4; --quick 3)")
-    be.add_argument("--initial", type=int, default=None, help="labelled images to start with (default 2)")
-    be.add_argument("--steps-first", type=int, default=None)
-    be.add_argument("--steps-per-round", type=int, default=None)
-    be.add_argument("--method", default=None, help="supervised or an SSL method (default promptseg)")
-    be.add_argument("--eval-split", default="val", choices=["val", "test"])
-    be.add_argument("--seed", type=int, default=None)
-    be.add_argument("--device", default="cpu")
-    be.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
-    be.add_argument("--out", default="bench-effort")
-    _training_args(be)
-    be.set_defaults(fn=cmd_bench_effort)
-    bg = bsub.add_parser("merge", help="join `bench monuseg` runs split by seed or method into one table (mean ± std)")
-    bg.add_argument("runs", nargs="+", help="`bench monuseg` output folders, each with results.json")
-    bg.add_argument("--out", required=True)
-    bg.add_argument("--title", default=None)
-    bg.set_defaults(fn=cmd_bench_merge)
-    ba = bsub.add_parser("aal", help="Colin27 + AAL coarse classes from few labelled slices (mricron-data)")
-    ba.add_argument("--plane", default="axial", choices=["axial", "coronal", "sagittal"])
-    ba.add_argument("--labelled", type=float, default=None, help="labelled fraction of the slices (default 0.05)")
-    ba.add_argument("--quick", action="store_true", help="CPU-affordable: every 2nd slice, 200 steps")
-    ba.add_argument("--methods", default=None,
-                    help="comma-separated (default nearest_slice,flow_slice,supervised,promptseg; each trained "
-                         "method is also scored through Propagate)")
-    ba.add_argument("--propagate", default=None,
-                    help="Propagate modes each trained method is also scored in, comma-separated (default "
-                         "model,flow+model: rows METHOD+propagate and METHOD+flow; empty: none)")
-    ba.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
-    ba.add_argument("--slice-step", type=int, default=None, help="use every n-th slice (default 1; --quick 2)")
-    ba.add_argument("--crop", type=int, default=None,
-                    help="training crop in pixels (default 0: the whole tile, so whole slices)")
-    ba.add_argument("--seed", type=int, default=None)
-    ba.add_argument("--device", default="cpu")
-    ba.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")
-    ba.add_argument("--out", default="bench-aal")
-    ba.set_defaults(fn=cmd_bench_aal)
-    bv = bsub.add_parser("event-loop", help="napari's event-loop lateness, idle vs during Retrain (xvfb-run -a)")
-    bv.add_argument("--out", required=True, help="folder for event_loop.json")
-    bv.add_argument("--idle-seconds", type=float, default=10.0)
-    bv.add_argument("--train-seconds", type=float, default=60.0, help="measure this long, then Cancel the round")
-    bv.add_argument("--model", choices=["default", "tiny"], default="default", help="tiny: a test-size U-Net")
-    bv.add_argument("--images", type=int, default=3, help="gold-labelled images in the bench project")
-    bv.add_argument("--steps", type=int, default=100000, help="round max steps (the bench cancels it)")
-    bv.set_defaults(fn=cmd_bench_event_loop)
-    from .bench.more_like_this import add_cli as add_more_like_this
-
-    add_more_like_this(bsub)
+    add_bench_parser(sub)
     g = sub.add_parser("gui", help="open napari with the PromptSeg dock widget")
     g.set_defaults(fn=cmd_gui)
     return ap

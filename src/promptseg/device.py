@@ -15,3 +15,11 @@ def resolve_device(device: str | None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
     return device
+
+
+def use_all_cores() -> None:
+    """Let torch use every core, unless OMP_NUM_THREADS says otherwise (benchmarks, the demo)."""
+    import os
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -144,23 +144,3 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {r['image']} | {100 * r['same_image_dice']:.1f} | {100 * r['cross_image_dice']:.1f} | "
                      f"{100 * r['cross_image_min']:.1f} | {b} |")
     return "\n".join(lines) + "\n"
-
-
-def add_cli(bsub) -> None:
-    """The `bench more-like-this` subcommand on the `bench` subparsers."""
-    p = bsub.add_parser("more-like-this", help="one-shot segmentation from a few gold instances (MoNuSeg format)")
-    p.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")
-    p.add_argument("--split", default="val")
-    p.add_argument("--exemplars", type=int, default=5, help="gold instances per exemplar set")
-    p.add_argument("--quick", action="store_true", help="CI-sized: 1 image, 1 train source, 1 draw, 256 px crops")
-    p.add_argument("--no-baseline", action="store_true", help="skip the decoder exemplar-token route")
-    p.add_argument("--out", default="bench-more-like-this")
-    p.set_defaults(fn=_cmd)
-
-
-def _cmd(a) -> int:
-    quick = dict(seeds=1, n_train=1, max_images=1, crop=256) if a.quick else {}
-    doc = run_more_like_this(MoreLikeThisConfig(a.data, out=a.out, split=a.split, n_exemplars=a.exemplars,
-                                                baseline=not a.no_baseline, **quick))
-    print(markdown(doc))
-    return 0

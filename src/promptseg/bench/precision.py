@@ -11,7 +11,6 @@ Results go to ``OUT/encoder_precision_check.json`` (docs/benchmarks.md, "Encoder
 """
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from pathlib import Path
@@ -133,22 +132,3 @@ def run_precision(out: str | Path, device: str = "cpu", precision: str | None = 
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(out) / "encoder_precision_check.json", res)
     return res
-
-
-def add_precision_parser(bsub: argparse._SubParsersAction) -> None:
-    """Register `promptseg bench precision` on the bench subcommands."""
-    bp = bsub.add_parser("precision", help="a reduced-precision encoder against float32: accuracy, shapes, threads")
-    bp.add_argument("--device", default="cpu")
-    bp.add_argument("--precision", choices=("float32", "bfloat16", "float16", "float16-compiled"), default=None,
-                    help="default: float16 on CUDA, bfloat16 on the CPU")
-    bp.add_argument("--data", default=None, help="MoNuSeg-format folder (images/, masks/, captions.csv)")
-    bp.add_argument("--split", default="val")
-    bp.add_argument("--runs", type=int, default=5, help="set_image repeats per image and precision")
-    bp.add_argument("--quick", action="store_true", help="one nuclei tile, one one-tile image, fewer thread repeats")
-    bp.add_argument("--out", default="bench-precision")
-    bp.set_defaults(fn=_cmd_precision)
-
-
-def _cmd_precision(a: argparse.Namespace) -> int:
-    run_precision(a.out, a.device, a.precision, a.data, a.split, a.runs, a.quick)
-    return 0

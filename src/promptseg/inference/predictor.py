@@ -133,6 +133,7 @@ class Predictor:
         self._image: np.ndarray | None = None
         self.project_classes: set[str] = set()   # classes with accepted labels in the open project
         self._disk: EmbeddingCache | None = None
+        self._spatial = None                      # inference/spatial.py, built on first use
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -199,7 +200,7 @@ class Predictor:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         self._current = hit
-        self._image = arr   # pixels for "more like this" (colour features at full resolution)
+        self._image = arr   # its pixels: colour features of "more like this", box/click views
 
     def use_embedding_cache(self, folder: str | Path) -> None:
         """Also keep embeddings on disk (e.g. a project's embeddings/ folder)."""
@@ -238,14 +239,14 @@ class Predictor:
     def exemplars(self, masks: np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None) -> Exemplars:
         """Feature vectors of exemplar ``masks`` (binary masks, or one mask whose components are
         the exemplars) of ``image`` (default: the image set); they apply to any image."""
-        return Exemplars.from_masks(self._pixels(image), masks)
+        return Exemplars.from_masks(self._image(image), masks)
 
     def more_like_this(self, exemplars: Exemplars | np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None,
                        threshold: float = 0.5) -> ExemplarMatch:
         """Every instance like ``exemplars`` in ``image`` (default: the image set). Masks are
         taken as exemplars of that same image; an :class:`Exemplars` (from :meth:`exemplars`)
         may come from another image."""
-        img = self._pixels(image)
+        img = self._image(image)
         if not isinstance(exemplars, Exemplars):
             exemplars = Exemplars.from_masks(img, exemplars)
         return match_exemplars(img, exemplars, threshold)
@@ -355,6 +356,33 @@ class Predictor:
                     v = torch.from_numpy(np.atleast_2d(np.asarray(exemplars[n], np.float32))).to(dev)
                     ex[j, :len(v)], keep[j, :len(v)] = v, True
             pb.exemplars, pb.exemplar_mask = ex.repeat(t, 1, 1), keep.repeat(t, 1)
+
+
+    # -- boxes and clicks (class-agnostic: LiteMedSAM's frozen spatial path) -----------------
+    def _spatial_path(self):
+        from .spatial import SpatialSegmenter
+
+        cur = self._need_image()
+        if self._spatial is None:
+            self._spatial = SpatialSegmenter(device=self.device)
+        self._spatial.set_image(self._image, cur.sha)
+        return self._spatial
+
+    def predict_boxes(self, boxes, *, zoom: bool = True):
+        """One mask per box (N, 4) of (row0, col0, row1, col1), whatever the class: a
+        :class:`~promptseg.inference.spatial_result.SpatialPrediction`. ``zoom`` also decodes
+        a crop of the box at the encoder's resolution (cached per image and crop)."""
+        from .spatial_result import predict_boxes
+
+        return predict_boxes(self._spatial_path(), boxes, zoom=zoom)
+
+    def predict_points(self, points, point_labels=None, *, instances=None):
+        """The object under clicks (P, 2) (row, col) with ``point_labels`` (1 inside, 0
+        outside); ``instances`` (P,) splits them into several objects. One object also comes
+        with its candidate masks best first."""
+        from .spatial_result import predict_points
+
+        return predict_points(self._spatial_path(), points, point_labels, instances)
 
 
 def _bad_prompt(p: object) -> str:

@@ -30,9 +30,13 @@ except ImportError:  # pragma: no cover - Windows: no flock, rounds are not seri
 
 
 class RoundOwner(Protocol):
-    """What exclusive_round needs of a project (the store's Project)."""
+    """What the round lock needs of a project (the store's Project)."""
 
     root: Path
+    _db: sqlite3.Connection
+    _lock: Any
+
+    def _query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
 
     def fail_running_rounds(self, message: str) -> Any: ...
 
@@ -149,7 +153,7 @@ def exclusive_round(project: RoundOwner, needed_bytes: int) -> Iterator[RoundLoc
         lock.release()
 
 
-def recover_interrupted(project: Project) -> None:
+def recover_interrupted(project: RoundOwner) -> None:
     """Rounds marked running without a live lock holder become 'interrupted', and temporary
     model folders of killed rounds are removed; done under the lock, so no round starts meanwhile."""
     models = project.root / "models"

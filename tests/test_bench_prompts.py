@@ -1,0 +1,42 @@
+"""`promptseg bench prompts --quick`: the small dev set, real models, quality thresholds."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from promptseg.cli import main
+
+MONUSEG = Path(os.environ.get("PROMPTSEG_DATA", "data")) / "monuseg"
+
+
+def test_bench_prompts_quick(tmp_path, capsys):
+    pytest.importorskip("nibabel")
+    if not Path("/usr/share/mricron/templates/aal.nii.gz").is_file():
+        pytest.skip("mricron-data (Colin27/AAL) is not installed")
+    dev, out = tmp_path / "dev", tmp_path / "out"
+    assert main(["bench", "prompts", "--make-dev", str(dev), "--quick", "--monuseg", str(MONUSEG),
+                 "--data", str(dev), "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())["results"][0]
+    mean, groups = doc["mean"], doc["per_group"]
+    assert {"brain", "brain-cerebellar", "stardist-nuclei"} <= set(groups)
+    assert doc["n_targets"] == len(doc["rows"]) >= 6
+    # boxes work on anything, far above the text prompt of classes it never learnt
+    assert mean["box"] >= 0.7 and mean["box"] >= mean["text"] + 0.3
+    # and at least as well as the original LiteMedSAM with the same boxes, same run
+    assert mean["box"] >= mean["litemedsam_box"] - 0.02
+    assert mean["click1"] >= 0.45 and mean["click3"] >= 0.5
+    for kind in ("text", "box", "click1", "click3", "litemedsam_box", "view_embedding"):
+        assert doc["latency"][kind]["n"] >= 1
+    assert (out / "results.md").is_file() and (out / "prompts.png").is_file()
+    assert "litemedsam_box" in capsys.readouterr().out
+
+
+def test_bench_prompts_rejects_a_folder_without_targets(tmp_path):
+    from promptseg.bench.prompt_data import read_targets
+
+    (tmp_path / "targets.csv").write_text("image,mask\nfoo.png,foo.png\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        read_targets(tmp_path)
