@@ -239,14 +239,14 @@ class Predictor:
     def exemplars(self, masks: np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None) -> Exemplars:
         """Feature vectors of exemplar ``masks`` (binary masks, or one mask whose components are
         the exemplars) of ``image`` (default: the image set); they apply to any image."""
-        return Exemplars.from_masks(self._image(image), masks)
+        return Exemplars.from_masks(self._pixels(image), masks)
 
     def more_like_this(self, exemplars: Exemplars | np.ndarray | Sequence[np.ndarray], image: np.ndarray | None = None,
                        threshold: float = 0.5) -> ExemplarMatch:
         """Every instance like ``exemplars`` in ``image`` (default: the image set). Masks are
         taken as exemplars of that same image; an :class:`Exemplars` (from :meth:`exemplars`)
         may come from another image."""
-        img = self._image(image)
+        img = self._pixels(image)
         if not isinstance(exemplars, Exemplars):
             exemplars = Exemplars.from_masks(img, exemplars)
         return match_exemplars(img, exemplars, threshold)
