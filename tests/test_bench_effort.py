@@ -3,14 +3,16 @@ import json
 
 import pytest
 
-from promptseg.bench.effort import EffortConfig, annotation_order, run_effort
+from promptseg.bench.effort import EFFORT_SCHEDULE, EffortConfig, annotation_order, run_effort
+from promptseg.workflow.schedule import AnnotatorSchedule
 from test_bench_monuseg import make_monuseg_like, one_thread, tiny_cfg  # noqa: F401  (fixture)
 
 
 def test_effort_rounds_and_outputs(tmp_path, nuclei):
     data = make_monuseg_like(tmp_path / "data", nuclei)
-    cfg = EffortConfig(data=str(data), out=str(tmp_path / "out"), rounds=4, per_round=2, initial=2, steps_first=3,
-                       steps_per_round=2, method="supervised", cache=str(tmp_path / "cache"))
+    plan = AnnotatorSchedule(rounds=4, per_round=2, initial=2, steps_first=3, steps_per_round=2)
+    cfg = EffortConfig(data=str(data), out=str(tmp_path / "out"), schedule=plan, method="supervised",
+                       cache=str(tmp_path / "cache"))
     res = run_effort(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     rounds = on_disk["results"]
@@ -31,5 +33,6 @@ def test_effort_rounds_and_outputs(tmp_path, nuclei):
 def test_effort_rejects_too_many_rounds(tmp_path, nuclei):
     data = make_monuseg_like(tmp_path / "data", nuclei)
     with pytest.raises(ValueError, match="training rows"):
-        run_effort(EffortConfig(data=str(data), out=str(tmp_path / "o"), rounds=6, per_round=2, method="supervised"),
+        run_effort(EffortConfig(data=str(data), out=str(tmp_path / "o"), method="supervised",
+                                schedule=EFFORT_SCHEDULE.overridden(rounds=6, per_round=2)),
                    model_cfg=tiny_cfg(), log=lambda s: None)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from promptseg.workflow.schedule import AnnotatorSchedule
 from promptseg.workflow.demo import DemoConfig, format_table, run_demo, spread_order
 from promptseg.model.segmenter import ModelConfig
 from promptseg.project import Project
@@ -16,7 +17,8 @@ def test_spread_order_covers_the_volume_early():
 
 @pytest.mark.slow
 def test_demo_runs_rounds_and_records_everything(tmp_path):
-    cfg = DemoConfig(sample="brain", rounds=2, initial_labelled=2, per_round=2, steps_first=15, steps_per_round=10)
+    cfg = DemoConfig(sample="brain", schedule=AnnotatorSchedule(rounds=2, per_round=2, initial=2, steps_first=15,
+                                                        steps_per_round=10))
     report = run_demo(tmp_path, cfg, model_cfg=ModelConfig.tiny(), log=lambda s: None)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["rounds"] == report["rounds"]

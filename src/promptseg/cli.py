@@ -21,7 +21,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     cfg = DemoConfig.quick() if a.quick else DemoConfig()
     cfg.sample = a.sample
     if a.rounds:
-        cfg.rounds = a.rounds
+        cfg.schedule = cfg.schedule.overridden(rounds=a.rounds)
     report = run_demo(a.out, cfg, device=resolve_device(a.device))
     print()
     print(format_table(report))

@@ -52,14 +52,15 @@ def cmd_bench_effort(a: argparse.Namespace) -> int:
     from .effort import EffortConfig, run_effort
 
     use_all_cores()
-    kw = dict(out=a.out, rounds=a.rounds, per_round=a.per_round, initial=a.initial, steps_first=a.steps_first,
-              steps_per_round=a.steps_per_round, method=a.method, eval_split=a.eval_split, seed=a.seed,
+    kw = dict(out=a.out, method=a.method, eval_split=a.eval_split, seed=a.seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, bf16=a.bf16 or None,
               label_jitter=a.label_jitter)
     if a.quick:
         cfg = EffortConfig.quick_defaults(a.data, **kw)
     else:
         cfg = EffortConfig(data=a.data, **{k: v for k, v in kw.items() if v is not None})
+    cfg.schedule = cfg.schedule.overridden(rounds=a.rounds, per_round=a.per_round, initial=a.initial,
+                                           steps_first=a.steps_first, steps_per_round=a.steps_per_round)
     run_effort(cfg, _bench_model_config(a))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0

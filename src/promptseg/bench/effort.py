@@ -9,7 +9,7 @@ Dice on the held-out split is measured after every round; that split is never tr
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,22 +18,22 @@ import numpy as np
 from ..model.segmenter import ModelConfig
 from ..training.evaluate import dice, edited_fraction
 from ..training.ssl_config import SSLConfig
+from ..workflow.schedule import AnnotatorSchedule
 from .data import by_split, load_seg_dir
 from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .metrics import mean_scores
 from .monuseg import fresh_model, item_of, predict_row, prepare, score_prompt_model
 from .report import run_environment, write_results
 
+EFFORT_SCHEDULE = AnnotatorSchedule(rounds=5, per_round=4, initial=2, steps_first=600, steps_per_round=300)
+QUICK_EFFORT_SCHEDULE = AnnotatorSchedule(rounds=4, per_round=3, initial=2, steps_first=200, steps_per_round=100)
+
 
 @dataclass
 class EffortConfig:
     data: str
     out: str = "bench-effort"
-    rounds: int = 5
-    per_round: int = 4
-    initial: int = 2
-    steps_first: int = 600
-    steps_per_round: int = 300
+    schedule: AnnotatorSchedule = field(default_factory=lambda: EFFORT_SCHEDULE)
     method: str | None = None       # default: promptseg
     eval_split: str = "val"
     seed: int = 0
@@ -47,9 +47,14 @@ class EffortConfig:
 
     @classmethod
     def quick_defaults(cls, data: str, **kw) -> "EffortConfig":
-        base = dict(rounds=4, per_round=3, steps_first=200, steps_per_round=100, quick=True)
+        base = dict(schedule=QUICK_EFFORT_SCHEDULE, quick=True)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(data=data, **base)
+
+    def to_dict(self) -> dict:
+        """The config as results.json records it, the schedule's fields at the top level."""
+        flat = {k: v for k, v in asdict(self).items() if k != "schedule"}
+        return {**flat, **self.schedule.to_dict()}
 
 
 def annotation_order(names: list[str], seed: int) -> list[str]:
@@ -68,35 +73,36 @@ def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Cal
     train, evals = by_split(rows, "train"), by_split(rows, cfg.eval_split)
     if not evals or cfg.eval_split == "train":
         raise ValueError(f"need rows with split {cfg.eval_split!r} (not 'train') for evaluation")
-    need = cfg.initial + cfg.rounds * cfg.per_round
+    plan = cfg.schedule
+    need = plan.initial + plan.rounds * plan.per_round
     if need > len(train):
-        raise ValueError(f"{cfg.initial} + {cfg.rounds} rounds x {cfg.per_round} = {need} images, "
+        raise ValueError(f"{plan.initial} + {plan.rounds} rounds x {plan.per_round} = {need} images, "
                          f"but only {len(train)} training rows")
     order = annotation_order([r.name for r in train], cfg.seed)
     by_name = {r.name: r for r in train}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**asdict(cfg), "method": method, "annotation_order": order[:need],
+    config = {**cfg.to_dict(), "method": method, "annotation_order": order[:need],
               "eval_images": [r.name for r in evals], "model": model_cfg.to_dict(), **run_environment(cfg.device)}
-    log(f"effort bench: {method}, start with {cfg.initial} labelled, {cfg.rounds} rounds x {cfg.per_round} "
+    log(f"effort bench: {method}, start with {plan.initial} labelled, {plan.rounds} rounds x {plan.per_round} "
         f"proposals, {len(evals)} {cfg.eval_split} images for evaluation")
     t_start = time.time()
     prep = prepare(train + evals, model_cfg, cfg.cache or out / "embeddings", cfg.device, log, bf16=cfg.bf16)
     items = {r.name: item_of(r, prep) for r in train}
     model = fresh_model(prep, model_cfg, cfg.seed, cfg.device)
-    labelled = list(order[:cfg.initial])
+    labelled = list(order[:plan.initial])
     rounds: list[dict] = []
-    for r in range(cfg.rounds + 1):
+    for r in range(plan.rounds + 1):
         proposals = []
         if r > 0:  # propose, "correct" to ground truth, accept
-            for name in order[len(labelled):len(labelled) + cfg.per_round]:
+            for name in order[len(labelled):len(labelled) + plan.per_round]:
                 pred = predict_row(model, name, prep, cfg.device)
                 gt = by_name[name].mask
                 proposals.append({"image": name, "edited_fraction": edited_fraction(pred, gt),
                                   "dice_proposal_vs_final": dice(pred == 1, gt == 1),
                                   "foreground_fraction": float(gt.mean())})
                 labelled.append(name)
-        steps = cfg.steps_first if r == 0 else cfg.steps_per_round
+        steps = plan.steps(r)
         unl = [items[n] for n in order if n not in labelled] if method in SSL_METHODS else []
         t0 = time.time()
         train_prompt_model(method, model, [items[n] for n in labelled], unl, prep.prompts, steps, cfg.seed + r,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..io.normalise import prepare_image
 from ..model.losses import dice_bce_loss
+from ..training.ssl_config import OptimiserRun
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -50,14 +51,11 @@ class SmallUNet(nn.Module):
 
 
 @dataclass
-class UNetTrainConfig:
-    steps: int = 300
+class UNetTrainConfig(OptimiserRun):
     lr: float = 2e-3
-    weight_decay: float = 1e-4
-    batch: int = 4
-    crop: int = 256
-    width: int = 16
-    seed: int = 0
+    batch: int = 4              # crops per step
+    crop: int = 256             # crop side in pixels
+    width: int = 16             # channels of the first U-Net level
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,25 +12,21 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils import progress
 
 from ..workflow.propose import store_proposal
 from ..workflow.scoring import upcoming
+from .workers import GeneratorOwner
 
 
-class Prefetcher:
+class Prefetcher(GeneratorOwner):
     def __init__(self, widget, session, ahead: int = 2) -> None:
+        super().__init__()
         self.w = widget              # the dock: device, image on screen, status line
         self.session = session       # workflow/session.py: the project, model and Predictor
         self.ahead = ahead
         self.embedded: set[tuple[str, str]] = set()   # (model hash, image name)
         self.log: list[str] = []                      # image names embedded, in order
-        self._worker = None
-
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
 
     def schedule(self) -> None:
         """Embed the upcoming images (no-op while running or without a project)."""
@@ -59,11 +55,7 @@ class Prefetcher:
                 except Exception as exc:  # a bad image must not stop the others; say so
                     yield ("error", f"{name}: {exc}")
 
-        worker = create_worker(job)
-        worker.yielded.connect(self._got)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
+        self._launch(job)
 
     def _got(self, key) -> None:
         if key[0] == "error":
@@ -72,30 +64,23 @@ class Prefetcher:
         self.embedded.add(key)
         self.log.append(key[1])
 
-    def _finished(self) -> None:
-        self._worker = None
-
     def stop(self) -> None:
         if self._worker is not None:
             self._worker.quit()
 
 
-class BatchProposer:
+class BatchProposer(GeneratorOwner):
     """Propose on all not-accepted images of the project; one napari progress bar; Stop."""
 
     def __init__(self, widget, session) -> None:
+        super().__init__()
         self.w = widget              # the dock: prompt, device, threshold, project panel
         self.session = session       # workflow/session.py: the project, model and Predictor
-        self._worker = None
         self._bar = None
         self.done: list[str] = []
         self.processed = 0
         self.total = 0
         self._stop_requested = False
-
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
 
     def start(self) -> str:
         """Propose the typed classes on every image without an accepted label."""
@@ -157,11 +142,7 @@ class BatchProposer:
                 except (ValueError, RuntimeError, OSError) as exc:
                     yield name, None, str(exc)
 
-        worker = create_worker(job)
-        worker.yielded.connect(self._got)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
+        self._launch(job)
         return f"{what[0].upper()}{what[1:]}: {len(jobs)} image(s) in the background …"
 
     def _got(self, item) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
 
 from ..workflow.exemplars import exemplar_sources
@@ -19,6 +18,7 @@ from ..workflow.scoring import expert_disagreement, mean_entropy
 from .layers import show_labels
 from .rows import hrow
 from .state import Proposal
+from .workers import start_worker
 
 POS, NEG, BOX = "points +", "points −", "box"
 
@@ -132,11 +132,7 @@ class RefinePanel(QGroupBox):
 
         self.refine_btn.setEnabled(False)
         self.info.setText("Refining …")
-        worker = create_worker(job)
-        worker.returned.connect(lambda res: self._show(p, res, points, box))
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(job, self._done, on_return=lambda res: self._show(p, res, points, box))
 
     def _done(self) -> None:
         self._worker = None

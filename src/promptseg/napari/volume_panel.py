@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from napari.qt.threading import create_worker
 from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton, QVBoxLayout
@@ -20,6 +19,7 @@ from ..workflow.scoring import mean_entropy
 from .layers import show_labels
 from .rows import hrow
 from .state import Proposal
+from .workers import start_worker
 
 
 # (menu text, inference/volume.py mode, tooltip); docs/benchmarks.md, "AAL coarse classes", compares the modes.
@@ -207,11 +207,7 @@ class VolumePanel(QGroupBox):
         for b in (self.all_btn, self.propagate_btn):
             b.setEnabled(False)
         self.stop_btn.setEnabled(True)
-        worker = create_worker(job)
-        worker.yielded.connect(self._got)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(job, self._finished, on_item=self._got)
 
     def _got(self, item) -> None:
         what, value = item

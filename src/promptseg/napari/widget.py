@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QLabel, QLineEdit, QPushButton, QScrollArea,
                             QSlider, QVBoxLayout, QWidget)
@@ -30,6 +29,7 @@ from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
+from .workers import start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -242,11 +242,8 @@ class PromptSegWidget(QWidget):
             except (ValueError, RuntimeError, OSError) as exc:
                 return _Failed(str(exc))  # not the exception itself: superqt re-raises those
 
-        worker = create_worker(job)
-        worker.returned.connect(lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
-        worker.finished.connect(self._done)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(job, self._done,
+                                    on_return=lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
 
     def predictor(self, device: str | None = None):
         """The session's Predictor on ``device`` (default: the dock's) at the Fast mode's

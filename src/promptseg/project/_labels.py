@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from .atomic import atomic_write_tiff
+from ._part import ProjectPart
 from .errors import ProjectError
 from .paths import check_space, checked_path, space_error
 from .records import LABEL_KINDS, ImageRecord, LabelRecord, dumps
-
-if TYPE_CHECKING:
-    from .records import ClassRecord
 
 __all__ = ["LabelsMixin"]
 
@@ -43,17 +40,7 @@ def _max_version_on_disk(folder: Path) -> int:
     return best
 
 
-class LabelsMixin:
-    root: Path
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-
-    if TYPE_CHECKING:
-        def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
-        def image(self, name_or_id: str | int | ImageRecord) -> ImageRecord: ...
-        def images(self) -> list[ImageRecord]: ...
-        def add_class(self, name: str, color: str | None = None,
-                      synonyms: Iterable[str] = ()) -> ClassRecord: ...
+class LabelsMixin(ProjectPart):
 
     def _validate_label(self, rec: ImageRecord, labels: np.ndarray, classes: list[str]) -> np.ndarray:
         arr = np.asarray(labels)

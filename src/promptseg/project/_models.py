@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import errno
-import re
 import secrets
 import shutil
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
 from ..fsutil import file_sha256
 from .atomic import atomic_replace_dir
+from ._part import ProjectPart
 from .errors import ProjectError
 from .paths import check_space, checked_path, space_error
 from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dumps
@@ -21,13 +20,7 @@ from .records import LABEL_KINDS, ROUND_STATUSES, ModelRecord, RoundRecord, dump
 __all__ = ["ModelsMixin"]
 
 
-class ModelsMixin:
-    root: Path
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-
-    if TYPE_CHECKING:
-        def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
+class ModelsMixin(ProjectPart):
 
     # ------------------------------------------------------------------- models
     def register_model(

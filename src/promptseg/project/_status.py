@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
+from ._part import ProjectPart
 from .errors import ProjectError
 
 if TYPE_CHECKING:
@@ -26,13 +25,7 @@ STATUSES = ("unlabelled", "proposed", "corrected", "gold")
 _KEY = "uncertainty:"
 
 
-class StatusMixin:
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-
-    if TYPE_CHECKING:
-        def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]: ...
-        def image(self, name_or_id: str | int | ImageRecord) -> ImageRecord: ...
+class StatusMixin(ProjectPart):
 
     def set_uncertainty(self, image: ImageRecord | str | int, value: float,
                         model_version: int | None = None, disagreement: float | None = None) -> None:

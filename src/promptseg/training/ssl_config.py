@@ -18,14 +18,19 @@ class LossWeights:
 
 
 @dataclass
-class TrainConfig:
+class OptimiserRun:
+    """A seeded run of ``steps`` AdamW steps: what every trainer here (and the U-Net baseline) shares."""
     steps: int = 300
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig(OptimiserRun):
     batch_tiles: int = 2
     max_classes: int = 4        # prompts decoded per tile per step (present + absent ones)
     crop: int = 32              # crop of the token grid per tile (0 = whole tile)
-    seed: int = 0
     temperature: float = 0.07
     weights: LossWeights = field(default_factory=LossWeights)
 

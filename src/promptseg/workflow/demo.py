@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,22 +27,22 @@ from ..training.dataset import class_prompts, labelled_items
 from ..training.evaluate import per_class_dice, summarise
 from ..training.stage1 import TrainConfig, train_stage1
 from .accept import accept
+from .schedule import AnnotatorSchedule
+
+DEMO_SCHEDULE = AnnotatorSchedule(rounds=4, per_round=3, initial=2, steps_first=150, steps_per_round=100)
+QUICK_DEMO_SCHEDULE = AnnotatorSchedule(rounds=3, per_round=4, initial=2, steps_first=120, steps_per_round=80)
 
 
 @dataclass
 class DemoConfig:
     sample: str = "brain"
-    rounds: int = 4
-    initial_labelled: int = 2
-    per_round: int = 3
-    steps_first: int = 150
-    steps_per_round: int = 100
+    schedule: AnnotatorSchedule = field(default_factory=lambda: DEMO_SCHEDULE)
     eval_every: int = 3        # every n-th slice is held out for evaluation
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        return cls(rounds=3, initial_labelled=2, per_round=4, steps_first=120, steps_per_round=80)
+        return cls(schedule=QUICK_DEMO_SCHEDULE)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: ModelConfig | None = None,
@@ -79,14 +79,14 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
     log(f"embedded {len(sample.items)} images in {time.time() - t0:.1f} s ({model.cfg.backbone})")
     eval_embs = [(*cache.get(it.image), tile_pixels(it.image, model.tile)) for it in held_out]
 
-    for it in pool[:cfg.initial_labelled]:
+    for it in pool[:cfg.schedule.initial]:
         project.save_label(it.name, it.mask, sample.classes, "gold", prompt="; ".join(sample.classes))
     rounds = []
     version = None
-    for r in range(cfg.rounds):
+    for r in range(cfg.schedule.rounds):
         edits = []
         if r > 0:  # propose on the next images, "correct" them, accept
-            todo = project.unlabelled_images()[:cfg.per_round]
+            todo = project.unlabelled_images()[:cfg.schedule.per_round]
             for rec in todo:
                 image = project.read_image(rec)
                 emb, grid = cache.get(image, rec.sha256)
@@ -96,7 +96,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, device: str = "cpu", model_cfg: M
                 done = accept(project, image, rec.name, proposal, truth[rec.name], sample.classes, version)
                 edits.append(done.label.edited_fraction)
         items, _ = labelled_items(project, cache)
-        steps = cfg.steps_first if r == 0 else cfg.steps_per_round
+        steps = cfg.schedule.steps(r)
         tcfg = TrainConfig(steps=steps, seed=cfg.seed + r)
         round_id = project.start_round({"stage": 1, "train": tcfg.to_dict(), "labelled": len(items)})
         t0 = time.time()
