@@ -11,22 +11,13 @@ import pytest
 import torch
 
 from promptseg.io import load_sample
-from promptseg.model.checkpoint import save_checkpoint
 from promptseg.model.segmenter import ModelConfig, PromptSegModel
 from promptseg.project import Project
 
 
 @pytest.fixture
-def project(tmp_path):
-    s = load_sample("nuclei")
-    with Project.create(tmp_path / "p") as p:
-        for it in s.items:
-            p.add_image(it.image, name=it.name)
-        for it in s.items[:3]:
-            p.save_label(it.name, it.mask, ["nucleus"], "gold")
-        save_checkpoint(PromptSegModel(ModelConfig.tiny()), tmp_path / "tiny")
-        p.register_model(tmp_path / "tiny", config={"seed": "tiny"})
-    return tmp_path / "p"
+def project(tiny_round_project):
+    return tiny_round_project
 
 
 def _start(project, *args):

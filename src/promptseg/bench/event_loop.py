@@ -64,7 +64,7 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
     events = [e.get("event") for e in panel_events]
     steps_done = max([e["step"] for e in panel_events if e.get("event") == "step"], default=0)
     result = {
-        "what": "napari event-loop lateness of a 10 ms QTimer (ms): idle vs while `promptseg train` runs "
+        "what": f"napari event-loop lateness of a {TICK_MS} ms QTimer (ms): idle vs while `promptseg train` runs "
                 "as a child process started from the dock",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

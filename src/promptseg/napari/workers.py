@@ -1,6 +1,7 @@
 """Starting napari thread workers the same way everywhere: connect the callbacks, then start."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 from napari.qt.threading import create_worker
@@ -21,7 +22,7 @@ def start_worker(job: Callable[[], Any], on_finished: Callable[[], None], *,
     return worker
 
 
-class GeneratorOwner:
+class GeneratorOwner(ABC):
     """Owns at most one generator worker: its items go to `_got`, its end to `_finished`."""
 
     def __init__(self) -> None:
@@ -34,8 +35,9 @@ class GeneratorOwner:
     def _launch(self, job: Callable[[], Any]) -> None:
         self._worker = start_worker(job, self._finished, on_item=self._got)
 
+    @abstractmethod
     def _got(self, item: Any) -> None:
-        raise NotImplementedError
+        """One item the worker yielded."""
 
     def _finished(self) -> None:
         self._worker = None
