@@ -27,13 +27,14 @@ def _sam_modules():
 
 @dataclass
 class DecoderConfig:
-    dim: int = 256
-    depth: int = 2
-    heads: int = 8
-    mlp_dim: int = 2048
-    text_dim: int = 384
-    image_channels: int = 256
-    init_from_litemedsam: bool = True
+    """The text-conditioned decoder's sizes; the defaults are LiteMedSAM's mask decoder."""
+    dim: int = 256                      # token and feature width of the two-way transformer
+    depth: int = 2                      # two-way transformer blocks
+    heads: int = 8                      # attention heads per block
+    mlp_dim: int = 2048                 # hidden width of each block's MLP
+    text_dim: int = 384                 # width of the text encoder's tokens (MiniLM)
+    image_channels: int = 256           # channels of the image encoder's embedding
+    init_from_litemedsam: bool = True   # start from LiteMedSAM's pretrained decoder weights
 
 
 @dataclass
