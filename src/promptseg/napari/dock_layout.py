@@ -35,12 +35,12 @@ def scrolled(*sections: QWidget) -> QScrollArea:
     return area
 
 
-def build(widget, main: list[QWidget], tabs: dict[str, list[QWidget]], footer: QWidget) -> QTabWidget:
-    """Lay ``widget`` out: ``main`` always visible, then one tab per ``tabs`` entry, then
-    ``footer``. Returns the tab widget."""
+def build(widget, main: list[QWidget], tabs: dict[str, list[QWidget]]) -> QTabWidget:
+    """Lay ``widget`` out: ``main`` always visible, then one tab per ``tabs`` entry. Returns
+    the tab widget."""
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(2, 2, 2, 2)
-    outer.setSpacing(4)
+    outer.setSpacing(2)
     for section in main:
         outer.addWidget(section)
     tab_widget = QTabWidget()
@@ -48,7 +48,6 @@ def build(widget, main: list[QWidget], tabs: dict[str, list[QWidget]], footer: Q
     for title, sections in tabs.items():
         tab_widget.addTab(scrolled(*sections), title)
     outer.addWidget(tab_widget, 1)
-    outer.addWidget(footer)
     return tab_widget
 
 

@@ -27,6 +27,11 @@ SHORTCUTS = (
 _DOCKS: dict[int, weakref.ref] = {}      # id(viewer) -> the dock on that viewer
 
 
+def _key(viewer) -> int:
+    """The viewer's identity (napari hands plugins a proxy of the viewer, keys get the viewer)."""
+    return id(getattr(viewer, "__wrapped__", viewer))
+
+
 def action_name(action: str) -> str:
     return f"{PACKAGE}:{action}"
 
@@ -55,7 +60,7 @@ def key_of(action: str) -> str:
 
 def _runner(action: str):
     def run(viewer) -> None:
-        ref = _DOCKS.get(id(viewer))
+        ref = _DOCKS.get(_key(viewer))
         dock = ref() if ref is not None else None
         if dock is not None:
             actions(dock)[action]()
@@ -81,7 +86,7 @@ def register() -> None:
 def bind(widget) -> None:
     """Route the registered actions on ``widget.viewer`` to ``widget``; name the keys on its buttons."""
     register()
-    _DOCKS[id(widget.viewer)] = weakref.ref(widget)
+    _DOCKS[_key(widget.viewer)] = weakref.ref(widget)
     btns = buttons(widget)
     for _, action, label, description in SHORTCUTS:
         button = btns[action]

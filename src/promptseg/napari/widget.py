@@ -63,7 +63,6 @@ class PromptSegWidget(QWidget):
         self._worker = None
         self._pending = False          # Propose was clicked while the model was loading
         self._watched_window = None
-        self._loaded_once = False
         self.setObjectName("PromptSegWidget")
         self._build_controls()
         self.project_panel = ProjectPanel(self, self.session)
@@ -74,6 +73,7 @@ class PromptSegWidget(QWidget):
         self._refresh_images()
         bind_shortcuts(self)
         self.keys_help.setText(help_text())
+        self.loader.load()              # the model loads in a worker as soon as the dock exists
 
     def _build_controls(self) -> None:
         self.guide = QLabel(dock_layout.FIRST_USE)
@@ -115,8 +115,10 @@ class PromptSegWidget(QWidget):
         panel = self.project_panel
         self.tabs = dock_layout.build(
             self, [self.guide, box, self.status, self.presence, panel.accept_box, panel.retrain_box],
-            {"Refine": [self.refine_panel], "Project": [panel], "Train": [panel.monitor],
-             "3-D": [self.volume_panel]}, self.keys_help)
+            {"Refine": [self.refine_panel, self.keys_help], "Project": [panel], "Train": [panel.monitor],
+             "3-D": [self.volume_panel]})
+        # long messages wrap up to a few lines (the full text is the line's tooltip)
+        self.status.setMaximumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
 
     def _connect(self) -> None:
         state, panel = self.state, self.project_panel
@@ -186,9 +188,6 @@ class PromptSegWidget(QWidget):
     def event(self, event) -> bool:
         if event.type() == QEvent.Show:
             self.watch_window()
-            if not self._loaded_once:        # the model loads as soon as the dock is on screen
-                self._loaded_once = True
-                self.loader.load()
         return super().event(event)
 
     def _stash(self) -> None:
