@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
 from ..workflow.session import AnnotationSession
 from . import dock_layout
 from .background import BatchProposer, Prefetcher
+from .dock_delegates import DockDelegates
 from .dock_state import DockState
 from .fast_mode import FastModeBox
 from .layers import show_labels
@@ -48,7 +49,7 @@ class _Failed:
     message: str
 
 
-class PromptSegWidget(QWidget):
+class PromptSegWidget(DockDelegates, QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
@@ -150,19 +151,6 @@ class PromptSegWidget(QWidget):
         # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
         # layers first) or the window closes.
         self.viewer.layers.events.removing.connect(self._on_removing)
-
-    @property
-    def model_version(self) -> int | None:
-        return self.session.model_version
-
-    @property
-    def current(self) -> Proposal | None:
-        """The proposal on screen (kept in the shared state)."""
-        return self.state.current
-
-    @current.setter
-    def current(self, proposal: Proposal | None) -> None:
-        self.state.current = proposal
 
     @property
     def proposing(self) -> bool:
@@ -326,11 +314,6 @@ class PromptSegWidget(QWidget):
         self._worker = start_worker(job, self._done,
                                     on_return=lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
 
-    def predictor(self, device: str | None = None):
-        """The session's Predictor on ``device`` (default: the dock's) at the Fast mode's
-        precisions (loaded on first use; call from a worker thread holding ``session.lock``)."""
-        return self.state.predictor(device)
-
     def _done(self) -> None:
         self._worker = None
         self._set_busy(False)
@@ -372,31 +355,6 @@ class PromptSegWidget(QWidget):
         self.refresh_completions()
         self.state.proposed.emit(self.current, float(uncertainty), image_layer, disagreement)
         self.prefetcher.schedule()          # embed the next images while the annotator corrects
-
-    # -- shared with the panels (kept in DockState) ----------------------------------------
-    def image_for(self, layer) -> np.ndarray:
-        """The layer's image, or its slice on screen for a 3-D volume."""
-        return self.state.image_for(layer)
-
-    def slice_index_of(self, layer) -> int | None:
-        """The slice on screen (axis 0) of a 3-D volume layer; None for a 2-D image."""
-        return self.state.slice_index_of(layer)
-
-    def proposal_labels(self) -> np.ndarray:
-        """The current proposal's label map as shown (before any edit)."""
-        return self.current.labels()
-
-    def edited_labels(self) -> np.ndarray | None:
-        """The current proposal layer's data if the annotator changed it, else None."""
-        return self.state.edited_labels()
-
-    def unsaved_edits(self) -> np.ndarray | None:
-        """Edits of the current proposal that are neither the proposal nor already accepted."""
-        return self.state.unsaved_edits()
-
-    def replace_if_untouched(self, image: str, result, model_version: int | None) -> bool:
-        """A background proposal replaces the untouched layer of the image on screen."""
-        return self.state.replace_if_untouched(image, result, model_version)
 
     def refresh_completions(self) -> None:
         self.completer.set_words(completion_words(self.session.project, self.history))
