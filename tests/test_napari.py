@@ -43,6 +43,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     viewer.open_sample("napari-promptseg", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
     assert widget.image_combo.currentText() == "nuclei_00"
+    qtbot.waitUntil(lambda: widget.state.loaded, timeout=180_000)   # the dock loads the model itself
 
     widget.prompt_edit.setText("   ")          # empty prompt: a message, nothing else happens
     widget.propose_btn.click()
@@ -84,6 +85,8 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     viewer = make_napari_viewer()
     viewer.open_sample("napari-promptseg", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    assert not widget.fast_mode.isEnabled()          # what the device offers is known once loaded
+    qtbot.waitUntil(lambda: widget.state.loaded, timeout=180_000)
     widget.device_combo.setCurrentText("mps")
     assert not widget.fast_mode.isEnabled() and not widget.fast_mode.isChecked()
     widget.device_combo.setCurrentText("cpu")

@@ -19,7 +19,7 @@ def test_shift_keys_propose_accept_and_next(make_napari_viewer, qtbot, tmp_path)
 
     project = tiny_project(tmp_path)
     viewer, widget = open_dock(make_napari_viewer, project)
-    for key, _, label in SHORTCUTS:                          # the help text lists every binding
+    for key, _, label, _ in SHORTCUTS:                          # the help text lists every binding
         assert key.replace("-", "+") in widget.keys_help.text() and label.lower() in widget.keys_help.text()
     rng = np.random.default_rng(2)
     for name in ("k1", "k2"):

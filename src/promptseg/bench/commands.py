@@ -117,8 +117,13 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_event_loop(a: argparse.Namespace) -> int:
-    from .event_loop import run
+    from .event_loop import run, run_first_use
 
+    if a.first_use:
+        r = run_first_use(Path(a.out), a.propose_after, a.preload)
+        print(json.dumps({k: r[k] for k in ("dock_open_ms", "viewer_only", "first_use", "first_mask_s", "marks_s_after_dock_open",
+                                            "valid")}, indent=2))
+        return 0 if r["valid"] else 1
     r = run(Path(a.out), a.idle_seconds, a.train_seconds, a.model, a.images, a.steps)
     print(json.dumps({k: r[k] for k in ("idle", "training", "round", "valid", "pass")}, indent=2))
     return 0 if r["valid"] else 1
@@ -275,6 +280,12 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bv.add_argument("--model", choices=["default", "tiny"], default="default", help="tiny: a test-size U-Net")
     bv.add_argument("--images", type=int, default=3, help="gold-labelled images in the bench project")
     bv.add_argument("--steps", type=int, default=100000, help="round max steps (the bench cancels it)")
+    bv.add_argument("--first-use", action="store_true",
+                    help="measure from opening the dock to the first mask on the nuclei sample instead")
+    bv.add_argument("--propose-after", type=float, default=2.0,
+                    help="with --first-use: seconds between opening the dock and clicking Propose")
+    bv.add_argument("--preload", action="store_true",
+                    help="with --first-use: import the model's modules before the window opens (as promptseg gui)")
     bv.set_defaults(fn=cmd_bench_event_loop)
     bx = bsub.add_parser("more-like-this", help="one-shot segmentation from a few gold instances (MoNuSeg format)")
     bx.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")

@@ -26,6 +26,7 @@ def _layers(sample: Sample, item: SampleItem) -> list[LayerData]:
         "features": {"index": list(range(len(names))), "class": names},
         "metadata": dict(metadata),
         "opacity": 0.5,
+        "visible": False,   # hidden at first: it would cover the proposal it is there to check
     }
     return [(item.image, image_kwargs, "image"), (item.mask, labels_kwargs, "labels")]
 

@@ -14,16 +14,16 @@ import time
 import numpy as np
 from napari.utils import progress
 
-from ..workflow.propose import store_proposal
 from ..workflow.scoring import upcoming
+from .dock_state import DockState
 from .workers import GeneratorOwner
 
 
 class Prefetcher(GeneratorOwner):
-    def __init__(self, widget, session, ahead: int = 2) -> None:
+    def __init__(self, state: DockState, ahead: int = 2) -> None:
         super().__init__()
-        self.w = widget              # the dock: device, image on screen, status line
-        self.session = session       # workflow/session.py: the project, model and Predictor
+        self.state = state           # the dock's shared state: device, image on screen, messages
+        self.session = state.session
         self.ahead = ahead
         self.embedded: set[tuple[str, str]] = set()   # (model hash, image name)
         self.log: list[str] = []                      # image names embedded, in order
@@ -33,11 +33,12 @@ class Prefetcher(GeneratorOwner):
         proj = self.session.project
         if proj is None or self._worker is not None or self.ahead <= 0 or self.session.loaded_predictor is None:
             return                      # (no predictor yet: the first Propose loads it)
-        current = self.w.current.image if self.w.current else self.w.image_combo.currentText()
+        state = self.state
+        current = state.current.image if state.current else state.image_name
         names = upcoming(proj.image_status(), current or None, self.ahead)
         if not names:
             return
-        device, w = self.w.device_combo.currentText(), self.w
+        device = state.device
 
         def job():
             for name in names:
@@ -46,7 +47,7 @@ class Prefetcher(GeneratorOwner):
                     if np.ndim(image) - (1 if np.shape(image)[-1] in (3, 4) else 0) != 2:
                         continue                      # volumes: the slice is only known when shown
                     with self.session.lock:
-                        predictor = w.predictor(device)
+                        predictor = state.predictor(device)
                         key = (predictor.model_hash, name)
                         if key in self.embedded:
                             continue
@@ -59,7 +60,7 @@ class Prefetcher(GeneratorOwner):
 
     def _got(self, key) -> None:
         if key[0] == "error":
-            self.w.status.setText(f"⚠ background embedding skipped {key[1]}")
+            self.state.warn(f"background embedding skipped {key[1]}", cause="prefetch")
             return
         self.embedded.add(key)
         self.log.append(key[1])
@@ -72,10 +73,10 @@ class Prefetcher(GeneratorOwner):
 class BatchProposer(GeneratorOwner):
     """Propose on all not-accepted images of the project; one napari progress bar; Stop."""
 
-    def __init__(self, widget, session) -> None:
+    def __init__(self, state: DockState) -> None:
         super().__init__()
-        self.w = widget              # the dock: prompt, device, threshold, project panel
-        self.session = session       # workflow/session.py: the project, model and Predictor
+        self.state = state           # the dock's shared state: prompt, device, threshold
+        self.session = state.session
         self._bar = None
         self.done: list[str] = []
         self.processed = 0
@@ -90,7 +91,7 @@ class BatchProposer(GeneratorOwner):
         if proj is None:
             return "⚠ open a project first"
         try:
-            prompts = split_prompts(self.w.prompt_edit.text())
+            prompts = split_prompts(self.state.prompt_text)
         except ValueError as exc:
             return f"⚠ {exc}"
         names = [r["name"] for r in proj.image_status() if r["status"] in ("unlabelled", "proposed")]
@@ -114,16 +115,13 @@ class BatchProposer(GeneratorOwner):
         return self._start(jobs, "refreshing untouched proposals with the new model", map_names=False)
 
     def _start(self, jobs: dict[str, list[str]], what: str, map_names: bool) -> str:
-        w, session = self.w, self.session
+        state, session = self.state, self.session
         proj = session.project
         if self._worker is not None:
             return "a batch is already running"
-        from ..inference.predictor import preload_modules
-
-        preload_modules()      # heavy imports on the main thread, before the worker starts
-        device, tau, version = w.device_combo.currentText(), w.threshold.value() / 100, session.model_version
-        precisions = w.fast_mode.precisions(device)
-        n_exemplars = w.refine_panel.max_exemplars.value()
+        device, tau, version = state.device, state.tau, session.model_version
+        precisions = state.precisions(device)
+        n_exemplars = state.exemplar_limit
         self.done, self.processed, self.total, self._stop_requested = [], 0, len(jobs), False
         self._bar = progress(total=len(jobs), desc=f"PromptSeg: {what}")
 
@@ -147,6 +145,7 @@ class BatchProposer(GeneratorOwner):
 
     def _got(self, item) -> None:
         from ..project import ProjectError
+        from ..workflow.propose import store_proposal
 
         name, res, err = item
         proj = self.session.project
@@ -157,18 +156,18 @@ class BatchProposer(GeneratorOwner):
             try:
                 store_proposal(proj, name, r.labels, list(r.prompts), unc, proposed.disagreement, version)
                 self.done.append(name)
-                self.w.replace_if_untouched(name, r, version)
+                self.state.replace_if_untouched(name, r, version)
             except ProjectError as exc:
                 err = str(exc)
             msg = f"{name}: uncertainty {unc:.3f} ({seconds:.1f} s)"
         self.processed += 1
         if self._bar is not None and self._worker is not None:
             self._bar.update(1)
-        self.w.project_panel.images.refresh()
+        self.state.images_changed.emit()
         if self._worker is None:            # a result queued behind the worker's finished signal
-            self.w.project_panel.images.batch_finished(self._summary())
+            self.state.batch_finished.emit(self._summary())
             return
-        self.w.project_panel.images.batch_note(
+        self.state.batch_note.emit(
             f"{len(self.done)}/{self.total} proposed" + (f" — {msg}" if msg else "")
             + (f" — ⚠ {name}: {err}" if err else ""))
 
@@ -182,7 +181,7 @@ class BatchProposer(GeneratorOwner):
             self._bar.close()
             self._bar = None
         self._worker = None
-        self.w.project_panel.images.batch_finished(self._summary())
+        self.state.batch_finished.emit(self._summary())
 
     def _summary(self) -> str:
         stopped = self._stop_requested and self.processed < self.total

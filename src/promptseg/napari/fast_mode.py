@@ -1,7 +1,9 @@
 """The dock's "Fast mode" box: reduced precision for the Predictor where the device has one.
 
 Faster embedding (and CPU prompts), with masks close to float32's but not identical
-(docs/benchmarks.md, "Encoder precision"); off by default, training stays float32.
+(docs/benchmarks.md, "Encoder precision"); off by default, training stays float32. What the
+device offers is only asked once the model has loaded (the question imports torch, which the
+GUI thread leaves to the loading worker).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ _TIPS = {
     ("float16", "float32"): "Image encoder in float16 (CUDA graphs) instead of float32: faster embedding, "
                             "masks close to float32's but not identical.",
 }
+_WAITING = "Reduced precision where the device has one; available once the model has loaded"
 
 
 class FastModeBox(QCheckBox):
@@ -21,21 +24,20 @@ class FastModeBox(QCheckBox):
 
     def __init__(self, device_combo: QComboBox):
         super().__init__("Fast mode")
-        self._on = False     # read by worker threads (not the Qt widget itself)
-        self.toggled.connect(self._set_on)
+        self._combo = device_combo
+        self._ready = False
+        self.setEnabled(False)
+        self.setToolTip(_WAITING)
         device_combo.currentTextChanged.connect(self._follow)
-        self._follow(device_combo.currentText())
 
-    def precisions(self, device: str) -> tuple[str, str]:
-        """(encoder, decoder) precision for a Predictor on ``device``; safe from any thread."""
-        from ..inference.predictor import fast_precisions
-
-        return (fast_precisions(device) if self._on else None) or ("float32", "float32")
-
-    def _set_on(self, on: bool) -> None:
-        self._on = bool(on)
+    def set_ready(self) -> None:
+        """The model has loaded (torch is imported): follow the device from now on."""
+        self._ready = True
+        self._follow(self._combo.currentText())
 
     def _follow(self, device: str) -> None:
+        if not self._ready:
+            return
         from ..inference.predictor import fast_precisions
 
         try:

@@ -14,8 +14,8 @@ from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton, QVBoxLayout
 
-from ..workflow.class_map import map_prompts, unique_names
 from ..workflow.scoring import mean_entropy
+from .dock_state import DockState
 from .layers import show_labels
 from .rows import hrow
 from .state import Proposal
@@ -33,10 +33,10 @@ PROPAGATE_CHOICES = (
 
 
 class VolumePanel(QGroupBox):
-    def __init__(self, owner, session) -> None:
+    def __init__(self, state: DockState) -> None:
         super().__init__("3D volume")
-        self.owner = owner          # the dock: viewer, prompt, threshold, proposal on screen
-        self.session = session      # workflow/session.py: the project, model and Predictor
+        self.state = state          # the dock's shared state: viewer, prompt, threshold, proposal on screen
+        self.session = state.session
         self._worker = None
         self._bar = None
         self._stopped = False
@@ -57,6 +57,7 @@ class VolumePanel(QGroupBox):
             self.mode.setItemData(self.mode.count() - 1, tip, Qt.ToolTipRole)
         self.mode.setToolTip("How Propagate fills a slice from its neighbour (hover an entry for details)")
         self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setToolTip("Stop after the slice in progress; the slices done so far are kept")
         self.stop_btn.setEnabled(False)
         self.note = QLabel("For a 3-D image: Propose works on the slice on screen.")
         self.note.setWordWrap(True)
@@ -76,9 +77,8 @@ class VolumePanel(QGroupBox):
     def _volume(self):
         from napari.layers import Image
 
-        w = self.owner
-        name = w.image_combo.currentText()
-        layer = w.viewer.layers[name] if name in w.viewer.layers else None
+        name = self.state.image_name
+        layer = self.state.image_layer()
         if not isinstance(layer, Image):
             raise ValueError("open a 3-D image first")
         if layer.rgb or layer.ndim != 3:
@@ -90,11 +90,11 @@ class VolumePanel(QGroupBox):
         """(labels volume, seed slices, class names) from the proposal on screen."""
         from ..inference.volume import annotated_slices
 
-        w, p = self.owner, self.owner.current
-        if p is None or p.image != name or p.layer not in w.viewer.layers:
+        viewer, p = self.state.viewer, self.state.current
+        if p is None or p.image != name or p.layer not in viewer.layers:
             raise ValueError("draw or correct at least one slice first: Propose on a slice (or All slices), "
                              "edit it, then Propagate")
-        data = np.asarray(w.viewer.layers[p.layer].data)
+        data = np.asarray(viewer.layers[p.layer].data)
         if data.ndim == 2:        # a single-slice proposal: that slice is the seed
             if p.slice_index is None or axis != 0:
                 raise ValueError("a single-slice proposal propagates along axis 0 (the slider's axis)")
@@ -112,12 +112,13 @@ class VolumePanel(QGroupBox):
     def propose_all(self) -> None:
         from ..inference.volume import propose_slices, volume_slices
         from ..model.text import split_prompts
+        from ..workflow.class_map import map_prompts, unique_names
 
-        w = self.owner
-        if self.busy or w.proposing:
+        state = self.state
+        if self.busy or state.proposing:
             return
         try:
-            prompts = split_prompts(w.prompt_edit.text())
+            prompts = split_prompts(state.prompt_text)
             name, volume, layer = self._volume()
             axis = self.axis.currentIndex()
             n = volume_slices(volume, axis)
@@ -125,12 +126,12 @@ class VolumePanel(QGroupBox):
         except ValueError as exc:
             self.note.setText(f"⚠ {exc}")
             return
-        device, tau, classes = w.device_combo.currentText(), w.threshold.value() / 100, self.session.class_synonyms()
+        device, tau, classes = state.device, state.tau, self.session.class_synonyms()
 
         def job():
             try:
                 with self.session.lock:
-                    predictor = w.predictor(device)
+                    predictor = state.predictor(device)
                     mapped = map_prompts(prompts, classes, predictor.text)
                 yield ("mapped", mapped)
                 # the lock is held per slice, so Refine or the prefetcher can interleave
@@ -144,8 +145,8 @@ class VolumePanel(QGroupBox):
     def propagate(self) -> None:
         from ..inference.volume import propagate, volume_slices
 
-        w = self.owner
-        if self.busy or w.proposing:
+        state = self.state
+        if self.busy or state.proposing:
             return
         try:
             name, volume, layer = self._volume()
@@ -155,7 +156,7 @@ class VolumePanel(QGroupBox):
         except ValueError as exc:
             self.note.setText(f"⚠ {exc}")
             return
-        device, tau = w.device_combo.currentText(), w.threshold.value() / 100
+        device, tau = state.device, state.tau
         mode = self.mode.currentData()
         total = volume.shape[axis] - len(seeds)
 
@@ -165,7 +166,7 @@ class VolumePanel(QGroupBox):
                 predictor = None
                 if mode != "flow":             # the flow alone needs no model
                     with self.session.lock:
-                        predictor = w.predictor(device)
+                        predictor = state.predictor(device)
                 flows = self._kept_flows(name, volume, axis) if mode != "model" else None
                 for res in propagate(predictor, volume, labels, seeds, prompts, axis, tau, self.session.lock,
                                      mode=mode, flows=flows):
@@ -192,8 +193,8 @@ class VolumePanel(QGroupBox):
             self._worker.quit()       # stops after the slice in progress
 
     def _check_unsaved(self, name: str) -> None:
-        w = self.owner
-        if w.current is not None and w.current.image == name and w.unsaved_edits() is not None:
+        p = self.state.current
+        if p is not None and p.image == name and self.state.unsaved_edits() is not None:
             raise ValueError("the labels layer has edits: Accept them, Propagate from them, or delete the layer")
 
     # -- running -------------------------------------------------------------------------
@@ -215,6 +216,8 @@ class VolumePanel(QGroupBox):
         if what == "error":
             s["error"] = value
         elif what == "mapped":
+            from ..workflow.class_map import unique_names
+
             s["mapped"], s["prompts"] = value, unique_names(value)
         elif what == "seeds":
             s["labels"], _, s["prompts"] = value[0].copy(), value[1], list(value[2])
@@ -255,31 +258,30 @@ class VolumePanel(QGroupBox):
         self._show(s)
 
     def _show(self, s: dict) -> None:
-        w = self.owner
+        state, viewer = self.state, self.state.viewer
         s["shown"] = True
         name, prompts = s["name"], s["prompts"]
         presence = np.mean(s["presence"], 0) if s["presence"] else None
         out = f"{name} promptseg"
-        if out in w.viewer.layers and w.viewer.layers[out].ndim != 3:
-            w.current = None           # replaced on purpose: not a draft
-            w.viewer.layers.remove(out)
+        if out in viewer.layers and viewer.layers[out].ndim != 3:
+            state.current = None           # replaced on purpose: not a draft
+            viewer.layers.remove(out)
         probs = s["probs"] if s["kind"] == "propose" else None
-        w.current = Proposal(layer=out, image=name, prompts=list(prompts), image_array=s["volume"], probs=probs,
-                             presence=presence, fixed=None if probs is not None else s["labels"],
-                             model_version=w.model_version, prompt="; ".join(prompts), tau=w.threshold.value() / 100)
-        show_labels(w.viewer, out, w.current.labels(), list(prompts), presence,
-                    known_colors=w.project_panel.class_colors(), scale=s["layer"].scale,
-                    metadata={"image": name, "prompt": "; ".join(prompts), "model": w.model_version})
+        p = Proposal(layer=out, image=name, prompts=list(prompts), image_array=s["volume"], probs=probs,
+                     presence=presence, fixed=None if probs is not None else s["labels"],
+                     model_version=state.model_version, prompt="; ".join(prompts), tau=state.tau)
+        show_labels(viewer, out, p.labels(), list(prompts), presence,
+                    known_colors=state.class_colors(), scale=s["layer"].scale,
+                    metadata={"image": name, "prompt": "; ".join(prompts), "model": state.model_version})
+        state.current = p
         seconds = time.time() - s["t0"]
         verb = "Proposed" if s["kind"] == "propose" else "Propagated"
         self.note.setText(f"{verb} {'; '.join(prompts)} on {s['done']} slice(s) of {name} in {seconds:.1f} s. "
                           "Correct any slice, then Accept (stores the volume label).")
-        w.status.setText(f"{verb} on {name} along axis {s['axis']}: a 3-D labels layer.")
+        state.say(f"{verb} on {name} along axis {s['axis']}: a 3-D labels layer.", cause="propose")
         if presence is not None:   # mean over slices
-            w.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(prompts, presence)))
+            state.presence_changed.emit("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(prompts, presence)))
         if s["kind"] == "propose" and probs is not None:
             if s["mapped"] is not None:
-                w.project_panel.register_prompts(s["mapped"])
-            w.project_panel.on_proposed(w.current, mean_entropy(probs), s["layer"])
-        w.watch_window()
-
+                state.prompts_mapped.emit(s["mapped"])
+            state.proposed.emit(p, float(mean_entropy(probs)), s["layer"], None)

@@ -1,7 +1,9 @@
 """PromptSeg dock widget: type class prompts, get a Labels layer proposal.
 
-Model loading, image embedding and decoding run in a worker thread, so the viewer stays
-responsive; the threshold slider re-merges cached probabilities without re-running anything.
+The model loads and the image on screen is embedded in worker threads as soon as the dock
+opens (warmup.py); every Propose runs in a worker too, so the viewer stays responsive. The
+threshold slider re-merges cached probabilities without re-running anything. What the panels
+share is a ``DockState`` (dock_state.py); the layout is dock_layout.py.
 """
 from __future__ import annotations
 
@@ -13,14 +15,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QGroupBox, QLabel, QLineEdit, QPushButton, QScrollArea,
-                            QSlider, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSlider, QWidget
 
 from ..workflow.session import AnnotationSession
-from ..inference.vocabulary import presence_text, unknown_message
+from . import dock_layout
 from .background import BatchProposer, Prefetcher
+from .dock_delegates import DockDelegates
+from .dock_state import DockState
 from .fast_mode import FastModeBox
 from .layers import show_labels
+from .message_line import MessageLine
 from .project_panel import ProjectPanel
 from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
@@ -29,6 +33,7 @@ from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
+from .warmup import ModelLoader, ScreenEmbedder
 from .workers import start_worker
 
 if TYPE_CHECKING:
@@ -36,13 +41,7 @@ if TYPE_CHECKING:
 
 HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
         "'thalamus; putamen') and press Enter or Propose (Shift+P in the viewer).")
-
-
-def preload() -> None:
-    """Heavy imports on the main thread, once; worker threads then only compute."""
-    from ..inference.predictor import preload_modules
-
-    preload_modules()
+NO_IMAGE = "open an image first (File > Open, or File > Open Sample > PromptSeg)"
 
 
 @dataclass
@@ -50,94 +49,119 @@ class _Failed:
     message: str
 
 
-class PromptSegWidget(QWidget):
+class PromptSegWidget(DockDelegates, QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
         # the project, the model in use and its Predictor, shared with the panels and the
         # background work (worker threads: every set_image + predict pair under session.lock)
         self.session = AnnotationSession(checkpoint)
-        self.prefetcher = Prefetcher(self, self.session)
-        self.batch = BatchProposer(self, self.session)
-        self.current: Proposal | None = None   # the proposal on screen
+        self.state = DockState(napari_viewer, self.session)
+        self.loader = ModelLoader(self.state)
+        self.embedder = ScreenEmbedder(self.state)
+        self.prefetcher = Prefetcher(self.state)
+        self.batch = BatchProposer(self.state)
         self._worker = None
+        self._pending = False          # Propose was clicked while the model was loading
+        self._watched_window = None
         self.setObjectName("PromptSegWidget")
+        self._build_controls()
+        self.project_panel = ProjectPanel(self, self.session)
+        self.refine_panel = RefinePanel(self, self.session)
+        self.volume_panel = VolumePanel(self.state)
+        self._build_layout()
+        self._connect()
+        self._refresh_images()
+        bind_shortcuts(self)
+        self.keys_help.setText(help_text())
+        self.loader.load()              # the model loads in a worker as soon as the dock exists
 
+    def _build_controls(self) -> None:
+        self.guide = QLabel(dock_layout.FIRST_USE)
+        self.guide.setWordWrap(True)
+        self.guide.setTextFormat(Qt.RichText)
         self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to propose on (a 3-D volume: the slice on screen)")
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.setToolTip("Where the model runs: auto picks a GPU when there is one")
         self.fast_mode = FastModeBox(self.device_combo)
         self.prompt_edit = QLineEdit()
         self.prompt_edit.setPlaceholderText("nucleus   or   thalamus; putamen")
         self.prompt_edit.setToolTip(HELP)
         self.propose_btn = QPushButton("Propose")
+        self.propose_btn.setToolTip("Propose the typed classes on the image as a Labels layer to correct")
         self.completer = SegmentCompleter(self.prompt_edit)
         self.history: list[str] = []
         self.threshold = QSlider(Qt.Horizontal)
         self.threshold.setRange(5, 95)
         self.threshold.setValue(50)
+        self.threshold.setToolTip("Probability above which a pixel joins a class; moving it re-merges "
+                                  "without running the model (not after edits)")
         self.threshold_label = QLabel("0.50")
-        self.status = QLabel("Load an image, type a prompt.")
-        self.status.setWordWrap(True)
+        self.status = MessageLine()           # the main loop's message line
         self.presence = QLabel("")
         self.presence.setWordWrap(True)
-
-        box = QGroupBox("Prompt")
-        form = QFormLayout(box)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Classes", self.prompt_edit)
-        form.addRow(self.propose_btn)
-        form.addRow("Threshold", hrow(self.threshold, self.threshold_label, stretch=self.threshold))
-        form.addRow("Device", hrow(self.device_combo, self.fast_mode, stretch=self.device_combo))
-        self.project_panel = ProjectPanel(self, self.session)
-        self.project_panel.model_changed.connect(self.use_checkpoint)
-        self.refine_panel = RefinePanel(self, self.session)
-        self.volume_panel = VolumePanel(self, self.session)
-        self.keys_help = QLabel(help_text())
+        self.keys_help = QLabel("")
         self.keys_help.setWordWrap(True)
         self.keys_help.setStyleSheet("color: gray")
-        # Sections in the order of the work, in a scroll area (the dock can be short).
-        inner = QWidget()
-        lay = QVBoxLayout(inner)
-        lay.setContentsMargins(2, 2, 2, 2)
-        for section in (self.project_panel, box, self.presence, self.status, self.refine_panel,
-                        self.volume_panel, self.project_panel.accept_box, self.project_panel.retrain_box, self.keys_help):
-            lay.addWidget(section)
-        lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setWidget(inner)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        self._scroll = scroll
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
 
+    def _build_layout(self) -> None:
+        box = QGroupBox("Propose")
+        form = QFormLayout(box)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Classes", hrow(self.prompt_edit, self.propose_btn, stretch=self.prompt_edit))
+        form.addRow("Threshold", hrow(self.threshold, self.threshold_label, QLabel("Device"), self.device_combo,
+                                      self.fast_mode, stretch=self.threshold))
+        panel = self.project_panel
+        self.tabs = dock_layout.build(
+            self, [self.guide, box, self.status, self.presence, panel.accept_box, panel.retrain_box],
+            {"Refine": [self.refine_panel, self.keys_help], "Project": [panel], "Train": [panel.monitor],
+             "3-D": [self.volume_panel]})
+        # long messages wrap up to a few lines (the full text is the line's tooltip)
+        self.status.setMaximumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+
+    def _connect(self) -> None:
+        state, panel = self.state, self.project_panel
         self.propose_btn.clicked.connect(self.propose)
         self.prompt_edit.returnPressed.connect(self.propose)
+        self.prompt_edit.textChanged.connect(self._on_prompt_text)
         self.threshold.valueChanged.connect(self._on_threshold)
+        self.image_combo.currentTextChanged.connect(state.set_image)
+        self.device_combo.currentTextChanged.connect(self._on_device)
+        self.fast_mode.toggled.connect(lambda on: setattr(state, "fast", bool(on)))
+        self.refine_panel.max_exemplars.valueChanged.connect(lambda n: setattr(state, "exemplar_limit", int(n)))
+        state.message.connect(self._on_message)
+        state.presence_changed.connect(self.presence.setText)
+        state.proposal_changed.connect(lambda p: self.watch_window() if p is not None else None)
+        state.image_changed.connect(self.embedder.embed)
+        state.model_loading.connect(lambda: self.status.say("loading model …", cause="model"))
+        state.model_ready.connect(self._on_model_ready)
+        state.model_failed.connect(lambda msg: self.status.error(f"the model could not be loaded: {msg}",
+                                                                 cause="model"))
+        # the project panel hears of proposals, new class names and background results
+        panel.model_changed.connect(self.use_checkpoint)
+        state.proposed.connect(panel.on_proposed)
+        state.prompts_mapped.connect(panel.register_prompts)
+        state.images_changed.connect(panel.images.refresh)
+        state.batch_note.connect(panel.images.batch_note)
+        state.batch_finished.connect(panel.images.batch_finished)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_images)
-        self._refresh_images()
         # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
         # layers first) or the window closes.
         self.viewer.layers.events.removing.connect(self._on_removing)
-        bind_shortcuts(self)
-        self._watched_window = None
-
-    @property
-    def model_version(self) -> int | None:
-        return self.session.model_version
 
     @property
     def proposing(self) -> bool:
         """A Propose is running (other panels wait for it)."""
         return self._worker is not None
 
-    def scroll_to(self, section) -> None:
-        """Scroll the dock so ``section`` is visible."""
-        self._scroll.ensureWidgetVisible(section)
+    def show_section(self, section) -> None:
+        """Bring the tab holding ``section`` to the front (nothing to do for the main loop)."""
+        i = dock_layout.tab_of(self.tabs, section)
+        if i >= 0:
+            self.tabs.setCurrentIndex(i)
 
     def watch_window(self) -> None:
         """Watch the main window's Close event (called once docked, and whenever a proposal appears)."""
@@ -152,14 +176,12 @@ class PromptSegWidget(QWidget):
     def event(self, event) -> bool:
         if event.type() == QEvent.Show:
             self.watch_window()
-            inner = self._scroll.widget()   # wide enough for every section, scroll vertically only
-            self._scroll.setMinimumWidth(inner.minimumSizeHint().width() + self._scroll.verticalScrollBar().sizeHint().width() + 4)
         return super().event(event)
 
     def _stash(self) -> None:
         try:
             note = self.project_panel.images.stash_edits()
-            if note and self.project_panel.project is None:
+            if note and self.session.project is None:
                 print(f"promptseg: {note}", file=sys.stderr)   # the dock may be closing: say it here too
         except Exception as exc:  # never block closing; say what happened
             print(f"promptseg: could not save a draft: {exc}", file=sys.stderr)
@@ -175,6 +197,30 @@ class PromptSegWidget(QWidget):
             self.batch.stop()
             self.volume_panel.stop()
         return False
+
+    # -- state and messages --------------------------------------------------------------
+    def _on_message(self, text: str, level: str, cause) -> None:
+        if text:
+            self.status.say(text, level, cause)
+        elif cause is not None:
+            self.status.clear_cause(cause)
+
+    def _on_prompt_text(self, text: str) -> None:
+        self.state.prompt_text = text
+        self.status.clear_cause("prompt")
+
+    def _on_device(self, device: str) -> None:
+        self.state.device = device
+        if self.state.loaded:            # load for the new device now, not at the next Propose
+            self.loader.load()
+
+    def _on_model_ready(self) -> None:
+        self.status.clear_cause("model")
+        self.fast_mode.set_ready()
+        self.embedder.embed()
+        if self._pending:
+            self._pending = False
+            self.propose()
 
     # -- layers ------------------------------------------------------------------------
     def _image_layers(self):
@@ -193,11 +239,15 @@ class PromptSegWidget(QWidget):
         elif names:
             self.image_combo.setCurrentIndex(len(names) - 1)
         self.image_combo.blockSignals(False)
+        self.guide.setVisible(not names)          # first use: what to do, until an image is open
+        if names:
+            self.status.clear_cause("no-image")
+        self.state.set_image(self.image_combo.currentText())
 
     def _current_image(self) -> tuple[str, np.ndarray, object]:
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
-            raise ValueError("open an image first (File > Open, or File > Open Sample > PromptSeg)")
+            raise LookupError(NO_IMAGE)
         layer = self.viewer.layers[name]
         ndim = np.ndim(layer.data) - (1 if layer.rgb else 0)
         if ndim not in (2, 3):
@@ -209,29 +259,48 @@ class PromptSegWidget(QWidget):
     # -- actions -----------------------------------------------------------------------
     def _set_busy(self, busy: bool, msg: str = "") -> None:
         self.propose_btn.setEnabled(not busy)
+        self.state.proposing = busy
         if msg:
-            self.status.setText(msg)
+            self.status.say(msg, cause="propose")
+
+    def _prompts(self) -> list[str] | None:
+        """The typed classes, or None with the reason on the message line."""
+        from ..model.text import split_prompts
+
+        try:
+            return split_prompts(self.prompt_edit.text())
+        except ValueError as exc:
+            self.status.warn(str(exc), cause="prompt")
+            return None
 
     def propose(self) -> None:
         if self._worker is not None:
             return
-        text = self.prompt_edit.text()
+        # split_prompts imports torch: while the loading worker imports it, the GUI thread waits
+        # for the model instead of blocking on the import
+        light = not self.state.loaded and "promptseg.model.text" not in sys.modules
+        prompts = None if light else self._prompts()
+        if not light and prompts is None:
+            return
         try:
-            from ..model.text import split_prompts
-
-            prompts = split_prompts(text)
             name, img, layer = self._current_image()
+        except LookupError as exc:
+            self.status.warn(str(exc.args[0]), cause="no-image")
+            return
         except ValueError as exc:
-            self.status.setText(f"⚠ {exc}")
+            self.status.warn(str(exc), cause="image")
+            return
+        if light:
+            self._pending = True
+            self.status.say("Propose starts once the model has loaded …", cause="model")
             return
         if self.current is not None and self.current.image == name and self.unsaved_edits() is not None:
-            self.status.setText("⚠ the layer has edits: Accept them first, or delete the layer to propose "
-                                "again (with a project open its edits are kept as a draft)")
+            self.status.warn("the layer has edits: Accept them first, or delete the layer to propose "
+                             "again (with a project open its edits are kept as a draft)", cause="edits")
             return
         device = self.device_combo.currentText()
-        precisions = self.fast_mode.precisions(device)
+        precisions = self.state.precisions(device)
         tau = self.threshold.value() / 100
-        preload()
         self._set_busy(True, f"Proposing {', '.join(prompts)} on {name} …")
         t0 = time.perf_counter()
 
@@ -245,25 +314,21 @@ class PromptSegWidget(QWidget):
         self._worker = start_worker(job, self._done,
                                     on_return=lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
 
-    def predictor(self, device: str | None = None):
-        """The session's Predictor on ``device`` (default: the dock's) at the Fast mode's
-        precisions (loaded on first use; call from a worker thread holding ``session.lock``)."""
-        device = device or self.device_combo.currentText()
-        return self.session.predictor(device, self.fast_mode.precisions(device))
-
     def _done(self) -> None:
         self._worker = None
         self._set_busy(False)
 
     def _show(self, name: str, image_layer, img: np.ndarray, result, seconds: float) -> None:
+        from ..inference.vocabulary import presence_text, unknown_message
+
         if isinstance(result, _Failed):
-            self.status.setText(f"⚠ {result.message}")
+            self.status.warn(result.message, cause="propose")
             return
         r, uncertainty, disagreement, mapped = result.result, result.uncertainty, result.disagreement, result.mapped
         unknown = unknown_message(r.prompts, r.known)
         if unknown is not None and not r.known.any():   # nothing to show: say so, not an empty layer
             self.presence.setText("")
-            self.status.setText(f"⚠ {unknown}")
+            self.status.warn(unknown, cause="propose")
             return
         if unknown is not None:   # an unknown class's mask is not shown as if it were a result
             r.probs[~r.known] = 0.0   # nor comes back when the threshold moves
@@ -273,7 +338,7 @@ class PromptSegWidget(QWidget):
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
             self.current = None      # a volume proposal replaced by a slice proposal: not a draft
             self.viewer.layers.remove(out)
-        show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.project_panel.class_colors(),
+        show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.state.class_colors(),
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
                     metadata={"image": name, "prompt": prompt, "model": self.session.loaded_predictor.info.get("version")})
         self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
@@ -281,81 +346,38 @@ class PromptSegWidget(QWidget):
                                 tau=self.threshold.value() / 100,
                                 slice_index=self.slice_index_of(image_layer))
         self.presence.setText(presence_text(r))
-        names = [m.describe() if self.project_panel.project is not None else m.name for m in mapped]
-        self.status.setText(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
-                            f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
-                            f"{100 * disagreement:.0f}%)." + (f" ⚠ {unknown}." if unknown else ""))
+        names = [m.describe() if self.session.project is not None else m.name for m in mapped]
+        self.status.say(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
+                        f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
+                        f"{100 * disagreement:.0f}%)." + (f" ⚠ {unknown}." if unknown else ""), cause="propose")
         self.history.append(self.prompt_edit.text())
-        self.project_panel.register_prompts(mapped)
+        self.state.prompts_mapped.emit(mapped)
         self.refresh_completions()
-        self.project_panel.on_proposed(self.current, uncertainty, image_layer, disagreement)
-        self.watch_window()
+        self.state.proposed.emit(self.current, float(uncertainty), image_layer, disagreement)
         self.prefetcher.schedule()          # embed the next images while the annotator corrects
 
-    # -- used by the project panel --------------------------------------------------------
-    def image_for(self, layer) -> np.ndarray:
-        """The layer's image, or its slice on screen for a 3-D volume."""
-        data = np.asarray(layer.data)
-        z = self.slice_index_of(layer)
-        return data if z is None else data[z]
-
-    def slice_index_of(self, layer) -> int | None:
-        """The slice on screen (axis 0) of a 3-D volume layer; None for a 2-D image."""
-        if np.ndim(layer.data) == 3 and not layer.rgb:
-            return min(max(int(self.viewer.dims.current_step[0]), 0), layer.data.shape[0] - 1)
-        return None
-
-    def proposal_labels(self) -> np.ndarray:
-        """The current proposal's label map as shown (before any edit)."""
-        return self.current.labels()
-
-    def edited_labels(self) -> np.ndarray | None:
-        """The current proposal layer's data if the annotator changed it, else None."""
-        p = self.current
-        if p is None or p.layer not in self.viewer.layers:
-            return None
-        data = np.asarray(self.viewer.layers[p.layer].data)
-        return None if np.array_equal(data, self.proposal_labels()) else data
-
     def refresh_completions(self) -> None:
-        self.completer.set_words(completion_words(self.project_panel.project, self.history))
-
-    def unsaved_edits(self) -> np.ndarray | None:
-        """Edits of the current proposal that are neither the proposal nor already accepted."""
-        data = self.edited_labels()
-        acc = self.current.accepted if self.current is not None else None
-        if data is None or (acc is not None and np.array_equal(data, acc)):
-            return None
-        return data
-
-    def replace_if_untouched(self, image: str, result, model_version: int | None) -> bool:
-        """A background proposal for the image on screen replaces the layer unless the
-        annotator has edited it (edits always win)."""
-        p = self.current
-        if p is None or p.image != image or p.layer not in self.viewer.layers or p.probs is None:
-            return False
-        if self.edited_labels() is not None or result.probs.shape != p.probs.shape:
-            return False
-        p.probs, p.presence, p.model_version = result.probs, result.presence, model_version
-        p.prompts = list(result.prompts)
-        p.saved_proposal = p.labels()
-        self.viewer.layers[p.layer].data = p.saved_proposal
-        self.presence.setText(presence_text(result))
-        return True
+        self.completer.set_words(completion_words(self.session.project, self.history))
 
     def use_checkpoint(self, path: str | None, version: int | None) -> None:
-        """Hot-load a model version: the next proposal uses it (embeddings cached per model)."""
+        """Hot-load a model version in the background: the next proposal uses it (embeddings
+        are cached per model)."""
         self.prefetcher.stop()
         self.session.use_checkpoint(path, version)
+        self.state.model_changed.emit(path, version)
+        if self.state.loaded:
+            self.loader.load()
 
     def _on_threshold(self, value: int) -> None:
         tau = value / 100
+        self.state.tau = tau
         self.threshold_label.setText(f"{tau:.2f}")
         p = self.current
         if p is None or p.probs is None or p.layer not in self.viewer.layers:
             return
         if self.edited_labels() is not None:   # never overwrite the annotator's edits
-            self.status.setText("⚠ threshold not applied: the layer has edits (Accept them, or Propose again)")
+            self.status.warn("threshold not applied: the layer has edits (Accept them, or Propose again)",
+                             cause="edits")
             return
         p.tau = tau
         self.viewer.layers[p.layer].data = self.proposal_labels()

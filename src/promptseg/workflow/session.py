@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..inference.vocabulary import accepted_classes
 from .exemplars import ExemplarVectors, exemplar_sources
-from .propose import Proposed, propose, register_prompts, store_proposal
+
+if TYPE_CHECKING:
+    from .propose import Proposed
+
+# The model's modules (torch and the text encoder) are imported where they are used, so that
+# a GUI can create a session at once and load the model later in a worker thread.
 
 
 def active_checkpoint(project) -> tuple[str | None, int | None]:
@@ -100,6 +104,9 @@ class AnnotationSession:
         """Map, decode and score ``prompts`` on ``image``; with ``exemplar_limit`` the exemplar
         expert (accepted labels of other images than ``exclude``) joins the disagreement;
         ``progress(done, total)`` hears of the embedding's tiles."""
+        from ..inference.vocabulary import accepted_classes
+        from .propose import propose
+
         with self.lock:
             predictor = self.predictor(device, precisions)
             predictor.project_classes = accepted_classes(self.project) if self.project is not None else set()
@@ -113,6 +120,8 @@ class AnnotationSession:
         """Register the prompts as classes / synonyms and store the proposal and its scores
         (``labels``: the label map to store, default the prediction's). Returns (label record
         or None, problems registering prompts)."""
+        from .propose import register_prompts, store_proposal
+
         errors = register_prompts(self.project, proposed.mapped)
         r = proposed.result
         lab = store_proposal(self.project, image, r.labels if labels is None else labels, list(r.prompts),

@@ -1,0 +1,114 @@
+"""Getting ready before the first Propose, off napari's GUI thread.
+
+- ``ModelLoader``: imports the model's dependencies and loads the session's Predictor in a
+  worker as soon as the dock opens (and again when another model version is chosen), so the
+  GUI thread never pays for either.
+- ``ScreenEmbedder``: embeds the image on screen as soon as it is chosen and the model is
+  loaded, so a Propose on it only runs the text encoder and the decoder.
+
+Both hold ``session.lock`` while they use the Predictor; a Propose started meanwhile waits
+for them in its own worker, never on the GUI thread.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .dock_state import DockState
+from .workers import start_worker
+
+
+class ModelLoader:
+    def __init__(self, state: DockState) -> None:
+        self.state = state
+        self._worker = None
+        self._again = False          # asked again while loading (another device or version)
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def load(self) -> None:
+        """Load the session's model on the dock's device in a worker (reports through the state's
+        model_loading / model_ready / model_failed signals)."""
+        if self._worker is not None:
+            self._again = True
+            return
+        state = self.state
+        device = state.device
+
+        def job():
+            try:
+                from ..inference.predictor import preload_modules
+
+                preload_modules()
+                with state.session.lock:
+                    state.predictor(device)
+                return None
+            except (ValueError, RuntimeError, OSError, ImportError) as exc:
+                return str(exc)          # a value, not the exception: superqt would re-raise it
+
+        state.model_loading.emit()
+        self._worker = start_worker(job, self._finished, on_return=self._returned)
+
+    def _returned(self, error: str | None) -> None:
+        if error is None:
+            self.state.loaded = True
+            self.state.model_ready.emit()
+        else:
+            self.state.model_failed.emit(error)
+
+    def _finished(self) -> None:
+        self._worker = None
+        if self._again:
+            self._again = False
+            self.load()
+
+
+class ScreenEmbedder:
+    def __init__(self, state: DockState) -> None:
+        self.state = state
+        self._worker = None
+        self._again = False
+        self.embedded: list[str] = []     # image names embedded, in order
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def embed(self, *_) -> None:
+        """Embed the image (or the slice) on screen, once the model is loaded; 2-D only."""
+        state = self.state
+        if not state.loaded:
+            return                        # model_ready calls this again
+        if self._worker is not None:
+            self._again = True
+            return
+        layer = state.image_layer()
+        if layer is None or np.ndim(layer.data) - (1 if layer.rgb else 0) not in (2, 3):
+            return
+        name, image, device = layer.name, state.image_for(layer), state.device
+
+        def job():
+            try:
+                with state.session.lock:
+                    predictor = state.predictor(device)
+                    predictor.set_image(image)      # a cache hit if it is embedded already
+                return name
+            except (ValueError, RuntimeError, OSError) as exc:
+                return RuntimeError(f"{name}: {exc}")  # Propose says it again, next to the button
+
+        state.say(f"embedding {name} in the background …", cause="embedding")
+        self._worker = start_worker(job, self._finished, on_return=self._returned)
+
+    def _returned(self, result) -> None:
+        if isinstance(result, str):
+            self.embedded.append(result)
+            self.state.say(f"{result} is ready: type a class and Propose.", cause="embedding")
+        else:
+            self.state.clear("embedding")
+
+    def _finished(self) -> None:
+        self._worker = None
+        if self._again:
+            self._again = False
+            self.embed()
