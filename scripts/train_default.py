@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def main() -> None:
                          "branch if it has none, which leaves its masks unchanged until trained)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "promptseg-default-emb"))
     ap.add_argument("--out", default=str(OUT), help="checkpoint folder to write (default: the shipped one)")
+    ap.add_argument("--branch-only", action="store_true",
+                    help="train only the pixel branch; the rest of the model stays as it is")
     ap.add_argument("--no-pixel-branch", action="store_true",
                     help="leave out the full-resolution pixel branch (masks then follow the embedding grid)")
     a = ap.parse_args()
@@ -61,6 +64,13 @@ def main() -> None:
     else:
         # the pixel branch lets mask edges follow the image rather than the embedding grid
         model = PromptSegModel(ModelConfig(pixel_branch=not a.no_pixel_branch))
+    if a.branch_only:
+        if model.pixel_branch is None:
+            raise SystemExit("--branch-only needs a model with a pixel branch")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("pixel_branch."))
+    stop = {"flag": False}   # SIGTERM: finish the step in progress, then save what was trained
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     cache = EmbeddingCache(a.cache, model)
     samples = [load_sample(n) for n in list_samples()]
     classes = [c for s in samples for c in s.classes]
@@ -73,13 +83,15 @@ def main() -> None:
     text = TextEncoder()
     prompts = class_prompts(classes, text)
     t0 = time.time()
-    last = train_stage1(model, items, prompts, TrainConfig(steps=a.steps, seed=prior),
-                        on_step=lambda d: print(f"step {d['step']} loss {d['total']:.3f} at {time.time() - t0:.0f} s", flush=True) if d["step"] % 25 == 0 else None)
-    print(f"trained {a.steps} steps in {time.time() - t0:.0f} s, last loss {last['total']:.3f}")
+    last = train_stage1(model, items, prompts, TrainConfig(steps=a.steps, seed=prior), should_stop=lambda: stop["flag"],
+                        on_step=lambda d: print(f"step {d['step']} loss {d['total']:.3f} at {time.time() - t0:.0f} s", flush=True) if d["step"] % 10 == 0 else None)
+    done = last.get("step", 0)
+    print(f"trained {done} steps in {time.time() - t0:.0f} s, last loss {last.get('total', float('nan')):.3f}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tmp, classes=classes, prompt_cache=prompts.as_cache(), half=True,
-                    extra={"version": a.version, "trained_on": [s.name for s in samples], "steps": prior + a.steps})
+                    extra={"version": a.version, "trained_on": [s.name for s in samples], "steps": prior + done,
+                           "pixel_branch_steps": done if model.pixel_branch is not None else 0})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     print(f"wrote {out}")

@@ -20,7 +20,10 @@ from .message_line import MessageLine
 from .rows import hrow
 from .state import Proposal
 
-COLUMNS = ("Image", "Status", "Uncertainty", "Disagree")
+COLUMNS = ("Image", "Status", "Unsure", "Disagree")   # short headers leave the names room
+HEADER_TIPS = ("The image's name in the project", "unlabelled, proposed, corrected or gold",
+               "Uncertainty: mean binary entropy of the proposal's probabilities (0 certain, 1 coin flip)",
+               "Disagreement between the model and its experts (1 − Dice)")
 
 
 class ImageList(QWidget):
@@ -29,6 +32,8 @@ class ImageList(QWidget):
         self.panel = panel                 # ProjectPanel (holds .project and .owner)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for j, tip in enumerate(HEADER_TIPS):
+            self.table.horizontalHeaderItem(j).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)

@@ -125,6 +125,8 @@ class ProjectPanel(QGroupBox):
         self.versions.blockSignals(True)
         self.versions.clear()
         active = self.project.active_model()
+        if not self.project.models():
+            self.versions.addItem("default model", None)
         for m in self.project.models():
             dice = m.metrics.get("val_dice")
             self.versions.addItem(f"model v{m.version}" + (f"  Dice {dice:.3f}" if dice is not None else ""),
@@ -236,7 +238,7 @@ class ProjectPanel(QGroupBox):
             return
         self.events.clear()
         self._buf = ""
-        self.plot.reset()
+        self.plot.reset("the loss appears with the first training steps")
         self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
         cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),
