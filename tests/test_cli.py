@@ -35,7 +35,7 @@ def test_init_seeds_gold_labels_then_info_and_propose(nuclei_dirs, tmp_path):
     assert info["images"] == 4 and info["labelled"] == 2 and info["classes"] == ["nucleus"]
 
     out = run("propose", str(proj), "--prompt", "nucleus").stdout
-    assert out.count("proposal v1") == 2          # the two unlabelled images
+    assert out.count("proposal label rev 1 by ") == 2          # the two unlabelled images
     with Project.open(proj) as p:
         props = p.labels(kinds=("proposal",))
         assert len(props) == 2 and all(r.prompt == "nucleus" for r in props)

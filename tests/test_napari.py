@@ -150,7 +150,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     painted[200:, 200:] = 0                     # and erases another
     layer.data = painted
     panel.accept_btn.click()
-    assert "accepted nuclei_00" in panel.info.text()
+    assert "accepted nuclei_00" in panel.accept_msg.text()
     with Project.open(tmp_path / "proj") as p:
         rec = p.latest_label("nuclei_00")
         assert rec.kind == "corrected" and rec.prompt == "nucleus" and rec.model_version == 1
@@ -162,9 +162,9 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     panel.retrain_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
-    assert "step" in kinds and kinds[-1] == "done", panel.info.text()
-    assert widget.model_version == 2 and "v2 is active" in panel.info.text()
-    assert panel.progress.value() == 6
+    assert "step" in kinds and kinds[-1] == "done", panel.retrain_msg.text()
+    assert widget.model_version == 2 and "v2 is active" in panel.retrain_msg.text()
+    assert panel.progress.value() == panel.progress.maximum()
     assert panel.plot.steps[-1] == 6 and len(panel.plot.loss) == len(panel.plot.steps) >= 2   # live loss curve
     t = panel.rounds_table
     assert t.rowCount() == 1 and t.item(0, 3).text() == "done" and t.item(0, 4).text() == "v2"

@@ -38,7 +38,7 @@ def test_rgba_16bit_4d_empty_prompt_and_corrupt_file(make_napari_viewer, qtbot, 
         propose(widget, qtbot)
         assert viewer.layers[f"{name} promptseg"].data.shape == (64, 64)
         widget.project_panel.accept_btn.click()
-        assert f"accepted {name}" in widget.project_panel.info.text()
+        assert f"accepted {name}" in widget.project_panel.accept_msg.text()
     with Project.open(project) as p:                           # stored without loss: dtype, channels
         assert np.array_equal(p.read_image("rgba"), rgba)
         saved = p.read_image("deep")

@@ -35,6 +35,6 @@ def test_shift_keys_propose_accept_and_next(make_napari_viewer, qtbot, tmp_path)
     mode = labels.mode
     labels.data = np.ones_like(labels.data)
     press(viewer, qtbot, Qt.Key_A)
-    assert "accepted k1" in widget.project_panel.info.text() and labels.mode == mode
+    assert "accepted k1" in widget.project_panel.accept_msg.text() and labels.mode == mode
     press(viewer, qtbot, Qt.Key_N)
     assert widget.image_combo.currentText() == "k2" and "Next → k2" in widget.project_panel.images.reason.text()

@@ -130,7 +130,7 @@ def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tm
     assert "Restored your unsaved draft" in images.reason.text()
     assert np.array_equal(viewer.layers["img_a promptseg"].data, edited)
     widget.project_panel.accept_btn.click()
-    assert "accepted img_a" in widget.project_panel.info.text()
+    assert "accepted img_a" in widget.project_panel.accept_msg.text()
     assert not (project / "drafts" / "img_a.npz").exists()
     assert table(widget)["img_a"][0] == "corrected"
     with Project.open(project) as p:

@@ -63,7 +63,7 @@ def test_refine_with_points_box_and_exemplars(make_napari_viewer, qtbot, tmp_pat
     assert "has edits" in refine(widget, qtbot)
     assert np.array_equal(layer.data, edited)
     widget.project_panel.accept_btn.click()                      # a's label becomes an exemplar
-    assert "accepted a" in widget.project_panel.info.text()
+    assert "accepted a" in widget.project_panel.accept_msg.text()
 
     widget.project_panel.images.open_image("b")
     propose(widget, qtbot)

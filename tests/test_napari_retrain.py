@@ -36,7 +36,7 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     panel.retrain_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
-    assert kinds[-1] == "done" and "eval" in kinds, panel.info.text()
+    assert kinds[-1] == "done" and "eval" in kinds, panel.retrain_msg.text()
     assert panel.plot.steps == [5, 10]
     assert panel.plot.loss == pytest.approx([e["total"] for e in panel.events if e["event"] == "step"])
     val = [e["dice"] for e in panel.events if e["event"] == "eval"][0]
@@ -54,7 +54,7 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     assert widget.current.model_version == 2 and not np.array_equal(widget.current.probs, before)
     assert np.array_equal(viewer.layers["u0 promptseg"].data, widget.current.labels())
     # The model combo and the table agree; the table comes back from the project alone.
-    assert panel.versions.itemText(panel.versions.currentIndex()).startswith("v2")
+    assert panel.versions.itemText(panel.versions.currentIndex()).startswith("model v2")
     panel.rounds_table.setRowCount(0)
     panel.show_summary()
     assert panel.rounds_table.rowCount() == 1

@@ -71,7 +71,7 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     assert panel._flows[1] is kept and (1, 0) in kept   # same volume: its flows were reused
     shot(viewer, "volume.png")
     widget.project_panel.accept_btn.click()
-    assert "accepted vol" in widget.project_panel.info.text()
+    assert "accepted vol" in widget.project_panel.accept_msg.text()
     with Project.open(project) as p:
         rec = p.image("vol")
         assert rec.spatial_shape == vol.shape and tuple(rec.spacing) == pytest.approx((2.5, 0.8, 0.8))

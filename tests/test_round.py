@@ -31,13 +31,39 @@ def test_round_emits_json_lines_and_registers_a_new_active_model(project):
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     kinds = [e["event"] for e in events]
-    assert kinds[0] == "embed" and "start" in kinds and kinds[-1] == "done"
+    assert kinds[0] == "plan" and "start" in kinds and kinds[-1] == "done"
     steps = [e for e in events if e["event"] == "step"]
     assert [s["step"] for s in steps] == [5, 10] and all("total" in s and "it_s" in s for s in steps)
     assert events[-1]["model_version"] == 2
     with Project.open(project) as p:
         assert p.active_model().version == 2 and p.active_model().parent == 1
         assert p.rounds()[-1].status == "done"
+
+
+def test_embed_events_count_each_group_and_the_whole_round(project):
+    """The round says which images it embeds (3 accepted labels, the rest unlabelled) and how
+    far it is through all of them, so a progress bar can move during embedding."""
+    with Project.open(project) as p:
+        n_images = len(p.images())
+    proc = _start(project, "--max-steps", "1")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    plan = events[0]
+    assert plan["event"] == "plan" and plan["steps"] == 1
+    assert plan["embed"] == {"labelled": 3, "held-out": 0, "unlabelled": n_images - 3}
+    assert plan["to_embed"] == n_images
+    embeds = [e for e in events if e["event"] == "embed"]
+    assert [(e["group"], e["done"], e["total"]) for e in embeds] == (
+        [("labelled", i, 3) for i in range(4)] + [("unlabelled", i, n_images - 3) for i in range(n_images - 2)])
+    assert [e["embedded"] for e in embeds] == list(range(4)) + list(range(3, n_images + 1))
+    assert all(e["to_embed"] == n_images for e in embeds) and embeds[-1]["image"] is not None
+    start = next(e for e in events if e["event"] == "start")
+    assert start["steps"] == 1 and kinds_before(events, "start") >= {"plan", "embed"}
+
+
+def kinds_before(events, kind):
+    return {e["event"] for e in events[:[e["event"] for e in events].index(kind)]}
 
 
 def test_sigkill_mid_round_keeps_db_consistent_and_old_model_active(project):

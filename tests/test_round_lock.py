@@ -37,7 +37,7 @@ def test_a_held_lock_refuses_a_round_naming_the_holder_and_bad_step_counts_are_r
 
 def test_a_second_concurrent_round_is_refused_and_the_first_completes(tiny_round_project):
     first = _train(tiny_round_project, "--max-steps", "10")
-    assert json.loads(first.stdout.readline())["event"] == "embed"   # the first holds the lock
+    assert json.loads(first.stdout.readline())["event"] == "plan"   # the first holds the lock
     second = _train(tiny_round_project, "--max-steps", "10")
     out2, _ = second.communicate(timeout=300)
     assert first.poll() is None, "the first round ended before the second was refused"

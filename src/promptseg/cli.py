@@ -96,8 +96,9 @@ def cmd_propose(a: argparse.Namespace) -> int:
             print(f"warning: {e}", file=sys.stderr)
         r = proposed.result
         pres = ", ".join(f"{n} {p:.2f}" for n, p in zip(r.prompts, r.presence))
-        print(f"[{i + 1}/{len(recs)}] {rec.name}: proposal v{lab.version} ({pres}, uncertainty "
-              f"{proposed.uncertainty:.3f}) {time.time() - t0:.1f} s")
+        who = "the default model" if lab.model_version is None else f"model v{lab.model_version}"
+        print(f"[{i + 1}/{len(recs)}] {rec.name}: proposal label rev {lab.version} by {who} ({pres}, "
+              f"uncertainty {proposed.uncertainty:.3f}) {time.time() - t0:.1f} s")
     return 0
 
 

@@ -10,16 +10,20 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QLabel, QPushButton, QTableWidget,
+from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..workflow.scoring import suggest_next
 from .drafts import load_draft, save_draft, save_unsaved
 from .layers import show_labels
+from .message_line import MessageLine
 from .rows import hrow
 from .state import Proposal
 
-COLUMNS = ("Image", "Status", "Uncertainty", "Disagree")
+COLUMNS = ("Image", "Status", "Unsure", "Disagree")   # short headers leave the names room
+HEADER_TIPS = ("The image's name in the project", "unlabelled, proposed, corrected or gold",
+               "Uncertainty: mean binary entropy of the proposal's probabilities (0 certain, 1 coin flip)",
+               "Disagreement between the model and its experts (1 − Dice)")
 
 
 class ImageList(QWidget):
@@ -28,6 +32,8 @@ class ImageList(QWidget):
         self.panel = panel                 # ProjectPanel (holds .project and .owner)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for j, tip in enumerate(HEADER_TIPS):
+            self.table.horizontalHeaderItem(j).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -37,18 +43,20 @@ class ImageList(QWidget):
         for j in (1, 2, 3):
             header.setSectionResizeMode(j, QHeaderView.ResizeToContents)
         self.table.setMinimumHeight(110)
+        self.table.setTextElideMode(Qt.ElideMiddle)   # long names keep their start and their end
         self.table.setToolTip("Double-click an image to open it")
         self.add_layers_btn = QPushButton("Add open layers")
+        self.add_layers_btn.setToolTip("Copy every open image layer into the project")
         self.add_folder_btn = QPushButton("Add folder…")
+        self.add_folder_btn.setToolTip("Copy every image file of a folder into the project")
         self.next_btn = QPushButton("Next")
-        self.next_btn.setToolTip("Open the suggested image: not accepted yet, and where the model is least sure")
+        self.next_btn.setToolTip("Open the suggested image with its stored proposal: not accepted yet, and where "
+                                 "the model is least sure (Shift+N)")
         self.batch_btn = QPushButton("Propose all")
         self.batch_btn.setToolTip("Propose the prompt on every image not accepted yet (background, with "
                                   "progress; click again to stop); Next then ranks them by uncertainty")
-        self.batch_info = QLabel("")
-        self.batch_info.setWordWrap(True)
-        self.reason = QLabel("")
-        self.reason.setWordWrap(True)
+        self.batch_info = MessageLine()   # Propose all's progress and outcome
+        self.reason = MessageLine()       # what the list did last (added, opened, why Next chose it)
         row = hrow(self.add_layers_btn, self.add_folder_btn, self.next_btn)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -72,7 +80,13 @@ class ImageList(QWidget):
         return self.panel.project
 
     def _say(self, text: str) -> None:
-        self.reason.setText(text)
+        self.reason.say(text)
+
+    def _no_project(self) -> bool:
+        """Warn (once) and return True when no project is open."""
+        if self.project is None:
+            self.reason.warn("open a project first (folder above)", cause="no project")
+        return self.project is None
 
     # -- table ---------------------------------------------------------------------------
     def rows(self) -> list[dict]:
@@ -91,6 +105,8 @@ class ImageList(QWidget):
                     "from accepted labels")
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
+                if j == 0:
+                    item.setToolTip(text)
                 if j >= 2:
                     item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
                     if text:
@@ -102,19 +118,19 @@ class ImageList(QWidget):
         batch = self.owner.batch
         if batch.busy:
             batch.stop()
-            self.batch_info.setText("Stopping after the image in progress …")
+            self.batch_info.say("Stopping after the image in progress …")
             return
-        msg = batch.start()
-        self.batch_info.setText(msg)
+        msg = batch.start()   # a refusal comes back marked with the warning sign
+        self.batch_info.say(msg, "warning" if msg.startswith("⚠") else "info")
         if batch.busy:
             self.batch_btn.setText("Stop")
 
     def batch_note(self, text: str) -> None:
-        self.batch_info.setText(text)
+        self.batch_info.say(text)
 
     def batch_finished(self, text: str) -> None:
         self.batch_btn.setText("Propose all")
-        self.batch_info.setText(text)
+        self.batch_info.say(text)
         self.panel.show_summary()
 
     # -- adding images ---------------------------------------------------------------------
@@ -124,8 +140,7 @@ class ImageList(QWidget):
 
         from ..project import ProjectError
 
-        if self.project is None:
-            self._say("⚠ open a project first")
+        if self._no_project():
             return
         added, skipped = [], []
         for layer in [ly for ly in self.owner.viewer.layers if isinstance(ly, Image)]:
@@ -152,8 +167,7 @@ class ImageList(QWidget):
         from ..io import SUPPORTED_SUFFIXES, read_image
         from ..project import ProjectError
 
-        if self.project is None:
-            self._say("⚠ open a project first")
+        if self._no_project():
             return
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "Add a folder of images")
@@ -161,7 +175,7 @@ class ImageList(QWidget):
                 return
         root = Path(folder)
         if not root.is_dir():
-            self._say(f"⚠ not a folder: {root}")
+            self.reason.warn(f"not a folder: {root}")
             return
         files = [p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES)]
         added, skipped = [], []
@@ -180,10 +194,14 @@ class ImageList(QWidget):
                 skipped.append(f"{path.name}: {exc}")
         self.refresh()
         self.panel.show_summary()
-        msg = f"Added {len(added)} image(s) from {root.name}"
         if not files:
-            msg = f"⚠ no image files ({', '.join(SUPPORTED_SUFFIXES)}) in {root}"
-        self._say(msg + (f"; skipped {len(skipped)}: " + "; ".join(skipped) if skipped else ("." if files else "")))
+            self.reason.warn(f"no image files ({', '.join(SUPPORTED_SUFFIXES)}) in {root}")
+            return
+        msg = f"Added {len(added)} image(s) from {root.name}"
+        if skipped:
+            self.reason.warn(msg + f"; skipped {len(skipped)}: " + "; ".join(skipped))
+        else:
+            self._say(msg + ".")
 
     # -- navigation --------------------------------------------------------------------------
     def stash_edits(self) -> str:
@@ -201,8 +219,7 @@ class ImageList(QWidget):
         return f"draft of {w.current.image} saved. "
 
     def next_image(self) -> None:
-        if self.project is None:
-            self._say("⚠ open a project first")
+        if self._no_project():
             return
         current = self.owner.current.image if self.owner.current else self.owner.image_combo.currentText()
         row, why = suggest_next(self.rows(), exclude=current or None)
@@ -244,7 +261,7 @@ class ImageList(QWidget):
             w.status.setText(f"Opened {name}.")
             note += self._restore(rec, layer)
         except (ProjectError, OSError, ValueError) as exc:
-            self._say(f"⚠ could not open {name}: {exc}")
+            self.reason.warn(f"could not open {name}: {exc}")
             return
         self._select_row(name)
         w.watch_window()
@@ -265,7 +282,7 @@ class ImageList(QWidget):
             w.current = p
             return "Restored your unsaved draft."
         lab = proj.latest_label(rec, ("proposal", "corrected", "gold"))
-        if lab is None or np.ndim(image) != 2:
+        if lab is None or len(rec.spatial_shape) != 2:   # a volume's labels are shown by its own panel
             return ""
         arr, classes = proj.read_label(lab)
         if arr.shape != np.shape(image)[:2]:
@@ -276,7 +293,10 @@ class ImageList(QWidget):
                              model_version=lab.model_version, prompt=lab.prompt or "; ".join(classes),
                              saved_proposal=arr if lab.kind == "proposal" else None,
                              accepted=arr.astype(np.int32) if lab.kind != "proposal" else None)
-        return f"Showing its {lab.kind} label (version {lab.version})."
+        by = f"model v{lab.model_version}" if lab.model_version is not None else "the default model"
+        if lab.kind == "proposal":
+            return f"Showing its stored proposal (label rev {lab.version}, by {by}): edit it and Accept."
+        return f"Showing its {lab.kind} label (label rev {lab.version})."
 
     def _select_row(self, name: str) -> None:
         for i in range(self.table.rowCount()):

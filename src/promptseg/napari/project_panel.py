@@ -13,12 +13,15 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QProcess, Signal
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                            QProgressBar, QPushButton, QSpinBox, QTabWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QProgressBar, QPushButton,
+                            QSpinBox, QTabWidget, QVBoxLayout)
 
 from .drafts import delete_draft
 from .image_list import ImageList
+from .message_line import MessageLine
+from .project_folder import ProjectFolder
 from .retrain_view import LossPlot, RoundsTable
+from .round_progress import RoundProgress
 from .rows import hrow
 
 
@@ -37,10 +40,14 @@ class ProjectPanel(QGroupBox):
         self._buf = ""
         self.events: list[dict] = []
         self._opened_at: dict[str, float] = {}
-        self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("folder of a new or existing project")
-        self.open_btn = QPushButton("Open / create")
+        # One message line per section, next to the controls it is about.
+        self.info = MessageLine("No project open.")
+        self.accept_msg = MessageLine()
+        self.retrain_msg = MessageLine()
+        self.folder = ProjectFolder(self.info, self._opened)
+        self.path_edit, self.open_btn = self.folder.path_edit, self.folder.open_btn
         self.accept_btn = QPushButton("Accept")
+        self.accept_btn.setToolTip("Save the proposal layer, as you corrected it, as this image's label (Shift+A)")
         self.next_after_accept = QCheckBox("then Next")
         self.next_after_accept.setToolTip("After Accept, open the suggested next image")
         self.images = ImageList(self)
@@ -52,10 +59,15 @@ class ProjectPanel(QGroupBox):
         self.views.setSpecialValueText("auto")   # 0: the round picks (8 on a GPU, 1 on a CPU)
         self.views.setToolTip("Turned and flipped copies of each accepted label to train on; each costs one "
                               "encoder pass per image, once (auto: 8 on a GPU, 1 on a CPU)")
+        self.steps.setToolTip("Optimiser steps of the next training round")
         self.retrain_btn = QPushButton("Retrain")
+        self.retrain_btn.setToolTip("Train a new model version on the accepted labels, in a separate process (Shift+R)")
         self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the round; the previous model version stays active")
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
+        self.progress.setToolTip("The whole round: embedding its images, then its training steps")
+        self.round_progress = RoundProgress(self.progress)
         self.plot = LossPlot()
         self.rounds_table = RoundsTable()
         self.monitor = QTabWidget()
@@ -63,29 +75,29 @@ class ProjectPanel(QGroupBox):
         self.monitor.addTab(self.rounds_table, "Rounds")
         self.versions = QComboBox()
         self.versions.setToolTip("Active model version; pick an older one to roll back")
-        self.info = QLabel("No project open.")
-        self.info.setWordWrap(True)
         row = hrow(self.retrain_btn, self.cancel_btn)
         # Three sections, placed by the dock in the order of the work: Project (this box),
         # then Prompt and Refine, then Accept and Retrain.
         form = QFormLayout(self)
-        form.addRow("Folder", self.path_edit)
-        form.addRow(self.open_btn)
-        form.addRow(self.images)
+        form.addRow(self.folder)
         form.addRow(self.info)
+        form.addRow(self.images)
         self.accept_box = QGroupBox("Accept")
-        ah = QHBoxLayout(self.accept_box)
+        av = QVBoxLayout(self.accept_box)
+        ah = QHBoxLayout()
         ah.addWidget(self.accept_btn, 1)
         ah.addWidget(self.next_after_accept)
+        av.addLayout(ah)
+        av.addWidget(self.accept_msg)
         self.retrain_box = QGroupBox("Retrain")
         rf = QFormLayout(self.retrain_box)
         rf.addRow("Steps", self.steps)
         rf.addRow("Image views", self.views)
         rf.addRow(row)
         rf.addRow(self.progress)
+        rf.addRow(self.retrain_msg)
         rf.addRow(self.monitor)
         rf.addRow("Model", self.versions)
-        self.open_btn.clicked.connect(self.open_project)
         self.accept_btn.clicked.connect(self.accept)
         self.retrain_btn.clicked.connect(self.retrain)
         self.cancel_btn.clicked.connect(self.cancel)
@@ -97,20 +109,15 @@ class ProjectPanel(QGroupBox):
 
     # -- project -------------------------------------------------------------------------
     def open_project(self) -> None:
-        from ..project import Project, ProjectError
+        """Open the typed folder's project, or ask (in the panel) before creating one."""
+        self.folder.ask()
 
-        path = self.path_edit.text().strip()
-        if not path:
-            self.info.setText("⚠ type a project folder")
-            return
-        try:
-            project = Project.open_or_create(path)
-        except ProjectError as exc:
-            self.info.setText(f"⚠ {exc}")
-            return
+    def _opened(self, project) -> None:
         if self.project is not None:
             self.project.close()
         self.session.open_project(project)   # its active model; its embedding cache
+        for line in (self.accept_msg, self.retrain_msg, self.images.reason):
+            line.clear_cause("no project")
         self.model_changed.emit(self.session.checkpoint, self.session.model_version)
         self.show_summary()
 
@@ -118,9 +125,12 @@ class ProjectPanel(QGroupBox):
         self.versions.blockSignals(True)
         self.versions.clear()
         active = self.project.active_model()
+        if not self.project.models():
+            self.versions.addItem("default model", None)
         for m in self.project.models():
             dice = m.metrics.get("val_dice")
-            self.versions.addItem(f"v{m.version}" + (f"  Dice {dice:.3f}" if dice is not None else ""), m.version)
+            self.versions.addItem(f"model v{m.version}" + (f"  Dice {dice:.3f}" if dice is not None else ""),
+                                  m.version)
             if active and m.version == active.version:
                 self.versions.setCurrentIndex(self.versions.count() - 1)
         self.versions.blockSignals(False)
@@ -141,7 +151,7 @@ class ProjectPanel(QGroupBox):
         self.rounds_table.refresh(self.project)
         s = self.project.summary()
         model = f"model v{s['active_model']}" if s["active_model"] else "default model"
-        self.info.setText(f"{s['images']} images, {s['labelled']} labelled, {model}")
+        self.info.say(f"{s['images']} images, {s['labelled']} labelled, {model}")
 
     def class_colors(self) -> dict[str, str]:
         return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}
@@ -153,13 +163,14 @@ class ProjectPanel(QGroupBox):
         if self.project is None:
             return
         for error in register_prompts(self.project, mapped):
-            self.info.setText(f"⚠ {error}")
+            self.info.warn(error)
 
     def on_proposed(self, p, uncertainty: float, image_layer, disagreement: float | None = None) -> None:
         """A proposal appeared: for a project image, store it and its uncertainty."""
         from ..project import ProjectError
         from ..workflow.propose import store_proposal
 
+        self.accept_msg.clear_cause("no proposal")
         if self.project is None or image_layer is None or image_layer.metadata.get("project_image") != p.image:
             return
         try:
@@ -168,7 +179,7 @@ class ProjectPanel(QGroupBox):
                               p.model_version, p.prompt) is not None:
                 p.saved_proposal = labels
         except ProjectError as exc:
-            self.info.setText(f"⚠ proposal not stored: {exc}")
+            self.info.warn(f"proposal not stored: {exc}")
             return
         self.images.refresh()
 
@@ -179,12 +190,15 @@ class ProjectPanel(QGroupBox):
         from ..workflow.accept import accept
 
         p = self.owner.current
-        if self.project is None or p is None:
-            self.info.setText("⚠ open a project and propose on an image first")
+        if self.project is None:
+            self.accept_msg.warn("open a project first (Project section)", cause="no project")
+            return
+        if p is None:
+            self.accept_msg.warn("propose on an image first", cause="no proposal")
             return
         viewer = self.owner.viewer
         if p.layer not in viewer.layers:
-            self.info.setText(f"⚠ the layer {p.layer!r} was removed")
+            self.accept_msg.warn(f"the layer {p.layer!r} was removed", cause="no proposal")
             return
         final = np.asarray(viewer.layers[p.layer].data).astype(np.int32)
         proposal = p.labels()
@@ -198,10 +212,10 @@ class ProjectPanel(QGroupBox):
             done = accept(self.project, p.image_array, name, proposal, final, p.prompts, p.model_version, p.prompt,
                           seconds=time.time() - p.shown_at, spacing=spacing, stored_proposal=p.saved_proposal)
         except ProjectError as exc:
-            self.info.setText(f"⚠ {exc}")
+            self.accept_msg.warn(str(exc))
             return
         except ValueError as exc:
-            self.info.setText(f"⚠ not accepted: {exc}; nothing was saved")
+            self.accept_msg.warn(f"not accepted: {exc}; nothing was saved")
             return
         rec, lab = done.image, done.label
         p.saved_proposal = proposal
@@ -210,21 +224,21 @@ class ProjectPanel(QGroupBox):
         if image_layer is not None and p.slice_index is None:
             image_layer.metadata["project_image"] = rec.name
         self.show_summary()
-        self.info.setText(self.info.text() + f" — accepted {rec.name} (v{lab.version}, "
-                          f"{100 * lab.edited_fraction:.1f}% of pixels edited)")
+        self.accept_msg.say(f"accepted {rec.name} as label rev {lab.version} "
+                            f"({100 * lab.edited_fraction:.1f}% of pixels edited)")
         if self.next_after_accept.isChecked():
             self.images.next_image()
 
     # -- retrain -------------------------------------------------------------------------
     def retrain(self) -> None:
         if self.project is None:
-            self.info.setText("⚠ open a project first")
+            self.retrain_msg.warn("open a project first (Project section)", cause="no project")
             return
         if self.proc is not None:
             return
         self.events.clear()
         self._buf = ""
-        self.plot.reset()
+        self.plot.reset("the loss appears with the first training steps")
         self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
         cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),
@@ -238,17 +252,16 @@ class ProjectPanel(QGroupBox):
         self.proc.setArguments(cmd[1:])
         self.proc.readyReadStandardOutput.connect(self._read)
         self.proc.finished.connect(self._finished)
-        self.progress.setRange(0, self.steps.value())
-        self.progress.setValue(0)
+        self.round_progress.start(self.steps.value())
         self.retrain_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
-        self.info.setText("Training round started (separate process) …")
+        self.retrain_msg.say("Training round started (separate process) …")
         self.proc.start()
 
     def cancel(self) -> None:
         if self.proc is not None:
             self.proc.terminate()       # SIGTERM: the round stops at its next step
-            self.info.setText("Cancelling …")
+            self.retrain_msg.say("Cancelling …")
 
     def _read(self) -> None:
         self._buf += bytes(self.proc.readAllStandardOutput()).decode(errors="replace")
@@ -264,25 +277,23 @@ class ProjectPanel(QGroupBox):
     def _on_event(self, ev: dict) -> None:
         kind = ev.get("event")
         self.plot.add_event(ev)
-        if kind == "embed":
-            self.info.setText(f"Embedding labelled images {ev['done']}/{ev['total']} …")
-        elif kind == "step":
-            self.progress.setValue(int(ev["step"]))
-            left = (self.progress.maximum() - ev["step"]) / max(ev.get("it_s", 1e-6), 1e-6)
-            self.info.setText(f"step {ev['step']}/{self.progress.maximum()}  loss {ev['total']:.3f}  "
-                              f"ETA {left:.0f} s")
+        text = self.round_progress.on_event(ev)
+        if text is not None:
+            self.retrain_msg.say(text)
         elif kind == "eval":
-            self.info.setText(f"validation Dice {ev['dice']:.3f}")
+            self.retrain_msg.say(f"validation Dice {ev['dice']:.3f}")
         elif kind == "done":
             version = ev["model_version"]
             self.model_changed.emit(str(self.project.model_dir(version)), version)
             self._refresh_versions()
             self.rounds_table.refresh(self.project)
             refresh = self.owner.batch.refresh()
-            self.info.setText(f"Round done: model v{version} is active." + (f" {refresh}" if refresh else ""))
-        elif kind in ("error", "cancelled"):
-            self.info.setText("Round cancelled; the previous model stays active." if kind == "cancelled"
-                              else f"⚠ training failed: {ev.get('message')}")
+            self.retrain_msg.say(f"Round done: model v{version} is active." + (f" {refresh}" if refresh else ""))
+            self.show_summary()
+        elif kind == "cancelled":
+            self.retrain_msg.say("Round cancelled; the previous model version stays active.")
+        elif kind == "error":
+            self.retrain_msg.error(f"training failed: {ev.get('message')}")
 
     def _finished(self, *_) -> None:
         self._read()
@@ -291,5 +302,7 @@ class ProjectPanel(QGroupBox):
             self.rounds_table.refresh(self.project)
         self.retrain_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
+        self.round_progress.finish(any(e.get("event") == "done" for e in self.events))
         if self.project is not None and not any(e.get("event") in ("done", "error", "cancelled") for e in self.events):
-            self.info.setText("⚠ the training process ended without finishing; the previous model stays active")
+            self.retrain_msg.error("the training process ended without finishing; the previous model version "
+                                   "stays active")

@@ -54,10 +54,12 @@ class LossPlot(FigureCanvasQTAgg):
         self.setMinimumHeight(150)
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, empty_text: str = "no round running yet") -> None:
+        """Clear the curves; ``empty_text`` shows until the first point arrives."""
         self.steps: list[int] = []
         self.loss: list[float] = []
         self.dice: list[tuple[int, float]] = []
+        self._empty.set_text(empty_text)
         self._redraw()
 
     def add_event(self, ev: dict) -> None:
@@ -80,6 +82,7 @@ class LossPlot(FigureCanvasQTAgg):
 
     def _redraw(self) -> None:
         self._loss_line.set_data(self.steps, self.loss)
+        self._loss_line.set_marker("o" if len(self.loss) == 1 else "")   # a single point has no line
         xs, ys = (list(v) for v in zip(*self.dice)) if self.dice else ([], [])
         self._dice_line.set_data(xs, ys)
         self._dice_text.set_text(f"{ys[-1]:.3f}" if ys else "")

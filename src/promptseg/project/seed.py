@@ -6,6 +6,7 @@ at once; adding is idempotent, so running it twice neither duplicates images nor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import numpy as np
 from .errors import ProjectError
 from .paths import check_name
 from .records import spatial_shape
-from .store import Project
+from .store import DB_NAME, Project
 
-__all__ = ["check_inputs", "seed_project", "stem"]
+__all__ = ["FolderPlan", "check_inputs", "create_from_images", "plan_folder", "seed_project", "stem"]
 
 
 def stem(path: Path) -> str:
@@ -113,3 +114,43 @@ def seed_project(project: Project, images: list[Path], masks: dict[str, Path], c
         project.save_label(rec, lab, classes, "gold")
         seeded += 1
     return len(project.images()), seeded
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """What opening ``root`` as a project would do, decided before anything is written:
+    ``open`` an existing project, ``create`` a new one, ``create-from-images`` (a new project
+    filled with the image files already in the folder), or ``invalid`` (``problem`` says why)."""
+    root: Path
+    action: str
+    images: tuple[Path, ...] = ()
+    problem: str = ""
+
+
+def plan_folder(path: str | Path) -> FolderPlan:
+    """Look at ``path`` without changing anything."""
+    from ..io import SUPPORTED_SUFFIXES
+
+    root = Path(path).expanduser().absolute()
+    if (root / DB_NAME).exists():
+        return FolderPlan(root, "open")
+    if root.exists() and not root.is_dir():
+        return FolderPlan(root, "invalid", problem=f"{root} is a file, not a folder")
+    if not root.exists():
+        return FolderPlan(root, "create")
+    images = tuple(p for p in sorted(root.iterdir()) if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES))
+    return FolderPlan(root, "create-from-images" if images else "create", images)
+
+
+def create_from_images(plan: FolderPlan) -> tuple[Project, list[str]]:
+    """Create the project ``plan`` describes and add the folder's readable images to it;
+    -> (the open project, one line per image file that was left out and why)."""
+    problems = check_inputs(list(plan.images), {}, [])
+    good = [p for p in plan.images if not any(str(p) in line for line in problems)]
+    project = Project.create(plan.root)
+    try:
+        seed_project(project, good, {}, [])
+    except BaseException:
+        project.close()
+        raise
+    return project, problems

@@ -1,8 +1,9 @@
 """A training round as its own process: ``promptseg train PROJECT`` (or ``python -m
 promptseg.training.round PROJECT``, or ``torchrun --nproc_per_node N -m promptseg.training.round``).
 
-Prints one JSON object per line on stdout with an ``"event"`` key: ``embed``, ``start``,
-``step``, ``eval``, ``checkpoint``, ``done`` or ``error``/``cancelled``. The round is
+Prints one JSON object per line on stdout with an ``"event"`` key: ``plan`` (how many images
+each group embeds, and the steps), ``embed`` (per image: its group, the group's count and the
+round's), ``start``, ``step``, ``eval``, ``checkpoint``, ``done`` or ``error``/``cancelled``. The round is
 semi-supervised (ssl.py) over the accepted labels and every other project image, continuing
 from the active model. Its training state is saved every ``--save-every`` steps and on
 SIGTERM, so ``--resume`` continues an interrupted round. The new model version is
@@ -27,6 +28,29 @@ from pathlib import Path
 def emit(event: str, **data) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"event": event, "time": round(time.time(), 3), **data}, default=float), flush=True)
+
+
+class EmbedProgress:
+    """Emits ``embed`` events for the images of each group (labelled, held-out, unlabelled):
+    once when a group starts and after each image, with the counts of the group and the round."""
+
+    def __init__(self, groups: dict[str, int]) -> None:
+        self.groups = groups
+        self.total = sum(groups.values())
+        self.embedded = 0
+
+    def group(self, name: str):
+        """The ``progress(done, total, image)`` callback of group ``name``, announced at once."""
+        count = self.groups[name]
+        base = self.embedded
+        if count:
+            emit("embed", group=name, done=0, total=count, image=None, embedded=base, to_embed=self.total)
+
+        def progress(done: int, total: int, image: str) -> None:
+            self.embedded = base + done
+            emit("embed", group=name, done=done, total=total, image=image, embedded=self.embedded,
+                 to_embed=self.total)
+        return progress
 
 
 def _dist_setup(device: str) -> tuple[int, int, str]:
@@ -163,7 +187,6 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
         model, cache_t = PromptSegModel(ModelConfig()), {}
     model.to(device)
     cache = EmbeddingCache(proj.embeddings_dir, model, device)
-    progress = lambda i, n, name: emit("embed", done=i, total=n, image=name)  # noqa: E731
     sources, classes = labelled_sources(proj)
     if not sources:
         raise ValueError("no accepted labels in the project yet: accept (or seed with `promptseg init --masks`) "
@@ -179,10 +202,16 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
     # Validation labels are held out whole: their turned views never reach training.
     order = np.random.default_rng(seed).permutation(len(sources))
     n_val = int(round(len(sources) * val_fraction)) if len(sources) >= 5 else 0
-    val = items_from_sources([sources[i] for i in order[:n_val]], cache, classes)
     n_train = len(sources) - n_val
-    train = items_from_sources([sources[i] for i in order[n_val:]], cache, classes, views, progress)
-    unlabelled = _unlabelled_items(proj, cache, strong_views, seed, progress) if method != "supervised" else []
+    n_unlabelled = len(proj.unlabelled_images()) if method != "supervised" else 0
+    embedding = EmbedProgress({"labelled": n_train, "held-out": n_val, "unlabelled": n_unlabelled})
+    emit("plan", embed=embedding.groups, to_embed=embedding.total, views=views,
+         steps=None if found or epochs else (max_steps or 200))
+    train = items_from_sources([sources[i] for i in order[n_val:]], cache, classes, views,
+                               embedding.group("labelled"))
+    val = items_from_sources([sources[i] for i in order[:n_val]], cache, classes, 1, embedding.group("held-out"))
+    unlabelled = (_unlabelled_items(proj, cache, strong_views, seed, embedding.group("unlabelled"))
+                  if n_unlabelled else [])
     prompts = class_prompts(classes, TextEncoder(model.cfg.text_model, cache=cache_t))
     if found:
         round_id, state_dir = found
@@ -216,7 +245,7 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
     trainer = SSLTrainer(model, train, unlabelled, prompts, cfg, device, rank=rank, wrap=wrap)
     if found:
         load_state(trainer, state_dir)
-    emit("start", round=round_id, method=method, config=cfg.to_dict(), labelled=n_train, views=views,
+    emit("start", round=round_id, method=method, config=cfg.to_dict(), steps=cfg.steps, labelled=n_train, views=views,
          train_items=len(train), val=len(val), unlabelled=len(unlabelled), classes=classes,
          parent=active.version if active else None, device=device, world_size=world,
          resumed_from=trainer.step_count if found else None)
