@@ -29,7 +29,7 @@ HEADER_TIPS = ("The image's name in the project", "unlabelled, proposed, correct
 class ImageList(QWidget):
     def __init__(self, panel) -> None:
         super().__init__()
-        self.panel = panel                 # ProjectPanel (holds .project and .owner)
+        self.panel = panel                 # ProjectPanel (holds .project, .state and .batch)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for j, tip in enumerate(HEADER_TIPS):
@@ -72,8 +72,8 @@ class ImageList(QWidget):
         self.batch_btn.clicked.connect(self.toggle_batch)
 
     @property
-    def owner(self):
-        return self.panel.owner
+    def state(self):
+        return self.panel.state
 
     @property
     def project(self):
@@ -115,7 +115,7 @@ class ImageList(QWidget):
 
     # -- batch propose ----------------------------------------------------------------------
     def toggle_batch(self) -> None:
-        batch = self.owner.batch
+        batch = self.panel.batch
         if batch.busy:
             batch.stop()
             self.batch_info.say("Stopping after the image in progress …")
@@ -143,7 +143,7 @@ class ImageList(QWidget):
         if self._no_project():
             return
         added, skipped = [], []
-        for layer in [ly for ly in self.owner.viewer.layers if isinstance(ly, Image)]:
+        for layer in [ly for ly in self.state.viewer.layers if isinstance(ly, Image)]:
             data = np.asarray(layer.data)
             ndim = data.ndim - (1 if layer.rgb else 0)
             if ndim not in (2, 3):
@@ -206,14 +206,14 @@ class ImageList(QWidget):
     # -- navigation --------------------------------------------------------------------------
     def stash_edits(self) -> str:
         """Save the current proposal's unsaved edits as a draft; returns a note ('' if none)."""
-        w, proj = self.owner, self.project
+        w, proj = self.state, self.project
         edited = w.unsaved_edits()
         if edited is None or (w.current.stashed is not None and np.array_equal(edited, w.current.stashed)):
             return ""
         w.current.stashed = np.array(edited)
         if proj is None:     # no project to keep a draft in: a label file napari can open
             path = save_unsaved(w.current, edited)
-            w.status.setText(f"Unsaved edits of {w.current.image} kept in {path}")
+            w.say(f"Unsaved edits of {w.current.image} kept in {path}")
             return f"edits of {w.current.image} kept in {path}. "
         save_draft(proj.root, w.current, edited, w.current.tau)
         return f"draft of {w.current.image} saved. "
@@ -221,7 +221,7 @@ class ImageList(QWidget):
     def next_image(self) -> None:
         if self._no_project():
             return
-        current = self.owner.current.image if self.owner.current else self.owner.image_combo.currentText()
+        current = self.state.current.image if self.state.current else self.state.image_name
         row, why = suggest_next(self.rows(), exclude=current or None)
         if row is None:
             self._say(f"Nothing to do: {why}.")
@@ -231,7 +231,7 @@ class ImageList(QWidget):
     def open_image(self, name: str, why: str = "") -> None:
         from ..project import ProjectError
 
-        w, viewer, proj = self.owner, self.owner.viewer, self.project
+        w, viewer, proj = self.state, self.state.viewer, self.project
         if proj is None:
             return
         try:
@@ -254,23 +254,20 @@ class ImageList(QWidget):
                     kw["scale"] = rec.spacing
                 layer = viewer.add_image(data, name=name, rgb=rgb, **kw,
                                          metadata={"project_image": name, "promptseg_opened": True})
-            w.image_combo.setCurrentText(name)
+            w.set_image(name)                   # the dock follows; its panels clear their notes
             viewer.layers.selection.active = layer
-            w.presence.setText("")
-            w.refine_panel.info.setText("")
-            w.status.setText(f"Opened {name}.")
+            w.presence_changed.emit("")
+            w.say(f"Opened {name}.")
             note += self._restore(rec, layer)
         except (ProjectError, OSError, ValueError) as exc:
             self.reason.warn(f"could not open {name}: {exc}")
             return
         self._select_row(name)
-        w.watch_window()
-        w.prefetcher.schedule()
         self._say((why + "\n" if why else "") + note)
 
     def _restore(self, rec, layer) -> str:
         """Show the image's draft, else its latest label, as the editable proposal layer."""
-        w, proj = self.owner, self.project
+        w, proj = self.state, self.project
         image = w.image_for(layer)
         out = f"{rec.name} promptseg"
         scale = layer.scale[-2:]

@@ -31,11 +31,14 @@ NICE = 10   # scheduling priority of the training process: annotation stays smoo
 class ProjectPanel(QGroupBox):
     # (model folder or None, version or None): a project opened, a version picked, a round done
     model_changed = Signal(object, object)
+    # the project's classes, images or model versions changed (prompt completions follow)
+    project_changed = Signal()
 
-    def __init__(self, owner, session) -> None:
+    def __init__(self, state, batch) -> None:
         super().__init__("Project")
-        self.owner = owner            # the PromptSegWidget (viewer, last proposal, device)
-        self.session = session        # workflow/session.py: the project, model and Predictor
+        self.state = state            # dock_state.DockState: viewer, proposal on screen, device, messages
+        self.session = state.session  # workflow/session.py: the project, model and Predictor
+        self.batch = batch            # background.BatchProposer: re-proposes after a round
         self.proc: QProcess | None = None
         self._buf = ""
         self.events: list[dict] = []
@@ -145,7 +148,7 @@ class ProjectPanel(QGroupBox):
         self.show_summary()
 
     def show_summary(self) -> None:
-        self.owner.refresh_completions()
+        self.project_changed.emit()
         self._refresh_versions()
         self.images.refresh()
         self.rounds_table.refresh(self.project)
@@ -154,7 +157,7 @@ class ProjectPanel(QGroupBox):
         self.info.say(f"{s['images']} images, {s['labelled']} labelled, {model}")
 
     def class_colors(self) -> dict[str, str]:
-        return {c.name: c.color for c in self.project.classes()} if self.project is not None else {}
+        return self.state.class_colors()
 
     def register_prompts(self, mapped) -> None:
         """New names become classes; a prompt mapped onto a class by similarity becomes a synonym."""
@@ -189,14 +192,14 @@ class ProjectPanel(QGroupBox):
         from ..project import ProjectError
         from ..workflow.accept import accept
 
-        p = self.owner.current
+        p = self.state.current
         if self.project is None:
             self.accept_msg.warn("open a project first (Project section)", cause="no project")
             return
         if p is None:
             self.accept_msg.warn("propose on an image first", cause="no proposal")
             return
-        viewer = self.owner.viewer
+        viewer = self.state.viewer
         if p.layer not in viewer.layers:
             self.accept_msg.warn(f"the layer {p.layer!r} was removed", cause="no proposal")
             return
@@ -242,7 +245,7 @@ class ProjectPanel(QGroupBox):
         self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
         cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),
-               "--max-steps", str(self.steps.value()), "--device", self.owner.device_combo.currentText()]
+               "--max-steps", str(self.steps.value()), "--device", self.state.device]
         if self.views.value():
             cmd += ["--views", str(self.views.value())]
         nice = shutil.which("nice")
@@ -287,7 +290,7 @@ class ProjectPanel(QGroupBox):
             self.model_changed.emit(str(self.project.model_dir(version)), version)
             self._refresh_versions()
             self.rounds_table.refresh(self.project)
-            refresh = self.owner.batch.refresh()
+            refresh = self.batch.refresh()
             self.retrain_msg.say(f"Round done: model v{version} is active." + (f" {refresh}" if refresh else ""))
             self.show_summary()
         elif kind == "cancelled":

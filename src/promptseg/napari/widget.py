@@ -66,7 +66,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         self._watched_window = None
         self.setObjectName("PromptSegWidget")
         self._build_controls()
-        self.project_panel = ProjectPanel(self, self.session)
+        self.project_panel = ProjectPanel(self.state, self.batch)
         self.refine_panel = RefinePanel(self, self.session)
         self.volume_panel = VolumePanel(self.state)
         self._build_layout()
@@ -135,12 +135,15 @@ class PromptSegWidget(DockDelegates, QWidget):
         state.presence_changed.connect(self.presence.setText)
         state.proposal_changed.connect(lambda p: self.watch_window() if p is not None else None)
         state.image_changed.connect(self.embedder.embed)
+        state.image_changed.connect(self._follow_image)
+        state.image_changed.connect(lambda _: self.prefetcher.schedule())
         state.model_loading.connect(lambda: self.status.say("loading model …", cause="model"))
         state.model_ready.connect(self._on_model_ready)
         state.model_failed.connect(lambda msg: self.status.error(f"the model could not be loaded: {msg}",
                                                                  cause="model"))
         # the project panel hears of proposals, new class names and background results
         panel.model_changed.connect(self.use_checkpoint)
+        panel.project_changed.connect(self.refresh_completions)
         state.proposed.connect(panel.on_proposed)
         state.prompts_mapped.connect(panel.register_prompts)
         state.images_changed.connect(panel.images.refresh)
@@ -243,6 +246,11 @@ class PromptSegWidget(DockDelegates, QWidget):
         if names:
             self.status.clear_cause("no-image")
         self.state.set_image(self.image_combo.currentText())
+
+    def _follow_image(self, name: str) -> None:
+        """Show in the combo the image a panel chose (e.g. the project's Next)."""
+        if name and name != self.image_combo.currentText() and self.image_combo.findText(name) >= 0:
+            self.image_combo.setCurrentText(name)
 
     def _current_image(self) -> tuple[str, np.ndarray, object]:
         name = self.image_combo.currentText()
