@@ -9,28 +9,12 @@ the round is cancelled afterwards), and 3-D.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from screenshots import settle, wait   # scripts/screenshots.py: run the event loop until done
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-
-
-def wait(pred, timeout=900):
-    t0 = time.time()
-    while not pred() and time.time() - t0 < timeout:
-        QApplication.processEvents()
-        time.sleep(0.05)
-    if not pred():
-        raise TimeoutError("the dock did not finish in time")
-
-
-def settle(n=20):
-    for _ in range(n):
-        QApplication.processEvents()
-        time.sleep(0.05)
 
 
 def shot(viewer, widget, tab: str | None, name: str) -> None:
