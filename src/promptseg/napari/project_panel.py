@@ -241,7 +241,7 @@ class ProjectPanel(QGroupBox):
             return
         self.events.clear()
         self._buf = ""
-        self.plot.reset("the loss appears with the first training steps")
+        self.plot.reset("waiting for the first steps")
         self.monitor.setCurrentWidget(self.plot)
         self.proc = QProcess(self)
         cmd = [sys.executable, "-m", "promptseg.cli", "train", str(self.project.root),

@@ -103,8 +103,10 @@ class ScreenEmbedder:
     def _returned(self, result) -> None:
         if isinstance(result, str):
             self.embedded.append(result)
+        current = self.state.current
+        if isinstance(result, str) and (current is None or current.image != result):
             self.state.say(f"{result} is ready: type a class and Propose.", cause="embedding")
-        else:
+        else:                              # a proposal is on screen already: nothing to add
             self.state.clear("embedding")
 
     def _finished(self) -> None:
