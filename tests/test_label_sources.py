@@ -78,3 +78,35 @@ def test_save_label_stores_sources_and_summary_groups_by_them(tmp_path):
             with pytest.raises(ProjectError, match=msg):
                 p.save_label("a", lab, ["nucleus", "gland"], "corrected", sources=bad)
         assert len(p.labels()) == n and len(p.label_sources()) == 5
+
+
+def test_accept_counts_pixels_per_source(tmp_path):
+    from promptseg.workflow.accept import accept
+    from promptseg.workflow.objects import MaskObject, instance_map, paint_object
+
+    proposal = np.zeros((10, 10), np.int32)
+    proposal[:3, :3] = 1                                     # the text model's nucleus
+    box = np.zeros((10, 10), bool)
+    box[5:8, 5:8] = True
+    ex = np.zeros((10, 10), bool)
+    ex[0:2, 6:9] = True
+    ex[0, 2] = True                                          # overlaps the proposal: not overwritten
+    labels, classes, n = paint_object(proposal, ["nucleus"], MaskObject(box, "gland", "box", 0.8))
+    assert classes == ["nucleus", "gland"] and n == 9 and (labels[box] == 2).all()
+    labels, classes, n = paint_object(labels, classes, MaskObject(ex, "Gland", "exemplar"), only_background=True)
+    assert n == 6 and labels[0, 2] == 1
+    objects = [MaskObject(box, "gland", "box", 0.8), MaskObject(ex, "gland", "exemplar", None)]
+    assert np.unique(instance_map(labels, classes, objects)).tolist() == [0, 1, 2]
+    labels[9, 9] = 1                                         # a brush stroke
+    with Project.create(tmp_path / "p") as p:
+        done = accept(p, np.zeros((10, 10), np.uint8), "a", proposal, labels, classes, None, objects=objects)
+        got = {(s.class_name, s.source): (s.pixels, s.objects) for s in p.label_sources(done.label)}
+        assert got == {("nucleus", "text"): (9, 0), ("nucleus", "painted"): (1, 0),
+                       ("gland", "box"): (9, 1), ("gland", "exemplar"): (6, 1)}
+        assert {c.name for c in p.classes()} >= {"nucleus", "gland"}   # the new class joined the project
+        # a label that is not a correction of the proposal stores nothing
+        with pytest.raises(ValueError):
+            accept(p, np.zeros((10, 10), np.uint8), "a", proposal, labels + 5, classes, None, objects=objects)
+        assert len(p.labels()) == 2
+    with pytest.raises(ValueError, match="source"):
+        MaskObject(box, "gland", "text")
