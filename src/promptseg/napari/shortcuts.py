@@ -2,13 +2,16 @@
 
 Shift+letter: napari's layers already use the plain letters (P paints on a Labels layer,
 A selects all points, N/R/F have layer meanings too) and Ctrl+T transposes axes, so the
-dock's actions take the Shift variants, which no Labels layer binds.
+dock's actions take the Shift variants, which no Labels layer binds (napari's own Shift+V
+stays).
 """
 from __future__ import annotations
 
 SHORTCUTS = (
     ("Shift-P", "propose", "Propose"),
-    ("Shift-F", "refine", "Refine"),
+    ("Shift-C", "commit", "Commit object"),
+    ("Shift-X", "candidate", "Next candidate mask"),
+    ("Shift-M", "more", "More like this"),
     ("Shift-A", "accept", "Accept"),
     ("Shift-N", "next", "Next image"),
     ("Shift-R", "retrain", "Retrain"),
@@ -17,7 +20,9 @@ SHORTCUTS = (
 
 def actions(widget) -> dict:
     panel = widget.project_panel
-    return {"propose": widget.propose, "refine": widget.refine_panel.refine, "accept": panel.accept,
+    spatial = widget.refine_panel
+    return {"propose": widget.propose, "commit": spatial.commit, "candidate": spatial.next_candidate,
+            "more": spatial.more_like_this, "accept": panel.accept,
             "next": panel.images.next_image, "retrain": panel.retrain}
 
 
