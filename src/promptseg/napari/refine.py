@@ -129,22 +129,45 @@ class RefinePanel(QGroupBox):
                 layers[key].metadata["promptseg_watched"] = True
         w.viewer.layers.selection.active = layers[BOX]
         layers[BOX].mode = "add_rectangle"
+        self._warm(name)
         self.message.say(f"Draw a box on '{layers[BOX].name}', or click on '{layers[POS].name}' (outside the "
                          f"object: '{layers[NEG].name}'): the mask appears by itself. Commit adds it as "
                          f"'{self.current_class() or '…'}'.", cause="layers")
 
+    def _warm(self, image: str) -> None:
+        """Embed the image for boxes now (a whole-image box, its answer dropped), so that the
+        first box the annotator draws costs only the decoder."""
+        img = self._image_array(image)
+        if self._worker is not None or img is None:
+            return
+        session, owner = self.session, self.owner
+
+        def job():
+            try:
+                with session.lock:
+                    predictor = owner.predictor()
+                    predictor.set_image(img)
+                    predictor.predict_boxes([(0, 0, img.shape[0] - 1, img.shape[1] - 1)], zoom=False)
+            except (ValueError, RuntimeError, OSError) as exc:
+                return str(exc)
+            return None
+
+        self._worker = start_worker(job, self._decoded, on_return=lambda res: res and self.message.error(res))
+
     def _on_prompt_changed(self, image: str, event) -> None:
         action = str(getattr(event, "action", "changed"))
-        if action in ("adding", "changing", "removing") or getattr(event.source, "_is_creating", False):
+        if action in ("adding", "changing", "removing"):
             return
         if image != self.image:
             self.image, self.pending, self._boxes = image, [], {}
         self._asked_at = time.perf_counter()
-        self.decode()
+        # a rectangle being drawn has no size until the drag ends: not worth an error message
+        self.decode(quiet=bool(getattr(getattr(event, "source", None), "_is_creating", False)))
 
     # -- decoding --------------------------------------------------------------------------
-    def decode(self) -> None:
-        """Decode the prompt layers' boxes and clicks in a worker (the latest layers win)."""
+    def decode(self, quiet: bool = False) -> None:
+        """Decode the prompt layers' boxes and clicks in a worker (the latest layers win);
+        ``quiet``: leave bad prompts out without a message (a shape still being drawn)."""
         if self._worker is not None:
             self._again = True
             return
@@ -153,9 +176,9 @@ class RefinePanel(QGroupBox):
         if img is None:
             return
         prompts = read_prompts(self.owner.viewer, image, img.shape[:2])
-        if prompts.problems:
+        if prompts.problems and not quiet:
             self.message.error("; ".join(prompts.problems) + " — left out, nothing changed", cause="prompt")
-        else:
+        elif not prompts.problems:
             self.message.clear_cause("prompt")
         if prompts.empty:
             self.pending = []
