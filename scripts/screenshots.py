@@ -4,7 +4,8 @@
 
 propose: a proposal on the brain and the nuclei sample (shipped default checkpoint).
 project: a project of the four nuclei tiles: Propose all, the image list with uncertainty,
-         Next, Refine with points and a box, a prompt mapped onto a class.
+         Next, a prompt mapped onto a class (boxes, clicks and more like this:
+         tests/test_napari_refine.py with PROMPTSEG_SCREENSHOTS=docs/screenshots).
 retrain: a real `promptseg train` round from the dock (5 gold labels, so one is held out for
          validation Dice), with the live plot and the rounds table.
 volume:  20 axial slices of Colin27 (mricron-data), All slices with three structures.
@@ -93,29 +94,7 @@ def scene_project(root: Path) -> None:
     settle()
     shot(viewer, "project_list.png")
 
-    # Refine the current image with two clicks inside nuclei, one outside and a box.
-    name = w.current.image if w.current else w.image_combo.currentText()
-    if w.current is None:
-        propose(w, "nucleus")
-    w.refine_panel.layers_btn.click()
-    from scipy import ndimage
-
-    lab = np.asarray(viewer.layers[f"{name} promptseg"].data) == 1
-    comps, n = ndimage.label(lab)
-    sizes = ndimage.sum(lab, comps, range(1, n + 1)) if n else []
-    centres = [ndimage.center_of_mass(comps == i + 1) for i in np.argsort(sizes)[::-1][:2]] or [(64.0, 64.0)]
-    viewer.layers[f"{name} points +"].add([[float(y), float(x)] for y, x in centres])
-    bg = np.argwhere(~ndimage.binary_dilation(lab, iterations=15))
-    viewer.layers[f"{name} points −"].add([bg[len(bg) // 2].astype(float).tolist()])
-    viewer.layers[f"{name} box"].add_rectangles(np.array([[16.0, 16.0], [240.0, 240.0]]))
-    w.refine_panel.refine_btn.click()
-    wait(lambda: w.refine_panel._worker is None)
-    print(" ", w.refine_panel.info.text())
-    shot(viewer, "refine.png")
-
     # A synonym typed as a prompt reuses the class.
-    for ly in [ly for ly in viewer.layers if ly.name.startswith(f"{name} ") and ly.name != f"{name} promptseg"]:
-        viewer.layers.remove(ly)
     images.next_btn.click()
     propose(w, "cell nucleus")
     shot(viewer, "prompt_mapping.png")

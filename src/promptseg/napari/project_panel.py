@@ -213,7 +213,8 @@ class ProjectPanel(QGroupBox):
             spacing = tuple(float(v) for v in image_layer.scale[-final.ndim:])
         try:
             done = accept(self.project, p.image_array, name, proposal, final, p.prompts, p.model_version, p.prompt,
-                          seconds=time.time() - p.shown_at, spacing=spacing, stored_proposal=p.saved_proposal)
+                          seconds=time.time() - p.shown_at, spacing=spacing, stored_proposal=p.saved_proposal,
+                          objects=p.objects)
         except ProjectError as exc:
             self.accept_msg.warn(str(exc))
             return

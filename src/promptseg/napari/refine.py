@@ -1,166 +1,317 @@
-"""Refine section: point and box prompts from napari layers, and exemplars from accepted labels.
+"""Boxes, clicks and "more like this": objects of any class, on images the model never saw.
 
-Positive points come from the Points layer ``<image> points +``, negative ones from
-``<image> points −``; the box is the last rectangle of the Shapes layer ``<image> box``.
-"use exemplars" pools image features under the project's accepted labels of each prompted
-class (``Predictor.exemplar_vector``). Refining re-runs only the decoder on the cached
-embedding of the image (exemplar images are embedded once, then cached).
+Draw a box or click on the image's prompt layers and the mask appears by itself: every change
+of those layers decodes in a worker on the cached embedding (LiteMedSAM's frozen prompt
+encoder and mask decoder, class-agnostic). A single click offers candidate masks, best first;
+Next candidate cycles through them. Commit paints the masks into the image's Labels layer as
+new instances of the current class (a class the model does not know joins the project when
+accepted) and clears the prompts for the next object. More like this proposes every further
+region like the class's masks (this image's, else the project's accepted ones) where nothing
+is marked yet.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QGroupBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
+from qtpy.QtWidgets import QCheckBox, QGroupBox, QLineEdit, QPushButton, QSpinBox, QVBoxLayout
 
-from ..workflow.exemplars import exemplar_sources
-from ..workflow.scoring import expert_disagreement, mean_entropy
-from .layers import show_labels
+from ..model.text import split_prompts
+from ..workflow.objects import MaskObject
+from .message_line import MessageLine
+from .prompt_layers import BOX, NEG, POS, add_prompt_layers, clear_prompts, read_prompts, show_pending
 from .rows import hrow
-from .state import Proposal
+from .spatial_commit import commit_objects, exemplar_masks, paint_more, project_exemplars
 from .workers import start_worker
 
-POS, NEG, BOX = "points +", "points −", "box"
+
+class _Line(MessageLine):
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt name): other sections clear it with setText("")
+        if text:
+            super().setText(text)
+        else:
+            self.clear()
 
 
-def prompt_layer_names(image: str) -> tuple[str, str, str]:
-    return f"{image} {POS}", f"{image} {NEG}", f"{image} {BOX}"
+@dataclass
+class Pending:
+    """A decoded object waiting for Commit; a click object keeps its candidate masks."""
+    source: str                           # "box" or "click"
+    candidates: list[tuple[np.ndarray, float]]
+    pick: int = 0
 
+    @property
+    def mask(self) -> np.ndarray:
+        return self.candidates[self.pick][0]
 
-def spatial_prompts(viewer, image: str) -> tuple[np.ndarray | None, np.ndarray | None, tuple | None]:
-    """(points (P, 2) row/col, labels (P,) 1/0, box (r0, c0, r1, c1)) from the image's layers."""
-    pos, neg, box = prompt_layer_names(image)
-    pts, labs = [], []
-    for name, lab in ((pos, 1), (neg, 0)):
-        if name in viewer.layers:
-            data = np.asarray(viewer.layers[name].data, np.float32).reshape(-1, viewer.layers[name].ndim)
-            pts.append(data[:, -2:])
-            labs.append(np.full(len(data), lab, np.int64))
-    points = np.concatenate(pts) if pts else None
-    labels = np.concatenate(labs) if labs else None
-    if points is not None and len(points) == 0:
-        points = labels = None
-    rect = None
-    if box in viewer.layers and len(viewer.layers[box].data):
-        corners = np.asarray(viewer.layers[box].data[-1], np.float32)[:, -2:]
-        (r0, c0), (r1, c1) = corners.min(0), corners.max(0)
-        rect = (float(r0), float(c0), float(r1), float(c1))
-    return points, labels, rect
+    @property
+    def score(self) -> float:
+        return self.candidates[self.pick][1]
 
 
 class RefinePanel(QGroupBox):
     def __init__(self, owner, session) -> None:
-        super().__init__("Refine")
-        self.owner = owner          # the dock: viewer, proposal on screen
-        self.session = session      # workflow/session.py: the project, model, Predictor, exemplars
+        super().__init__("Boxes, clicks, more like this")
+        self.owner = owner          # the dock: viewer, image list, proposal on screen
+        self.session = session      # workflow/session.py: the project, model, Predictor
+        self.image: str | None = None          # the image whose prompt layers are watched
+        self.pending: list[Pending] = []
+        self.latencies: list[float] = []       # seconds from a prompt change to its mask on screen
         self._worker = None
-        self.layers_btn = QPushButton("Point / box layers")
-        self.layers_btn.setToolTip("Add Points layers for positive (+) and negative (−) clicks and a Shapes "
-                                   "layer for a box, for the current image")
-        self.exemplars = QCheckBox("use exemplars")
-        self.exemplars.setToolTip("Also prompt with image features under the project's accepted labels of each class")
+        self._again = False
+        self._asked_at = 0.0
+        self._boxes: dict[tuple, tuple[np.ndarray, float]] = {}   # decoded boxes of this image
+        self.layers_btn = QPushButton("Box / click layers")
+        self.layers_btn.setToolTip("Add a Shapes layer for boxes and Points layers for clicks inside (+) and "
+                                   "outside (−) the object, for the image on screen")
+        self.class_edit = QLineEdit()
+        self.class_edit.setPlaceholderText("class (default: the first in Classes)")
+        self.class_edit.setToolTip("Objects are committed as this class; a new name becomes a project class "
+                                   "when accepted")
+        self.zoom = QCheckBox("zoom")
+        self.zoom.setToolTip("Also decode each box on a crop around it at the encoder's full resolution: sharper "
+                             "masks of small objects, but one encoder pass per new box (off: the decoder only, "
+                             "on the image's cached embedding)")
+        self.commit_btn = QPushButton("Commit (Shift+C)")
+        self.cycle_btn = QPushButton("Next candidate (Shift+X)")
+        self.more_btn = QPushButton("More like this (Shift+M)")
+        self.more_btn.setToolTip("Propose every further region like this class's masks: this image's, "
+                                 "else the project's accepted labels")
         self.max_exemplars = QSpinBox()
         self.max_exemplars.setRange(1, 16)
         self.max_exemplars.setValue(4)
-        self.max_exemplars.setToolTip("At most this many accepted labels per class (newest first)")
-        self.refine_btn = QPushButton("Refine")
-        self.info = QLabel("")
-        self.info.setWordWrap(True)
-        self.max_exemplars.setPrefix("max ")
+        self.max_exemplars.setPrefix("from ")
+        self.max_exemplars.setSuffix(" labels")
+        self.max_exemplars.setToolTip("At most this many accepted labels per class (newest first) serve as "
+                                      "exemplars: for More like this on an image without the class, and for "
+                                      "the exemplar expert of batch proposals")
+        self.message = _Line()
+        self.info = self.message     # the name other sections use to clear it
         lay = QVBoxLayout(self)
-        lay.addWidget(hrow(self.layers_btn, self.refine_btn))
-        lay.addWidget(hrow(self.exemplars, self.max_exemplars))
-        lay.addWidget(self.info)
+        lay.addWidget(hrow(self.layers_btn, self.class_edit, self.zoom, stretch=self.class_edit))
+        lay.addWidget(hrow(self.commit_btn, self.cycle_btn))
+        lay.addWidget(hrow(self.more_btn, self.max_exemplars, stretch=self.more_btn))
+        lay.addWidget(self.message)
         self.layers_btn.clicked.connect(self.add_prompt_layers)
-        self.refine_btn.clicked.connect(self.refine)
+        self.commit_btn.clicked.connect(self.commit)
+        self.cycle_btn.clicked.connect(self.next_candidate)
+        self.more_btn.clicked.connect(self.more_like_this)
+
+    # -- layers ----------------------------------------------------------------------------
+    def current_class(self) -> str:
+        typed = self.class_edit.text().strip()
+        if typed:
+            return typed
+        try:
+            return split_prompts(self.owner.prompt_edit.text())[0]
+        except ValueError:
+            return ""
+
+    def _image_array(self, name: str) -> np.ndarray | None:
+        layer = self.owner.viewer.layers[name] if name in self.owner.viewer.layers else None
+        if layer is None or np.ndim(layer.data) - (1 if layer.rgb else 0) != 2:
+            return None
+        return np.asarray(layer.data)
 
     def add_prompt_layers(self) -> None:
         w = self.owner
         name = w.current.image if w.current is not None else w.image_combo.currentText()
-        if not name or name not in w.viewer.layers:
-            self.info.setText("⚠ open an image first")
+        if not name or self._image_array(name) is None:
+            self.message.warn("open a 2-D image first: boxes and clicks work on 2-D images", cause="image")
             return
-        image_layer = w.viewer.layers[name]
-        scale = image_layer.scale[-2:]
-        pos, neg, box = prompt_layer_names(name)
-        if pos not in w.viewer.layers:
-            w.viewer.add_points(np.zeros((0, 2)), name=pos, face_color="#3cb44b", size=6, scale=scale)
-        if neg not in w.viewer.layers:
-            w.viewer.add_points(np.zeros((0, 2)), name=neg, face_color="#e6194b", size=6, scale=scale)
-        if box not in w.viewer.layers:
-            w.viewer.add_shapes(name=box, edge_color="#ffe119", face_color="transparent", edge_width=2, scale=scale)
-        w.viewer.layers[box].mode = "add_rectangle"
-        w.viewer.layers.selection.active = w.viewer.layers[pos]
-        w.viewer.layers[pos].mode = "add"
-        self.info.setText(f"Click inside the object on '{pos}', outside on '{neg}', or draw a box on '{box}', "
-                          "then Refine.")
+        if name != self.image:
+            self.image, self.pending, self._boxes = name, [], {}
+        layers = add_prompt_layers(w.viewer, name)
+        for key in (BOX, POS, NEG):
+            if not layers[key].metadata.get("promptseg_watched"):
+                layers[key].events.data.connect(lambda event, n=name: self._on_prompt_changed(n, event))
+                layers[key].metadata["promptseg_watched"] = True
+        w.viewer.layers.selection.active = layers[BOX]
+        layers[BOX].mode = "add_rectangle"
+        self._warm(name)
+        self.message.say(f"Draw a box on '{layers[BOX].name}', or click on '{layers[POS].name}' (outside the "
+                         f"object: '{layers[NEG].name}'): the mask appears by itself. Commit adds it as "
+                         f"'{self.current_class() or '…'}'.", cause="layers")
 
-    # -- refine ------------------------------------------------------------------------
-    def refine(self) -> None:
-        w = self.owner
-        p = w.current
-        if self._worker is not None:
+    def _warm(self, image: str) -> None:
+        """Embed the image for boxes now (a whole-image box, its answer dropped), so that the
+        first box the annotator draws costs only the decoder."""
+        img = self._image_array(image)
+        if self._worker is not None or img is None:
             return
-        predictor = self.session.loaded_predictor
-        if p is None or p.layer not in w.viewer.layers or predictor is None:
-            self.info.setText("⚠ propose on an image first; Refine re-runs the decoder on its embedding")
-            return
-        if w.unsaved_edits() is not None:
-            self.info.setText("⚠ the layer has edits: Accept them first (Refine would replace the layer)")
-            return
-        points, labels, box = spatial_prompts(w.viewer, p.image)
-        use_ex = self.exemplars.isChecked()
-        sources = exemplar_sources(self.session.project, p.prompts, p.image, self.max_exemplars.value()) if use_ex else {}
-        if points is None and box is None and not any(sources.values()):
-            self.info.setText("⚠ nothing to refine with: add points or a box (Point / box layers)"
-                              + (", or accept labels of these classes to use as exemplars" if use_ex else ""))
-            return
-        session, image, tau = self.session, p.image_array, p.tau
+        session, owner = self.session, self.owner
 
         def job():
             try:
-                t0 = time.perf_counter()
                 with session.lock:
-                    ex = session.exemplars.vectors(predictor, session.project, sources) if sources else None
-                    predictor.set_image(image)           # cache hit: no encoder run
-                    r = predictor.predict(p.prompts, threshold=tau, points=points, point_labels=labels, box=box,
-                                          exemplars=ex or None, grounding=True)
-                scores = (mean_entropy(r.probs), expert_disagreement(r.probs, r.grounding, tau))
-                return r, scores, time.perf_counter() - t0, ex
+                    predictor = owner.predictor()
+                    predictor.set_image(img)
+                    predictor.predict_boxes([(0, 0, img.shape[0] - 1, img.shape[1] - 1)], zoom=False)
+            except (ValueError, RuntimeError, OSError) as exc:
+                return str(exc)
+            return None
+
+        self._worker = start_worker(job, self._decoded, on_return=lambda res: res and self.message.error(res))
+
+    def _on_prompt_changed(self, image: str, event) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action in ("adding", "changing", "removing"):
+            return
+        if image != self.image:
+            self.image, self.pending, self._boxes = image, [], {}
+        self._asked_at = time.perf_counter()
+        # a rectangle being drawn has no size until the drag ends: not worth an error message
+        self.decode(quiet=bool(getattr(getattr(event, "source", None), "_is_creating", False)))
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, quiet: bool = False) -> None:
+        """Decode the prompt layers' boxes and clicks in a worker (the latest layers win);
+        ``quiet``: leave bad prompts out without a message (a shape still being drawn)."""
+        if self._worker is not None:
+            self._again = True
+            return
+        image = self.image
+        img = self._image_array(image) if image else None
+        if img is None:
+            return
+        prompts = read_prompts(self.owner.viewer, image, img.shape[:2])
+        if prompts.problems and not quiet:
+            self.message.error("; ".join(prompts.problems) + " — left out, nothing changed", cause="prompt")
+        elif not prompts.problems:
+            self.message.clear_cause("prompt")
+        if prompts.empty:
+            self.pending = []
+            show_pending(self.owner.viewer, image, [])
+            return
+        known = dict(self._boxes)
+        session, owner, zoom = self.session, self.owner, self.zoom.isChecked()
+
+        def job():
+            try:
+                with session.lock:
+                    predictor = owner.predictor()
+                    predictor.set_image(img)             # cache hit after a proposal
+                    todo = [b for b in prompts.boxes if (b, zoom) not in known]
+                    if todo:
+                        r = predictor.predict_boxes(todo, zoom=zoom)
+                        known.update({(b, zoom): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
+                    click = None
+                    if len(prompts.points):
+                        r = predictor.predict_points(prompts.points, prompts.labels)
+                        click = list(zip(r.candidates, r.candidate_scores.tolist()))
+                return prompts, known, click, zoom
             except (ValueError, RuntimeError, OSError) as exc:
                 return str(exc)
 
-        self.refine_btn.setEnabled(False)
-        self.info.setText("Refining …")
-        self._worker = start_worker(job, self._done, on_return=lambda res: self._show(p, res, points, box))
+        self._worker = start_worker(job, self._decoded, on_return=lambda res, n=image: self._show(n, res))
 
-    def _done(self) -> None:
+    def _decoded(self) -> None:
         self._worker = None
-        self.refine_btn.setEnabled(True)
+        if self._again:
+            self._again = False
+            self.decode()
 
-    def _show(self, p: Proposal, res, points, box) -> None:
-        w = self.owner
+    def _show(self, image: str, res) -> None:
         if isinstance(res, str):
-            self.info.setText(f"⚠ {res}")
+            self.message.error(f"{res} — nothing changed", cause="prompt")
             return
-        r, (uncertainty, disagreement), seconds, ex = res
-        if p is not w.current or p.layer not in w.viewer.layers:
-            self.info.setText("⚠ the image changed while refining; result dropped")
+        if image != self.image:
             return
-        show_labels(w.viewer, p.layer, r.labels, r.prompts, r.presence, metadata={"refined": True},
-                    known_colors=w.project_panel.class_colors())
-        p.probs, p.presence, p.fixed = r.probs, r.presence, None
-        p.refine = {"points": None if points is None else points.tolist(), "box": box,
-                    "exemplars": {k: len(v) for k, v in (ex or {}).items()}}
-        what = []
-        if points is not None:
-            what.append(f"{len(points)} point(s)")
-        if box is not None:
-            what.append("a box")
-        if ex:
-            what.append(", ".join(f"{len(v)} exemplar(s) of {k}" for k, v in ex.items()))
-        self.info.setText(f"Refined with {', '.join(what) or 'nothing'} in {seconds:.2f} s "
-                          f"(decoder only; uncertainty {uncertainty:.3f}).")
-        w.presence.setText("  ".join(f"■ {c}: {v:.2f}" for c, v in zip(r.prompts, r.presence)))
-        w.project_panel.on_proposed(p, uncertainty, w.viewer.layers[p.image] if p.image in w.viewer.layers else None,
-                                    disagreement)
+        prompts, known, click, zoom = res
+        self._boxes = known
+        old_pick = next((p.pick for p in self.pending if p.source == "click"), 0)
+        self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
+        if click:
+            self.pending.append(Pending("click", click, old_pick if old_pick < len(click) else 0))
+        show_pending(self.owner.viewer, image, [p.mask for p in self.pending])
+        seconds = time.perf_counter() - self._asked_at
+        self.latencies.append(seconds)
+        what = [f"{sum(p.source == 'box' for p in self.pending)} box(es)"] if prompts.boxes else []
+        if click:
+            what.append(self._candidate_text())
+        self.message.say(f"{', '.join(what)} → mask in {1000 * seconds:.0f} ms. Commit (Shift+C) adds "
+                         f"{'them' if len(self.pending) > 1 else 'it'} as '{self.current_class() or '…'}'.",
+                         cause="mask")
+
+    def _candidate_text(self) -> str:
+        p = next(p for p in self.pending if p.source == "click")
+        return f"click candidate {p.pick + 1}/{len(p.candidates)} (predicted quality {p.score:.2f})"
+
+    def next_candidate(self) -> None:
+        """Show the click object's next candidate mask."""
+        click = next((p for p in self.pending if p.source == "click"), None)
+        if click is None:
+            self.message.warn("no click object: click inside an object first", cause="candidate")
+            return
+        click.pick = (click.pick + 1) % len(click.candidates)
+        show_pending(self.owner.viewer, self.image, [p.mask for p in self.pending])
+        self.message.say(self._candidate_text(), cause="candidate")
+
+    # -- commit and more like this ------------------------------------------------------------
+    def commit(self) -> None:
+        """Paint the pending masks into the image's Labels layer as new instances of the current
+        class, then clear the prompt layers for the next object."""
+        name = self.current_class()
+        if self._worker is not None:
+            self.message.warn("the mask is still being decoded: commit again in a moment", cause="commit")
+            return
+        if not self.pending:
+            self.message.warn("nothing to commit: draw a box or click on the object first", cause="commit")
+            return
+        if not name:
+            self.message.warn("type the object's class (here or in Classes) before committing", cause="commit")
+            return
+        objects = [MaskObject(p.mask, name, p.source, p.score) for p in self.pending if p.mask.any()]
+        n = commit_objects(self.owner, self.image, self._image_array(self.image), objects)
+        image = self.image
+        self.pending, self._boxes = [], {}
+        clear_prompts(self.owner.viewer, image)
+        self.message.say(f"committed {n} '{name}' object(s) in {image}: draw the next one, or More like this; "
+                         "Accept stores them", cause="commit")
+
+    def more_like_this(self) -> None:
+        """Propose every further region of the current class in this image (a worker)."""
+        name, image = self.current_class(), self.owner.image_combo.currentText()
+        img = self._image_array(image) if image else None
+        if self._worker is not None:
+            return
+        if img is None or not name:
+            self.message.warn("open a 2-D image and name the class first", cause="more")
+            return
+        here = exemplar_masks(self.owner, image, name) + [p.mask for p in self.pending]
+        others = project_exemplars(self.session.project, name, image, self.max_exemplars.value()) if not here else []
+        if not here and not others:
+            self.message.warn(f"no '{name}' to start from: draw a box or click on one and Commit, or accept "
+                              f"labels of '{name}' in the project", cause="more")
+            return
+        session, owner = self.session, self.owner
+
+        def job():
+            try:
+                with session.lock:
+                    predictor = owner.predictor()
+                    ex = None
+                    for other_img, mask in others:
+                        e = predictor.exemplars(mask, image=other_img)
+                        ex = e if ex is None else ex.merged(e)
+                    return predictor.more_like_this(predictor.exemplars(here, image=img) if here else ex, image=img)
+            except (ValueError, RuntimeError, OSError) as exc:
+                return str(exc)
+
+        self.more_btn.setEnabled(False)
+        self.message.say(f"looking for more '{name}' like the {len(here) or len(others)} example(s) …", cause="more")
+        self._worker = start_worker(job, self._more_done, on_return=lambda res: self._show_more(image, img, name, res))
+
+    def _more_done(self) -> None:
+        self.more_btn.setEnabled(True)
+        self._decoded()
+
+    def _show_more(self, image: str, img: np.ndarray, name: str, res) -> None:
+        if isinstance(res, str):
+            self.message.error(f"{res} — nothing changed", cause="more")
+            return
+        n, skipped = paint_more(self.owner, image, img, name, res.instances)
+        self.message.say(f"More like this: {n} new '{name}' instance(s) where nothing was marked"
+                         + (f" ({skipped} found over marked objects left out)" if skipped else "")
+                         + "; erase wrong ones, then Accept", cause="more")

@@ -2,7 +2,8 @@
 
 Shift+letter: napari's layers already use the plain letters (P paints on a Labels layer,
 A selects all points, N/R/F have layer meanings too) and Ctrl+T transposes axes, so the
-dock's actions take the Shift variants, which no Labels layer binds.
+dock's actions take the Shift variants, which no Labels layer binds (napari's own Shift+V
+stays).
 
 Each action is registered with napari's action manager on the viewer's keymap, so it is
 listed (and can be rebound) in napari's Preferences > Shortcuts, under the viewer's key
@@ -18,7 +19,9 @@ PACKAGE = "napari-promptseg"
 # (default key, action, button label, what it does)
 SHORTCUTS = (
     ("Shift-P", "propose", "Propose", "Propose the typed classes on the image on screen"),
-    ("Shift-F", "refine", "Refine", "Refine the proposal with the point and box prompts"),
+    ("Shift-C", "commit", "Commit object", "Paint the box or click object into the proposal as an instance of the class"),
+    ("Shift-X", "candidate", "Next candidate", "Show the click's next candidate mask"),
+    ("Shift-M", "more", "More like this", "Propose further objects like the class's masks in this image"),
     ("Shift-A", "accept", "Accept", "Accept the corrected labels into the project"),
     ("Shift-N", "next", "Next image", "Open the project's suggested next image"),
     ("Shift-R", "retrain", "Retrain", "Retrain the model on the accepted labels"),
@@ -38,15 +41,19 @@ def action_name(action: str) -> str:
 
 def actions(widget) -> dict:
     panel = widget.project_panel
-    return {"propose": widget.propose, "refine": widget.refine_panel.refine, "accept": panel.accept,
+    spatial = widget.refine_panel
+    return {"propose": widget.propose, "commit": spatial.commit, "candidate": spatial.next_candidate,
+            "more": spatial.more_like_this, "accept": panel.accept,
             "next": panel.images.next_image, "retrain": panel.retrain}
 
 
 def buttons(widget) -> dict:
     """The button each shortcut stands for."""
     panel = widget.project_panel
-    return {"propose": widget.propose_btn, "refine": widget.refine_panel.refine_btn, "accept": panel.accept_btn,
-            "next": panel.images.next_btn, "retrain": panel.retrain_btn}
+    spatial = widget.refine_panel
+    return {"propose": widget.propose_btn, "commit": spatial.commit_btn, "candidate": spatial.cycle_btn,
+            "more": spatial.more_btn, "accept": panel.accept_btn, "next": panel.images.next_btn,
+            "retrain": panel.retrain_btn}
 
 
 def key_of(action: str) -> str:

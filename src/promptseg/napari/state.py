@@ -28,6 +28,7 @@ class Proposal:
     refine: dict | None = None                # points / box / exemplars of the last Refine
     slice_index: int | None = None            # for a proposal on one slice of a volume (axis 0)
     stashed: np.ndarray | None = None         # edits last kept as a draft (not saved twice)
+    objects: list = field(default_factory=list)   # workflow/objects.MaskObject from boxes, clicks, exemplars
 
     def labels(self, tau: float | None = None) -> np.ndarray:
         tau = self.tau if tau is None else tau

@@ -11,9 +11,11 @@ from .atomic import (
 from .errors import ProjectError
 from .records import (
     LABEL_KINDS,
+    MASK_SOURCES,
     ClassRecord,
     ImageRecord,
     LabelRecord,
+    MaskSource,
     ModelRecord,
     RoundRecord,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "ModelRecord",
     "RoundRecord",
     "LABEL_KINDS",
+    "MASK_SOURCES",
+    "MaskSource",
     "SCHEMA_VERSION",
     "array_sha256",
     "atomic_path",

@@ -13,7 +13,8 @@ from .atomic import atomic_write_tiff
 from ._part import ProjectPart
 from .errors import ProjectError
 from .paths import check_space, checked_path, space_error
-from .records import LABEL_KINDS, ImageRecord, LabelRecord, dumps
+from ._sources import check_sources, text_sources
+from .records import LABEL_KINDS, ImageRecord, LabelRecord, MaskSource, dumps
 
 __all__ = ["LabelsMixin"]
 
@@ -77,8 +78,11 @@ class LabelsMixin(ProjectPart):
         dice_vs_proposal: float | None = None,
         edited_fraction: float | None = None,
         seconds: float | None = None,
+        sources: list[MaskSource] | None = None,
     ) -> LabelRecord:
-        """Store a new label version for ``image``; value i+1 means ``classes[i]``."""
+        """Store a new label version for ``image``; value i+1 means ``classes[i]``. ``sources``:
+        where its pixels came from, stored with it (default: a proposal's are the text model's,
+        other kinds record none)."""
         if kind not in LABEL_KINDS:
             raise ProjectError(f"invalid label kind {kind!r}; expected one of {LABEL_KINDS}")
         if isinstance(classes, str):
@@ -90,6 +94,9 @@ class LabelsMixin(ProjectPart):
             raise ProjectError(f"duplicate class names in {names}")
         rec = self.image(image)
         arr = self._validate_label(rec, labels, names)
+        if sources is None:
+            sources = text_sources(arr, names) if kind == "proposal" else []
+        sources = check_sources(sources, names)
         with self._lock:
             folder = checked_path(self.root, f"labels/{rec.name}", f"images row {rec.id}")
             # A compressed label is never larger than its raw bytes (plus the TIFF header).
@@ -120,6 +127,7 @@ class LabelsMixin(ProjectPart):
                          _opt_float(dice_vs_proposal), _opt_float(edited_fraction), _opt_float(seconds),
                          time.time()),
                     )
+                    self._insert_sources(cur.lastrowid, names, sources)
             except (OSError, sqlite3.OperationalError) as exc:
                 full = space_error(exc, self.root, arr.nbytes)
                 if full is None:

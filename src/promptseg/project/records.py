@@ -14,6 +14,9 @@ from .errors import ProjectError
 from .paths import check_name, checked_path
 
 LABEL_KINDS = ("proposal", "corrected", "gold")
+# Where a stored mask's pixels came from: the text model's proposal, a box, clicks, "more like
+# this" exemplars, or the annotator's brush.
+MASK_SOURCES = ("text", "box", "click", "exemplar", "painted")
 # "interrupted": marked "running" but no process holds the project's round lock (killed).
 ROUND_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 
@@ -149,3 +152,20 @@ class RoundRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RoundRecord:
         return _record(cls, row, config=dict(_loads(row["config"], {})), metrics=dict(_loads(row["metrics"], {})))
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """The pixels of one class in one label that came from one source (``pixels`` None: not
+    known, for labels stored before sources were recorded); ``objects`` made from it and their
+    mean predicted quality ``score`` (None when not predicted)."""
+    class_name: str
+    source: str
+    pixels: int | None
+    objects: int = 0
+    score: float | None = None
+    label_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> MaskSource:
+        return cls(row["class"], row["source"], row["pixels"], row["objects"], row["score"], row["label_id"])

@@ -13,7 +13,7 @@ from .errors import ProjectError
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "migrate", "get_version", "connect"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -110,8 +110,37 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.executescript(_V2)
 
 
+# label_sources: where the pixels of each stored label came from, per class and source (text
+# proposal, box, click, exemplar, painted by hand), so effort and accuracy can be reported per
+# source. Labels from version 2 get their one known source: a proposal is the text model's;
+# a corrected label started from one (its painted share is unknown, so ``pixels`` is NULL).
+_V3 = """
+BEGIN;
+CREATE TABLE label_sources (
+    id       INTEGER PRIMARY KEY,
+    label_id INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+    class    TEXT NOT NULL,
+    source   TEXT NOT NULL CHECK (source IN ('text', 'box', 'click', 'exemplar', 'painted')),
+    pixels   INTEGER,
+    objects  INTEGER NOT NULL DEFAULT 0,
+    score    REAL,
+    UNIQUE (label_id, class, source)
+);
+CREATE INDEX label_sources_source ON label_sources(source);
+INSERT INTO label_sources(label_id, class, source, pixels, objects)
+    SELECT labels.id, json_each.value, 'text', NULL, 0 FROM labels, json_each(labels.classes)
+    WHERE labels.kind IN ('proposal', 'corrected');
+PRAGMA user_version = 3;
+COMMIT;
+"""
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    conn.executescript(_V3)
+
+
 # Index i upgrades version i -> i + 1; append new steps, never edit old ones.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -21,6 +21,7 @@ from ..fsutil import array_sha256
 from . import schema
 from ._labels import LabelsMixin
 from ._models import ModelsMixin
+from ._sources import SourcesMixin
 from ._status import StatusMixin
 from .atomic import atomic_write_tiff
 from ..io.limits import check_pixels
@@ -62,7 +63,7 @@ def _read_image_file(path: Path) -> tuple[np.ndarray, bool]:
     return np.asarray(array), bool(meta.get("rgb", False))
 
 
-class Project(LabelsMixin, ModelsMixin, StatusMixin):
+class Project(LabelsMixin, ModelsMixin, StatusMixin, SourcesMixin):
     """A promptseg project folder.  Use ``create``/``open``/``open_or_create``."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:

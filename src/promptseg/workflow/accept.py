@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..training.evaluate import dice, edited_fraction
+from .objects import MaskObject, mask_sources
 
 
 @dataclass
@@ -35,14 +36,17 @@ def dice_vs_proposal(proposal: np.ndarray, final: np.ndarray, n_classes: int) ->
 def accept(project, image_array: np.ndarray, name: str, proposal: np.ndarray, final: np.ndarray,
            prompts: list[str], model_version: int | None, prompt: str | None = None,
            seconds: float | None = None, spacing: tuple[float, ...] | None = None,
-           stored_proposal: np.ndarray | None = None) -> Accepted:
+           stored_proposal: np.ndarray | None = None, objects: list[MaskObject] | None = None) -> Accepted:
     """Add the image (idempotent), store the proposal unless ``stored_proposal`` equals it, then
-    the corrected labels with Dice against the proposal and the edited fraction. Raises
-    ValueError (nothing stored) when ``final`` is not a correction of ``proposal``."""
+    the corrected labels with Dice against the proposal, the edited fraction and where each
+    class's pixels came from (``objects`` made from boxes, clicks or exemplars; the text
+    proposal; the brush). Raises ValueError (nothing stored) when ``final`` is not a correction
+    of ``proposal``."""
     final = np.asarray(final).astype(np.int32)
     problem = check_correction(proposal, final, prompts)
     if problem:
         raise ValueError(problem)
+    sources = mask_sources(proposal, final, prompts, objects)
     prompt = "; ".join(prompts) if prompt is None else prompt
     rec = project.add_image(image_array, name=name, spacing=spacing)
     stored = stored_proposal is None or not np.array_equal(stored_proposal, proposal)
@@ -50,5 +54,6 @@ def accept(project, image_array: np.ndarray, name: str, proposal: np.ndarray, fi
         project.save_label(rec, proposal, prompts, "proposal", model_version=model_version, prompt=prompt)
     lab = project.save_label(rec, final, prompts, "corrected", model_version=model_version, prompt=prompt,
                              dice_vs_proposal=dice_vs_proposal(proposal, final, len(prompts)),
-                             edited_fraction=edited_fraction(proposal, final), seconds=seconds)
+                             edited_fraction=edited_fraction(proposal, final), seconds=seconds,
+                             sources=sources)
     return Accepted(rec, lab, stored)

@@ -1,0 +1,81 @@
+"""Box and click -> mask latency as the annotator sees it in the dock (from the prompt layer's
+change to the mask on screen: worker start, decode, drawing), against the bare Predictor call
+on the same prompts in the same run. Run under Xvfb:
+
+    xvfb-run -a python scripts/dock_box_latency.py MONUSEG_DIR OUT.json [--zoom]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(data: Path, out: Path, zoom: bool, image: str = "TCGA-18-5592-01Z-00-DX1", n: int = 10) -> dict:
+    import imageio.v3 as iio
+    import napari
+    from qtpy.QtWidgets import QApplication
+    from skimage.measure import label, regionprops
+
+    img = np.ascontiguousarray(iio.imread(data / "images" / f"{image}.png")[:256, :256, :3])
+    gold = label(iio.imread(data / "masks" / f"{image}.png")[:256, :256] > 0)
+    regions = [r for r in sorted(regionprops(gold), key=lambda r: -r.area) if r.solidity >= 0.9][:n]
+    boxes = [(r.bbox[0] - 2, r.bbox[1] - 2, r.bbox[2] + 1, r.bbox[3] + 1) for r in regions]
+    clicks = [tuple(int(v) for v in r.coords[np.argmin(((r.coords - r.centroid) ** 2).sum(1))]) for r in regions[:3]]
+
+    viewer = napari.Viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    viewer.add_image(img, name="he", rgb=True)
+    w.image_combo.setCurrentText("he")
+    rp = w.refine_panel
+    rp.zoom.setChecked(zoom)
+    app = QApplication.instance()
+
+    def idle() -> None:
+        while rp._worker is not None or rp._again:
+            app.processEvents()
+            time.sleep(0.002)
+
+    rp.layers_btn.click()             # embeds the image for boxes (the warm-up)
+    idle()
+    rp.latencies.clear()
+    for b in boxes:
+        viewer.layers["he box"].add_rectangles(np.array([[b[0], b[1]], [b[2], b[3]]], float))
+        idle()
+        viewer.layers["he box"].data = []
+        idle()
+    dock_boxes = list(rp.latencies)
+    for c in clicks:
+        viewer.layers["he clicks +"].add([list(c)])
+        idle()
+        viewer.layers["he clicks +"].data = np.zeros((0, 2))
+        idle()
+    dock_clicks = rp.latencies[len(dock_boxes):]
+    pred = w.session.loaded_predictor
+    pred.set_image(img)
+    bare_boxes, bare_clicks = [], []
+    for b in boxes:
+        t = time.perf_counter()
+        pred.predict_boxes([b], zoom=zoom)
+        bare_boxes.append(time.perf_counter() - t)
+    for c in clicks:
+        t = time.perf_counter()
+        pred.predict_points([c])
+        bare_clicks.append(time.perf_counter() - t)
+    viewer.close()
+    med = lambda xs: float(np.median(xs))   # noqa: E731
+    res = {"image": image, "zoom": zoom, "boxes": len(boxes), "clicks": len(clicks),
+           "dock_box_s": dock_boxes, "bare_box_s": bare_boxes, "dock_click_s": dock_clicks, "bare_click_s": bare_clicks,
+           "p50_dock_box_s": med(dock_boxes), "p50_bare_box_s": med(bare_boxes),
+           "p50_dock_click_s": med(dock_clicks), "p50_bare_click_s": med(bare_clicks),
+           "box_ratio_dock_over_bare": med(dock_boxes) / med(bare_boxes)}
+    out.write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    r = main(Path(sys.argv[1]), Path(sys.argv[2]), "--zoom" in sys.argv[3:])
+    print(json.dumps({k: v for k, v in r.items() if not isinstance(v, list)}, indent=1))
