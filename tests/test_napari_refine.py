@@ -76,7 +76,7 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
     # 1. an unknown class is said, not shown
     widget.prompt_edit.setText(CLASS)
     widget.propose_btn.click()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=300_000)
+    qtbot.waitUntil(lambda: widget._worker is None and widget.propose_btn.isEnabled(), timeout=300_000)
     assert f"PromptSeg has not learnt '{CLASS}' yet: draw a box or click on one" in widget.status.text()
     assert "he promptseg" not in viewer.layers
     shot(viewer, "boxes_1_unknown_class.png")
@@ -101,7 +101,7 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
     assert dice(np.asarray(labels.data) == 1, inst == target) == pytest.approx(d_box)
     assert len(viewer.layers["he box"].data) == 0 and not np.asarray(viewer.layers["he object"].data).any()
     widget.project_panel.accept_btn.click()
-    assert "accepted he" in widget.project_panel.info.text(), widget.project_panel.info.text()
+    assert "accepted he" in widget.project_panel.accept_msg.text(), widget.project_panel.accept_msg.text()
     with Project.open(tmp_path / "proj") as p:
         assert CLASS in {c.name for c in p.classes()}              # the unknown class joined the project
         lab = p.latest_label("he", ("corrected",))
