@@ -11,6 +11,8 @@ for them in its own worker, never on the GUI thread.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .dock_state import DockState
@@ -22,6 +24,7 @@ class ModelLoader:
         self.state = state
         self._worker = None
         self._again = False          # asked again while loading (another device or version)
+        self.thread: int | None = None   # the thread the last load ran in
 
     @property
     def busy(self) -> bool:
@@ -37,6 +40,7 @@ class ModelLoader:
         device = state.device
 
         def job():
+            self.thread = threading.get_ident()
             try:
                 from ..inference.predictor import preload_modules
 

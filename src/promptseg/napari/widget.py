@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QThreadPool
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSlider, QWidget
 
 from ..workflow.session import AnnotationSession
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
         "'thalamus; putamen') and press Enter or Propose (Shift+P in the viewer).")
+CLOSE_WAIT_MS = 60_000   # at most this long for background work when the window closes
 NO_IMAGE = "open an image first (File > Open, or File > Open Sample > PromptSeg)"
 
 
@@ -200,10 +201,14 @@ class PromptSegWidget(DockDelegates, QWidget):
             self.prefetcher.stop()        # background work ends with the window
             self.batch.stop()
             self.volume_panel.stop()
+            # the loading and embedding workers cannot be interrupted: let them end with the window
+            QThreadPool.globalInstance().waitForDone(CLOSE_WAIT_MS)
         return False
 
     # -- state and messages --------------------------------------------------------------
     def _on_message(self, text: str, level: str, cause) -> None:
+        if cause == "embedding" and self.status.message and self.status.cause not in ("embedding", "model"):
+            return                 # background news never displaces a result or a warning
         if text:
             self.status.say(text, level, cause)
         elif cause is not None:
