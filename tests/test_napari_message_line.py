@@ -21,12 +21,6 @@ def test_message_line_replaces_dedupes_and_clears(qtbot, monkeypatch):
     assert line.text() == "⚠ open a project first"
     line.clear_cause("no-project")                                # its cause is gone: clears
     assert line.text() == "" and line.message == ""
-    line.say("embedding he …", cause="embedding")
-    line.update_cause("he is ready", "embedding")                 # still its message: follows up
-    assert line.text() == "he is ready"
-    line.say("PromptSeg has not learnt 'x' yet", "warning")
-    line.update_cause("he is ready again", "embedding")           # a newer message stays
-    assert line.text() == "⚠ PromptSeg has not learnt 'x' yet"
     line.say("Proposed nucleus")
     line.error("model failed to load")
     assert line.text() == "⛔ model failed to load" and sent[-1] == ("error", "model failed to load")

@@ -25,8 +25,6 @@ class DockState(QObject):
     model_failed = Signal(str)
     # (text, level "info"/"warning"/"error", cause or None): for the dock's main message line
     message = Signal(str, str, object)
-    # (text, cause): replaces the message line's text only while it still shows ``cause``'s message
-    message_update = Signal(str, object)
     # (Proposal, uncertainty, image layer, disagreement or None): a project stores it
     proposed = Signal(object, float, object, object)
     # (mapped prompts): new class names and synonyms for a project to register
@@ -77,10 +75,6 @@ class DockState(QObject):
 
     def warn(self, text: str, cause: str | None = None) -> None:
         self.message.emit(text, "warning", cause)
-
-    def follow_up(self, text: str, cause: str) -> None:
-        """Follow up on an earlier message of ``cause`` without covering a newer one."""
-        self.message_update.emit(text, cause)
 
     def clear(self, cause: str) -> None:
         """Clear the message line if its message was raised for ``cause`` (empty text)."""

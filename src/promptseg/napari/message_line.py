@@ -44,11 +44,6 @@ class MessageLine(QLabel):
     def error(self, text: str, cause: str | None = None) -> None:
         self.say(text, "error", cause)
 
-    def update_cause(self, text: str, cause: str) -> None:
-        """Replace the message with ``text`` only if it is still the one raised for ``cause``."""
-        if self.cause == cause:
-            self.say(text, "info", cause)
-
     def clear_cause(self, cause: str) -> None:
         """Clear the message if it was raised for ``cause`` (its cause is gone)."""
         if self.cause == cause:

@@ -109,8 +109,7 @@ class ScreenEmbedder:
             self.embedded.append(result)
         current = self.state.current
         if isinstance(result, str) and (current is None or current.image != result):
-            # a follow-up, not a new message: a Propose's answer shown meanwhile stays
-            self.state.follow_up(f"{result} is ready: type a class and Propose.", cause="embedding")
+            self.state.say(f"{result} is ready: type a class and Propose.", cause="embedding")
         else:                              # a proposal is on screen already: nothing to add
             self.state.clear("embedding")
 

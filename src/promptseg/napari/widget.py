@@ -133,7 +133,6 @@ class PromptSegWidget(DockDelegates, QWidget):
         self.fast_mode.toggled.connect(lambda on: setattr(state, "fast", bool(on)))
         self.refine_panel.max_exemplars.valueChanged.connect(lambda n: setattr(state, "exemplar_limit", int(n)))
         state.message.connect(self._on_message)
-        state.message_update.connect(self.status.update_cause)
         state.presence_changed.connect(self.presence.setText)
         state.proposal_changed.connect(lambda p: self.watch_window() if p is not None else None)
         state.image_changed.connect(self.embedder.embed)
