@@ -83,6 +83,7 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
 
     # 2. a box on one nucleus: the mask appears with no other button
     rp.layers_btn.click()
+    wait(rp, qtbot)                           # the image is embedded for boxes meanwhile
     for name in ("he box", "he clicks +", "he clicks −", "he object"):
         assert name in viewer.layers
     (target, b), *others = _inner_nuclei(inst, 6)

@@ -58,6 +58,7 @@ class RefinePanel(QGroupBox):
         self.image: str | None = None          # the image whose prompt layers are watched
         self.pending: list[Pending] = []
         self.latencies: list[float] = []       # seconds from a prompt change to its mask on screen
+        self.worker_seconds: list[float] = []  # of which the worker's lock wait and decoding
         self._worker = None
         self._again = False
         self._asked_at = 0.0
@@ -116,7 +117,7 @@ class RefinePanel(QGroupBox):
 
     def add_prompt_layers(self) -> None:
         w = self.owner
-        name = w.current.image if w.current is not None else w.image_combo.currentText()
+        name = w.image_combo.currentText() or (w.current.image if w.current is not None else "")
         if not name or self._image_array(name) is None:
             self.message.warn("open a 2-D image first: boxes and clicks work on 2-D images", cause="image")
             return
@@ -189,6 +190,7 @@ class RefinePanel(QGroupBox):
 
         def job():
             try:
+                t0 = time.perf_counter()
                 with session.lock:
                     predictor = owner.predictor()
                     predictor.set_image(img)             # cache hit after a proposal
@@ -200,7 +202,7 @@ class RefinePanel(QGroupBox):
                     if len(prompts.points):
                         r = predictor.predict_points(prompts.points, prompts.labels)
                         click = list(zip(r.candidates, r.candidate_scores.tolist()))
-                return prompts, known, click, zoom
+                return prompts, known, click, zoom, time.perf_counter() - t0
             except (ValueError, RuntimeError, OSError) as exc:
                 return str(exc)
 
@@ -218,7 +220,7 @@ class RefinePanel(QGroupBox):
             return
         if image != self.image:
             return
-        prompts, known, click, zoom = res
+        prompts, known, click, zoom, in_worker = res
         self._boxes = known
         old_pick = next((p.pick for p in self.pending if p.source == "click"), 0)
         self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
@@ -227,6 +229,7 @@ class RefinePanel(QGroupBox):
         show_pending(self.owner.viewer, image, [p.mask for p in self.pending])
         seconds = time.perf_counter() - self._asked_at
         self.latencies.append(seconds)
+        self.worker_seconds.append(in_worker)
         what = [f"{sum(p.source == 'box' for p in self.pending)} box(es)"] if prompts.boxes else []
         if click:
             what.append(self._candidate_text())
