@@ -26,14 +26,6 @@ from .spatial_commit import commit_objects, exemplar_masks, paint_more, project_
 from .workers import start_worker
 
 
-class _Line(MessageLine):
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt name): other sections clear it with setText("")
-        if text:
-            super().setText(text)
-        else:
-            self.clear()
-
-
 @dataclass
 class Pending:
     """A decoded object waiting for Commit; a click object keeps its candidate masks."""
@@ -51,10 +43,10 @@ class Pending:
 
 
 class RefinePanel(QGroupBox):
-    def __init__(self, owner, session) -> None:
+    def __init__(self, state) -> None:
         super().__init__("Boxes, clicks, more like this")
-        self.owner = owner          # the dock: viewer, image list, proposal on screen
-        self.session = session      # workflow/session.py: the project, model, Predictor
+        self.state = state          # dock_state.DockState: viewer, image and proposal on screen, Predictor
+        self.session = state.session  # workflow/session.py: the project, model, Predictor
         self.image: str | None = None          # the image whose prompt layers are watched
         self.pending: list[Pending] = []
         self.latencies: list[float] = []       # seconds from a prompt change to its mask on screen
@@ -87,8 +79,8 @@ class RefinePanel(QGroupBox):
         self.max_exemplars.setToolTip("At most this many accepted labels per class (newest first) serve as "
                                       "exemplars: for More like this on an image without the class, and for "
                                       "the exemplar expert of batch proposals")
-        self.message = _Line()
-        self.info = self.message     # the name other sections use to clear it
+        self.message = MessageLine()
+        state.image_changed.connect(lambda _: self.message.clear())   # its notes are about the image before
         lay = QVBoxLayout(self)
         lay.addWidget(hrow(self.layers_btn, self.class_edit, self.zoom, stretch=self.class_edit))
         lay.addWidget(hrow(self.commit_btn, self.cycle_btn))
@@ -105,19 +97,19 @@ class RefinePanel(QGroupBox):
         if typed:
             return typed
         try:
-            return split_prompts(self.owner.prompt_edit.text())[0]
+            return split_prompts(self.state.prompt_text)[0]
         except ValueError:
             return ""
 
     def _image_array(self, name: str) -> np.ndarray | None:
-        layer = self.owner.viewer.layers[name] if name in self.owner.viewer.layers else None
+        layer = self.state.viewer.layers[name] if name in self.state.viewer.layers else None
         if layer is None or np.ndim(layer.data) - (1 if layer.rgb else 0) != 2:
             return None
         return np.asarray(layer.data)
 
     def add_prompt_layers(self) -> None:
-        w = self.owner
-        name = w.image_combo.currentText() or (w.current.image if w.current is not None else "")
+        w = self.state
+        name = w.image_name or (w.current.image if w.current is not None else "")
         if not name or self._image_array(name) is None:
             self.message.warn("open a 2-D image first: boxes and clicks work on 2-D images", cause="image")
             return
@@ -141,12 +133,12 @@ class RefinePanel(QGroupBox):
         img = self._image_array(image)
         if self._worker is not None or img is None:
             return
-        session, owner = self.session, self.owner
+        session, state = self.session, self.state
 
         def job():
             try:
                 with session.lock:
-                    predictor = owner.predictor()
+                    predictor = state.predictor()
                     predictor.set_image(img)
                     predictor.predict_boxes([(0, 0, img.shape[0] - 1, img.shape[1] - 1)], zoom=False)
             except (ValueError, RuntimeError, OSError) as exc:
@@ -176,23 +168,23 @@ class RefinePanel(QGroupBox):
         img = self._image_array(image) if image else None
         if img is None:
             return
-        prompts = read_prompts(self.owner.viewer, image, img.shape[:2])
+        prompts = read_prompts(self.state.viewer, image, img.shape[:2])
         if prompts.problems and not quiet:
             self.message.error("; ".join(prompts.problems) + " — left out, nothing changed", cause="prompt")
         elif not prompts.problems:
             self.message.clear_cause("prompt")
         if prompts.empty:
             self.pending = []
-            show_pending(self.owner.viewer, image, [])
+            show_pending(self.state.viewer, image, [])
             return
         known = dict(self._boxes)
-        session, owner, zoom = self.session, self.owner, self.zoom.isChecked()
+        session, state, zoom = self.session, self.state, self.zoom.isChecked()
 
         def job():
             try:
                 t0 = time.perf_counter()
                 with session.lock:
-                    predictor = owner.predictor()
+                    predictor = state.predictor()
                     predictor.set_image(img)             # cache hit after a proposal
                     todo = [b for b in prompts.boxes if (b, zoom) not in known]
                     if todo:
@@ -226,7 +218,7 @@ class RefinePanel(QGroupBox):
         self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
         if click:
             self.pending.append(Pending("click", click, old_pick if old_pick < len(click) else 0))
-        show_pending(self.owner.viewer, image, [p.mask for p in self.pending])
+        show_pending(self.state.viewer, image, [p.mask for p in self.pending])
         seconds = time.perf_counter() - self._asked_at
         self.latencies.append(seconds)
         self.worker_seconds.append(in_worker)
@@ -248,7 +240,7 @@ class RefinePanel(QGroupBox):
             self.message.warn("no click object: click inside an object first", cause="candidate")
             return
         click.pick = (click.pick + 1) % len(click.candidates)
-        show_pending(self.owner.viewer, self.image, [p.mask for p in self.pending])
+        show_pending(self.state.viewer, self.image, [p.mask for p in self.pending])
         self.message.say(self._candidate_text(), cause="candidate")
 
     # -- commit and more like this ------------------------------------------------------------
@@ -266,34 +258,34 @@ class RefinePanel(QGroupBox):
             self.message.warn("type the object's class (here or in Classes) before committing", cause="commit")
             return
         objects = [MaskObject(p.mask, name, p.source, p.score) for p in self.pending if p.mask.any()]
-        n = commit_objects(self.owner, self.image, self._image_array(self.image), objects)
+        n = commit_objects(self.state, self.image, self._image_array(self.image), objects)
         image = self.image
         self.pending, self._boxes = [], {}
-        clear_prompts(self.owner.viewer, image)
+        clear_prompts(self.state.viewer, image)
         self.message.say(f"committed {n} '{name}' object(s) in {image}: draw the next one, or More like this; "
                          "Accept stores them", cause="commit")
 
     def more_like_this(self) -> None:
         """Propose every further region of the current class in this image (a worker)."""
-        name, image = self.current_class(), self.owner.image_combo.currentText()
+        name, image = self.current_class(), self.state.image_name
         img = self._image_array(image) if image else None
         if self._worker is not None:
             return
         if img is None or not name:
             self.message.warn("open a 2-D image and name the class first", cause="more")
             return
-        here = exemplar_masks(self.owner, image, name) + [p.mask for p in self.pending]
+        here = exemplar_masks(self.state, image, name) + [p.mask for p in self.pending]
         others = project_exemplars(self.session.project, name, image, self.max_exemplars.value()) if not here else []
         if not here and not others:
             self.message.warn(f"no '{name}' to start from: draw a box or click on one and Commit, or accept "
                               f"labels of '{name}' in the project", cause="more")
             return
-        session, owner = self.session, self.owner
+        session, state = self.session, self.state
 
         def job():
             try:
                 with session.lock:
-                    predictor = owner.predictor()
+                    predictor = state.predictor()
                     ex = None
                     for other_img, mask in others:
                         e = predictor.exemplars(mask, image=other_img)
@@ -314,7 +306,7 @@ class RefinePanel(QGroupBox):
         if isinstance(res, str):
             self.message.error(f"{res} — nothing changed", cause="more")
             return
-        n, skipped = paint_more(self.owner, image, img, name, res.instances)
+        n, skipped = paint_more(self.state, image, img, name, res.instances)
         self.message.say(f"More like this: {n} new '{name}' instance(s) where nothing was marked"
                          + (f" ({skipped} found over marked objects left out)" if skipped else "")
                          + "; erase wrong ones, then Accept", cause="more")

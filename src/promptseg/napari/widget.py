@@ -68,7 +68,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         self.setObjectName("PromptSegWidget")
         self._build_controls()
         self.project_panel = ProjectPanel(self.state, self.batch)
-        self.refine_panel = RefinePanel(self, self.session)
+        self.refine_panel = RefinePanel(self.state)
         self.volume_panel = VolumePanel(self.state)
         self._build_layout()
         self._connect()
