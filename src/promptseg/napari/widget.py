@@ -33,7 +33,7 @@ from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
-from .warmup import ModelLoader, ScreenEmbedder
+from .warmup import DEVICES, ModelLoader, ScreenEmbedder
 from .workers import start_worker
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to propose on (a 3-D volume: the slice on screen)")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.addItems(list(DEVICES))
         self.device_combo.setToolTip("Where the model runs: auto picks a GPU when there is one")
         self.fast_mode = FastModeBox(self.device_combo)
         self.prompt_edit = QLineEdit()
@@ -221,7 +221,7 @@ class PromptSegWidget(DockDelegates, QWidget):
 
     def _on_model_ready(self) -> None:
         self.status.clear_cause("model")
-        self.fast_mode.set_ready()
+        self.fast_mode.set_ready(self.loader.fast)
         self.embedder.embed()
         if self._pending:
             self._pending = False
