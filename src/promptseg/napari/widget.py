@@ -119,8 +119,14 @@ class PromptSegWidget(DockDelegates, QWidget):
             self, [self.guide, box, self.status, self.presence, panel.accept_box, panel.retrain_box],
             {"Refine": [self.refine_panel, self.keys_help], "Project": [panel], "Train": [panel.monitor],
              "3-D": [self.volume_panel]})
-        # long messages wrap up to a few lines (the full text is the line's tooltip)
-        self.status.setMaximumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+        # Fixed heights: a new message never re-lays the dock out (a relayout resizes the tabs
+        # and redraws the loss plot on the GUI thread); long messages show their first lines,
+        # the full text is the line's tooltip.
+        line = self.status.fontMetrics().lineSpacing()
+        self.status.setFixedHeight(3 * line + 4)
+        self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.presence.setFixedHeight(2 * line + 2)
+        self.presence.setAlignment(Qt.AlignLeft | Qt.AlignTop)
 
     def _connect(self) -> None:
         state, panel = self.state, self.project_panel
