@@ -5,8 +5,8 @@ folder:   a mistyped project folder: the panel asks before creating anything.
 round:    a 1-step round on the nuclei sample (3 gold labels), caught while it embeds the
           unlabelled images, and again when it is done.
 edges:    the same view of the nuclei sample's proposal by two checkpoints, side by side, with
-          the masks drawn as outlines (``--before DIR``: the older checkpoint; default: the
-          shipped one against itself).
+          the masks drawn as outlines (``--before DIR`` and ``--after DIR``; each defaults to
+          the shipped checkpoint).
 """
 from __future__ import annotations
 
@@ -92,10 +92,10 @@ def edges_view(checkpoint: str | None) -> np.ndarray:
     return np.asarray(img)
 
 
-def scene_edges(before: str | None) -> None:
+def scene_edges(before: str | None, after: str | None = None) -> None:
     import imageio.v3 as iio
 
-    left, right = edges_view(before), edges_view(None)
+    left, right = edges_view(before), edges_view(after)
     h = min(left.shape[0], right.shape[0])
     gap = np.full((h, 8, left.shape[2]), 255, np.uint8)
     iio.imwrite(OUT / "edges_before_after.png", np.concatenate([left[:h], gap, right[:h]], axis=1))
@@ -106,12 +106,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("scenes", nargs="*", default=["folder", "round", "edges"])
     ap.add_argument("--before", default=None, help="the older checkpoint folder, for the edges scene")
+    ap.add_argument("--after", default=None, help="the newer checkpoint folder (default: the shipped one)")
     a = ap.parse_args()
     QApplication.instance()
     with tempfile.TemporaryDirectory() as tmp:
         for scene in a.scenes:
             if scene == "edges":
-                scene_edges(a.before)
+                scene_edges(a.before, a.after)
             else:
                 {"folder": scene_folder, "round": scene_round}[scene](Path(tmp))
 

@@ -25,7 +25,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 # The shipped default model and its weights' hash, checked whatever its config.json says.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "default"
-DEFAULT_WEIGHTS_SHA256 = "0d10e06c4e796dace5551bab556322e59296ed1f52d32884500038f0854751de"
+DEFAULT_WEIGHTS_SHA256 = "78fcb71385085208e745167926454d3ad897a60f5782810384256b5b2eb5113d"
 
 # Upper bounds of a checkpoint's sizes, checked before anything is allocated: the shipped
 # model's sizes with room to grow, far below what would exhaust memory.

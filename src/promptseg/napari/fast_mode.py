@@ -2,8 +2,8 @@
 
 Faster embedding (and CPU prompts), with masks close to float32's but not identical
 (docs/benchmarks.md, "Encoder precision"); off by default, training stays float32. What the
-device offers is only asked once the model has loaded (the question imports torch, which the
-GUI thread leaves to the loading worker).
+device offers is asked by the loading worker (the question imports torch and takes a while the
+first time), so the box follows the device once the model has loaded.
 """
 from __future__ import annotations
 
@@ -25,25 +25,21 @@ class FastModeBox(QCheckBox):
     def __init__(self, device_combo: QComboBox):
         super().__init__("Fast mode")
         self._combo = device_combo
-        self._ready = False
+        self._choices: dict[str, tuple[str, str] | None] | None = None
         self.setEnabled(False)
         self.setToolTip(_WAITING)
         device_combo.currentTextChanged.connect(self._follow)
 
-    def set_ready(self) -> None:
-        """The model has loaded (torch is imported): follow the device from now on."""
-        self._ready = True
+    def set_ready(self, choices: dict[str, tuple[str, str] | None]) -> None:
+        """The model has loaded; ``choices``: each device's fast precisions (None for none),
+        worked out in the loading worker. Follow the device from now on."""
+        self._choices = dict(choices)
         self._follow(self._combo.currentText())
 
     def _follow(self, device: str) -> None:
-        if not self._ready:
+        if self._choices is None:
             return
-        from ..inference.predictor import fast_precisions
-
-        try:
-            fast = fast_precisions(device)
-        except ValueError:       # e.g. cuda chosen on a machine without it: Propose reports that
-            fast = None
+        fast = self._choices.get(device)   # a device that is not here has none: Propose says why
         self.setEnabled(fast is not None)
         self.setChecked(self.isChecked() and fast is not None)
         self.setToolTip(_TIPS[fast] + ("" if fast is None else " Training always uses float32."))

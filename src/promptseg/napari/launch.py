@@ -8,9 +8,11 @@ def preload_model_modules() -> None:
     """Import the model's modules (torch, the encoders, the dock) before napari's window exists:
     the extension modules' initialisation holds the interpreter lock, which would otherwise
     stall the GUI thread while the dock's worker imports them."""
-    from ..inference.predictor import preload_modules
-    from . import widget  # noqa: F401  (imported for its side effect: the dock's modules)
+    import importlib
 
+    from ..inference.predictor import preload_modules
+
+    importlib.import_module(f"{__package__}.widget")   # the dock's modules
     preload_modules()
 
 

@@ -19,12 +19,29 @@ from .dock_state import DockState
 from .workers import start_worker
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def fast_choices() -> dict[str, tuple[str, str] | None]:
+    """Each device's Fast mode precisions (None: none, or the device is not here)."""
+    from ..inference.predictor import fast_precisions
+
+    out: dict[str, tuple[str, str] | None] = {}
+    for device in DEVICES:
+        try:
+            out[device] = fast_precisions(device)
+        except ValueError:
+            out[device] = None
+    return out
+
+
 class ModelLoader:
     def __init__(self, state: DockState) -> None:
         self.state = state
         self._worker = None
         self._again = False          # asked again while loading (another device or version)
         self.thread: int | None = None   # the thread the last load ran in
+        self.fast: dict[str, tuple[str, str] | None] = {}   # device -> its Fast mode precisions
 
     @property
     def busy(self) -> bool:
@@ -47,19 +64,20 @@ class ModelLoader:
                 preload_modules()
                 with state.session.lock:
                     state.predictor(device)
-                return None
+                return fast_choices()    # asked here: the first answer takes a while in torch
             except (ValueError, RuntimeError, OSError, ImportError) as exc:
                 return str(exc)          # a value, not the exception: superqt would re-raise it
 
         state.model_loading.emit()
         self._worker = start_worker(job, self._finished, on_return=self._returned)
 
-    def _returned(self, error: str | None) -> None:
-        if error is None:
+    def _returned(self, result: dict | str) -> None:
+        if isinstance(result, dict):
+            self.fast = result
             self.state.loaded = True
             self.state.model_ready.emit()
         else:
-            self.state.model_failed.emit(error)
+            self.state.model_failed.emit(result)
 
     def _finished(self) -> None:
         self._worker = None

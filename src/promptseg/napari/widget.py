@@ -33,7 +33,7 @@ from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
-from .warmup import ModelLoader, ScreenEmbedder
+from .warmup import DEVICES, ModelLoader, ScreenEmbedder
 from .workers import start_worker
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to propose on (a 3-D volume: the slice on screen)")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_combo.addItems(list(DEVICES))
         self.device_combo.setToolTip("Where the model runs: auto picks a GPU when there is one")
         self.fast_mode = FastModeBox(self.device_combo)
         self.prompt_edit = QLineEdit()
@@ -119,8 +119,14 @@ class PromptSegWidget(DockDelegates, QWidget):
             self, [self.guide, box, self.status, self.presence, panel.accept_box, panel.retrain_box],
             {"Refine": [self.refine_panel, self.keys_help], "Project": [panel], "Train": [panel.monitor],
              "3-D": [self.volume_panel]})
-        # long messages wrap up to a few lines (the full text is the line's tooltip)
-        self.status.setMaximumHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+        # Fixed heights: a new message never re-lays the dock out (a relayout resizes the tabs
+        # and redraws the loss plot on the GUI thread); long messages show their first lines,
+        # the full text is the line's tooltip.
+        line = self.status.fontMetrics().lineSpacing()
+        self.status.setFixedHeight(3 * line + 4)
+        self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.presence.setFixedHeight(2 * line + 2)
+        self.presence.setAlignment(Qt.AlignLeft | Qt.AlignTop)
 
     def _connect(self) -> None:
         state, panel = self.state, self.project_panel
@@ -224,7 +230,7 @@ class PromptSegWidget(DockDelegates, QWidget):
 
     def _on_model_ready(self) -> None:
         self.status.clear_cause("model")
-        self.fast_mode.set_ready()
+        self.fast_mode.set_ready(self.loader.fast)
         self.embedder.embed()
         if self._pending:
             self._pending = False
