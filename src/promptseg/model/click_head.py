@@ -21,7 +21,7 @@ from ..fsutil import file_sha256
 from .spatial import GRID
 
 CLICK_HEAD_DIR = Path(__file__).resolve().parents[1] / "weights" / "click_head"
-CLICK_HEAD_SHA256 = "to-be-filled"
+CLICK_HEAD_SHA256 = "bc207345d95f3f107016fc7fa7fee18b4a399652f800d9765b1834a557b2b6f0"
 DILATIONS = (1, 2, 4, 8, 1)
 POOL = 2          # the head works on the embedding pooled to a coarser grid
 
@@ -91,15 +91,15 @@ def save_click_head(head: ClickHead, out_dir: str | Path, extra: dict | None = N
     return out
 
 
-def load_click_head(folder: str | Path = CLICK_HEAD_DIR, expected_sha256: str | None = None) -> ClickHead:
-    """The click head of ``folder``; its weights' hash must match config.json (and
-    ``expected_sha256`` when given, as for the shipped head)."""
+def load_click_head(folder: str | Path = CLICK_HEAD_DIR) -> ClickHead:
+    """The click head of ``folder``; its weights' hash must match config.json, and for the
+    shipped head also the hash fixed in this module, whatever its config.json says."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     sha = file_sha256(folder / "model.safetensors")
-    want = expected_sha256 or cfg.get("weights_sha256")
+    want = CLICK_HEAD_SHA256 if folder.resolve() == CLICK_HEAD_DIR else cfg.get("weights_sha256")
     if sha != want:
         raise ValueError(f"click head weights {folder / 'model.safetensors'} have SHA-256 {sha}, expected {want}")
     model = cfg.get("model", {})
