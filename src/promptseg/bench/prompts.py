@@ -111,7 +111,7 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
     predictor = Predictor.load(None, device=cfg.device)
     spatial = SpatialSegmenter(device=cfg.device)
     reference = LiteMedSAMReference(cfg.device)
-    rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding",)}
+    rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding", "zoom_embedding")}
     current, loads = None, []
     for n, t in enumerate(targets):
         img, gt = load_pair(cfg.data, t)
