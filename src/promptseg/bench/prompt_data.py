@@ -88,7 +88,7 @@ def _hemisphere_volume(templates: Path) -> np.ndarray:
     return lut[aal]
 
 
-def _brain_targets(templates: Path, slices: dict[str, tuple[float, ...]], min_area: int):
+def brain_targets(templates: Path, slices: dict[str, tuple[float, ...]], min_area: int):
     t1, labels, classes = load_volumes(templates)
     side = _hemisphere_volume(templates)
     lo, hi = float(t1.min()), float(t1.max())
@@ -146,7 +146,7 @@ def make_dev_set(out: str | Path, *, quick: bool = False, monuseg: str | Path | 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    sources = [_brain_targets(Path(templates), QUICK_SLICES if quick else SLICES, min_area=40)]
+    sources = [brain_targets(Path(templates), QUICK_SLICES if quick else SLICES, min_area=40)]
     star = _stardist_images()[:1] if quick else _stardist_images()
     sources.append(_instance_targets(star, "stardist-nuclei", 3 if quick else 2, 20, seed))
     if monuseg is not None and (Path(monuseg) / "captions.csv").is_file():

