@@ -29,6 +29,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
     use_all_cores()
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
               unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_width=a.unet_width,
+              lmft_steps=a.litemedsam_ft_steps, lmft_batch=a.litemedsam_ft_batch,
               folds=a.folds, fold_ids=seeds_arg(a.fold_ids), seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
               label_jitter=a.label_jitter, stain_views=a.stain_views,
@@ -223,6 +224,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--unet-width", type=int, default=None,
                     help="channels of the U-Net's first level, doubled at each of its four poolings "
                          "(default 32; --quick 16)")
+    bm.add_argument("--litemedsam-ft-steps", type=int, default=None,
+                    help="steps of litemedsam_ft, if not those of the U-Net")
+    bm.add_argument("--litemedsam-ft-batch", type=int, default=None,
+                    help="crops per step of litemedsam_ft, if not those of the U-Net")
     bm.add_argument("--folds", type=int, default=None,
                     help="K > 1: cross-validation over the train and val images together, each of K folds "
                          "in turn the evaluation set; --labels of the rest labelled; mean ± sd over folds")

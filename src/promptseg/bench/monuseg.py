@@ -49,6 +49,8 @@ class MonusegConfig:
     unet_batch: int = 8                # their crops per step
     unet_crop: int = 256               # the U-Net's crop and tile (litemedsam_ft: the encoder's tile)
     unet_width: int = 32               # the U-Net's first-level channels
+    lmft_steps: int | None = None      # litemedsam_ft's own steps and crops per step (default: the U-Net's)
+    lmft_batch: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     subset_seed: int = 0
     device: str = "cpu"
@@ -172,7 +174,10 @@ def finetune_config(cfg: MonusegConfig, seed: int) -> FinetuneConfig:
 
 def unet_config(cfg: MonusegConfig, seed: int, method: str = "unet"):
     """The pixel baseline ``method``'s training settings for ``seed``."""
-    return pixel_config(method, cfg.unet_steps or cfg.steps, cfg.unet_batch, cfg.unet_crop, cfg.unet_width, seed)
+    steps, batch = cfg.unet_steps or cfg.steps, cfg.unet_batch
+    if method == "litemedsam_ft":
+        steps, batch = cfg.lmft_steps or steps, cfg.lmft_batch or batch
+    return pixel_config(method, steps, batch, cfg.unet_crop, cfg.unet_width, seed)
 
 
 def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
