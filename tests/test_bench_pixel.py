@@ -117,3 +117,24 @@ def test_cli_parses_the_pixel_baselines_and_folds():
     u, f = mb.unet_config(cfg, 1, "unet"), mb.unet_config(cfg, 1, "litemedsam_ft")
     assert (u.steps, u.batch, u.width, u.lr) == (7, 8, 32, 1e-3)
     assert (f.steps, f.batch, f.crop, f.encoder_lr) == (9, 2, 256, 1e-4)
+
+
+
+@pytest.mark.slow
+@needs_monuseg
+def test_litemedsam_ft_starts_from_the_pretrained_encoder_and_trains_it():
+    """The real pretrained weights are the start, one step moves the encoder (at its own rate)
+    and the decoder, and a whole image is scored in the encoder's tiles."""
+    from promptseg.bench.litemedsam_ft import LiteMedSAMFTConfig, predict_litemedsam_ft, train_litemedsam_ft
+    from promptseg.model.backbones.litemedsam import sub_state
+
+    row = by_split(load_seg_dir(MONUSEG), "train")[0]
+    net = train_litemedsam_ft([row.image], [row.mask], LiteMedSAMFTConfig(steps=1, batch=1))
+    start = sub_state("image_encoder.")
+    state = net.encoder.encoder.state_dict()
+    assert set(state) == set(start)
+    assert any(v.dtype.is_floating_point and not torch.equal(v, start[k]) for k, v in state.items())
+    pred = predict_litemedsam_ft(net, row.image[:300, :400])
+    assert pred.shape == (300, 400) and set(np.unique(pred)) <= {0, 1}
+    with pytest.raises(ValueError, match="tiles"):
+        train_litemedsam_ft([row.image], [row.mask], LiteMedSAMFTConfig(steps=1, crop=128))
