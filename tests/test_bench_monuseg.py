@@ -103,7 +103,7 @@ def test_bench_monuseg_plumbing(tiny_data, tmp_path, trained_on):
     seen = trained_on
     methods = ["supervised", "supervised_100", "unet", "promptseg"]
     cfg = mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "out"), labels=0.25, methods=methods, steps=4,
-                           unet_steps=2, seeds=[0, 1], cache=str(tmp_path / "cache"))
+                           unet_steps=2, unet_batch=2, unet_width=4, seeds=[0, 1], cache=str(tmp_path / "cache"))
     res = mb.run_monuseg(cfg, model_cfg=tiny_cfg(), log=lambda s: None)
     on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
     assert on_disk["results"] == json.loads(json.dumps(res["results"]))

@@ -34,7 +34,7 @@ from ..model.segmenter import ModelConfig
 from ..training.dataset import make_item
 from ..training.evaluate import per_class_dice, summarise
 from .data import SegImage
-from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
+from .methods import FT_METHODS, PIXEL_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .monuseg import fresh_model, predict_row, prepare
 from .report import finish_bar_plot, run_environment, write_results
 
@@ -165,7 +165,7 @@ def run_aal(cfg: AALConfig, model_cfg: ModelConfig | None = None, log: Callable[
     model_cfg = model_cfg or ModelConfig()
     baselines = [m for m in cfg.methods if m in AAL_BASELINES]
     methods = parse_methods(",".join(m for m in cfg.methods if m not in AAL_BASELINES), ())
-    if {"unet", "supervised_100", *FT_METHODS} & set(methods):
+    if {*PIXEL_METHODS, "supervised_100", *FT_METHODS} & set(methods):
         raise ValueError("the AAL bench compares prompt-model methods (supervised and SSL ones) "
                          "and the nearest_slice baseline")
     if set(cfg.propagate) - set(PROPAGATE_ROW):

@@ -28,7 +28,9 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
 
     use_all_cores()
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
-              unet_steps=a.unet_steps, seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
+              unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_width=a.unet_width,
+              lmft_steps=a.litemedsam_ft_steps, lmft_batch=a.litemedsam_ft_batch,
+              folds=a.folds, fold_ids=seeds_arg(a.fold_ids), seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
               label_jitter=a.label_jitter, stain_views=a.stain_views,
               ft_batch=a.ft_batch, ft_from_stage=a.ft_from_stage,
@@ -42,7 +44,12 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
         from .methods import ALL_METHODS, parse_methods
 
         parse_methods(a.methods, ALL_METHODS)  # fail on a typo before embedding anything
-    run_monuseg(cfg, _bench_model_config(a))
+    if cfg.folds:
+        from .folds import run_monuseg_cv
+
+        run_monuseg_cv(cfg, _bench_model_config(a))
+    else:
+        run_monuseg(cfg, _bench_model_config(a))
     print(f"results: {Path(cfg.out) / 'results.json'}")
     return 0
 
@@ -215,7 +222,22 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--device", default="cpu")
     bm.add_argument("--methods", default=None, help="comma-separated (default: all; --quick: the main ones)")
     bm.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
-    bm.add_argument("--unet-steps", type=int, default=None, help="steps of the pixel U-Net (default: --steps)")
+    bm.add_argument("--unet-steps", type=int, default=None,
+                    help="steps of the pixel baselines unet and litemedsam_ft (default: --steps)")
+    bm.add_argument("--unet-batch", type=int, default=None,
+                    help="random crops per step of the pixel baselines (default 8; --quick 2)")
+    bm.add_argument("--unet-width", type=int, default=None,
+                    help="channels of the U-Net's first level, doubled at each of its four poolings "
+                         "(default 32; --quick 16)")
+    bm.add_argument("--litemedsam-ft-steps", type=int, default=None,
+                    help="steps of litemedsam_ft, if not those of the U-Net")
+    bm.add_argument("--litemedsam-ft-batch", type=int, default=None,
+                    help="crops per step of litemedsam_ft, if not those of the U-Net")
+    bm.add_argument("--folds", type=int, default=None,
+                    help="K > 1: cross-validation over the train and val images together, each of K folds "
+                         "in turn the evaluation set; --labels of the rest labelled; mean ± sd over folds")
+    bm.add_argument("--fold-ids", default=None,
+                    help="with --folds: comma-separated folds to run, from 0 (default: all)")
     bm.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick 0)")
     bm.add_argument("--subset-seed", type=int, default=0, help="seed of the labelled-subset draw")
     bm.add_argument("--cache", default=None, help="embedding cache folder (default OUT/embeddings)")

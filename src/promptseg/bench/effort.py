@@ -20,7 +20,7 @@ from ..training.evaluate import dice, edited_fraction
 from ..training.ssl_config import SSLConfig
 from ..workflow.schedule import AnnotatorSchedule
 from .data import by_split, load_seg_dir
-from .methods import FT_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
+from .methods import FT_METHODS, PIXEL_METHODS, SSL_METHODS, parse_methods, progress_printer, train_prompt_model
 from .metrics import mean_scores
 from .monuseg import fresh_model, item_of, predict_row, prepare, score_prompt_model
 from .report import run_environment, write_results
@@ -66,7 +66,7 @@ def annotation_order(names: list[str], seed: int) -> list[str]:
 def run_effort(cfg: EffortConfig, model_cfg: ModelConfig | None = None, log: Callable[[str], None] = print) -> dict:
     model_cfg = model_cfg or ModelConfig()
     method = cfg.method or "promptseg"
-    if method in ("unet", "supervised_100") + FT_METHODS:
+    if method in PIXEL_METHODS + ("supervised_100",) + FT_METHODS:
         raise ValueError(f"the effort bench retrains a prompt model; {method} is not one")
     parse_methods(method, (method,))
     rows = load_seg_dir(cfg.data)

@@ -6,7 +6,10 @@
 ``supervised_100``  the same on every training image (the fully supervised reference);
 ``supervised+stain`` diagnostic: ``supervised`` plus the labelled images recoloured with the
                     unlabelled images' stains (``--stain-views``; it reads their colour only);
-``unet``            a plain pixel-trained U-Net on the labelled subset (bench/unet_baseline.py);
+``unet``            a U-Net trained from scratch on the labelled subset's pixels, the standard
+                    way (bench/unet_baseline.py, bench/pixel_train.py);
+``litemedsam_ft``   LiteMedSAM's encoder fine-tuned with a light full-resolution decoder on the
+                    labelled subset's pixels, in the same loop (bench/litemedsam_ft.py);
 ``supervised_ft``   diagnostic, not in the default list (a GPU job): ``supervised`` with the
                     encoder trained too (bench/finetune.py); ``supervised_ft_100`` on every image;
                     ``ft+supervised`` / ``ft+promptseg``: that tuned encoder frozen again, then
@@ -14,6 +17,7 @@
 SSL methods         training/ssl.py's teacher-student training with the labelled subset plus
                     the other training images unlabelled (``mean_teacher``: EMA teacher only;
                     ``promptseg``: full; ``promptseg-no_*``: one expert or loss off).
+The two pixel baselines train neither on cached embeddings nor on unlabelled images.
 All prompt-model methods share the backbone, decoder, initial weights and step budget.
 """
 from __future__ import annotations
@@ -26,7 +30,8 @@ from ..training.types import ClassPrompts, TrainItem, UnlabelledItem
 
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
                "promptseg-no_feedback", "promptseg-no_contrastive")
-ALL_METHODS = ("supervised", "supervised_100", "unet") + SSL_METHODS
+PIXEL_METHODS = ("unet", "litemedsam_ft")
+ALL_METHODS = ("supervised", "supervised_100") + PIXEL_METHODS + SSL_METHODS
 FT_METHODS = ("supervised_ft", "supervised_ft_100", "ft+supervised", "ft+promptseg")
 KNOWN_METHODS = ALL_METHODS + FT_METHODS + ("supervised+stain",)
 QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "promptseg", "promptseg-no_text",

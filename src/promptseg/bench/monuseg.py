@@ -28,11 +28,11 @@ from ..training.types import ClassPrompts, TrainItem
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .finetune import FinetuneConfig, freeze_encoder, train_finetune
 from .stain import donor_assignment, recolourings, stain_stats
-from .methods import ALL_METHODS, FT_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, progress_printer, \
-    train_prompt_model, uses_all_labels, uses_stain_views
+from .methods import ALL_METHODS, FT_METHODS, PIXEL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, \
+    progress_printer, train_prompt_model, uses_all_labels, uses_stain_views
 from .metrics import binary_scores, mean_scores
+from .pixel_methods import pixel_config, run_pixel_method
 from .report import bar_plot, markdown_table, run_environment, write_results
-from .unet_baseline import UNetTrainConfig, predict_unet, train_unet
 
 CLASS_NAME = "nucleus"
 
@@ -45,9 +45,12 @@ class MonusegConfig:
     eval_split: str = "val"
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
     steps: int = 1500
-    unet_steps: int | None = None      # default: steps
-    unet_batch: int = 4
-    unet_crop: int = 256
+    unet_steps: int | None = None      # steps of the pixel baselines (unet, litemedsam_ft); default: steps
+    unet_batch: int = 8                # their crops per step
+    unet_crop: int = 256               # the U-Net's crop and tile (litemedsam_ft: the encoder's tile)
+    unet_width: int = 32               # the U-Net's first-level channels
+    lmft_steps: int | None = None      # litemedsam_ft's own steps and crops per step (default: the U-Net's)
+    lmft_batch: int | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     subset_seed: int = 0
     device: str = "cpu"
@@ -61,11 +64,13 @@ class MonusegConfig:
     ft_from_stage: int = 0             # >0: they train TinyViT from this stage on (bench/finetune.py)
     bf16: bool = False                 # encoder under bfloat16 autocast (CUDA only)
     quick: bool = False
+    folds: int = 0                     # >1: cross-validation over the train and val rows (bench/folds.py)
+    fold_ids: list[int] | None = None  # the folds to run (default: all)
 
     @classmethod
     def quick_defaults(cls, data: str, **kw) -> "MonusegConfig":
-        base = dict(steps=200, unet_steps=300, unet_batch=2, unet_crop=192, seeds=[0], methods=list(QUICK_METHODS),
-                    quick=True)
+        base = dict(steps=200, unet_steps=300, unet_batch=2, unet_crop=192, unet_width=16, seeds=[0],
+                    methods=list(QUICK_METHODS), quick=True)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(data=data, **base)
 
@@ -167,21 +172,26 @@ def finetune_config(cfg: MonusegConfig, seed: int) -> FinetuneConfig:
                           views=cfg.views)
 
 
-def unet_config(cfg: MonusegConfig, seed: int) -> UNetTrainConfig:
-    return UNetTrainConfig(steps=cfg.unet_steps or cfg.steps, batch=cfg.unet_batch, crop=cfg.unet_crop, seed=seed)
+def unet_config(cfg: MonusegConfig, seed: int, method: str = "unet"):
+    """The pixel baseline ``method``'s training settings for ``seed``."""
+    steps, batch = cfg.unet_steps or cfg.steps, cfg.unet_batch
+    if method == "litemedsam_ft":
+        steps, batch = cfg.lmft_steps or steps, cfg.lmft_batch or batch
+    return pixel_config(method, steps, batch, cfg.unet_crop, cfg.unet_width, seed)
 
 
 def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
-                log: Callable[[str], None] = print) -> dict:
+                log: Callable[[str], None] = print, rows: list[SegImage] | None = None) -> dict:
     """Run every method for every seed; writes OUT/results.json (after each method), results.md
-    and OUT/monuseg_dice.png. Returns the results.json content."""
+    and OUT/monuseg_dice.png. Returns the results.json content. ``rows``: the images with the
+    splits to use, instead of ``cfg.data``'s (a cross-validation fold, bench/folds.py)."""
     model_cfg = model_cfg or ModelConfig()
     methods = parse_methods(",".join(cfg.methods), ALL_METHODS)
     if not methods:
         raise ValueError("no method left to run")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = load_seg_dir(cfg.data)
+    rows = load_seg_dir(cfg.data) if rows is None else rows
     if cfg.stain_views and set(methods) & set(FT_METHODS):
         raise ValueError("--stain-views works with the frozen-encoder methods only, not with "
                          + ", ".join(sorted(set(methods) & set(FT_METHODS))))
@@ -201,14 +211,14 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
               "n_train": len(train), "labelled_images": labelled_names,
               "unlabelled_images": [r.name for r in unlabelled], "eval_images": [r.name for r in evals],
               "captions": {r.name: r.caption for r in rows}, "model": model_cfg.to_dict(),
-              "unet": unet_config(cfg, 0).to_dict(),
+              **{m: unet_config(cfg, 0, m).to_dict() for m in PIXEL_METHODS if m in methods},
               **({"finetune": finetune_config(cfg, 0).to_dict()} if set(methods) & set(FT_METHODS) else {}),
               "metric_note": "per-image foreground Dice / IoU averaged over eval images; *_224: pred and GT "
                              "resized to 224x224 (nearest) first", **run_environment(cfg.device)}
     t0 = time.time()
     # Only the images some method trains on are embedded (views of the unlabelled pool cost
     # minutes each on a CPU); views are of training images only, never of evaluation images.
-    cached = [m for m in methods if m not in FT_METHODS + ("unet",)]   # methods on the reference's embeddings
+    cached = [m for m in methods if m not in FT_METHODS + PIXEL_METHODS]   # methods on the reference's embeddings
     two_stage = [m.removeprefix("ft+") for m in methods if m.startswith("ft+")]
     used = rows_trained_on(cached, train, labelled)
     views = {r.name: dihedral_views(r, cfg.views) for r in rows_trained_on(cached + two_stage, train, labelled)}
@@ -250,13 +260,9 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
             t1 = time.time()
             lab = train if uses_all_labels(method) else labelled
             n_lab, steps = len(lab), cfg.steps
-            if method == "unet":
-                ucfg = unet_config(cfg, seed)
-                net = train_unet([r.image for r in labelled], [r.mask for r in labelled], ucfg, cfg.device,
-                                 on_step=progress_printer(tag, ucfg.steps, log))
-                train_s = time.time() - t1
-                per_image = [{"image": r.name, **binary_scores(predict_unet(net, r.image, cfg.device), r.mask)}
-                             for r in evals]
+            if method in PIXEL_METHODS:
+                ucfg = unet_config(cfg, seed, method)
+                per_image, train_s = run_pixel_method(method, ucfg, labelled, evals, cfg.device, log, tag)
                 steps = ucfg.steps
             elif method in FT_METHODS:
                 model, train_s = finetuned(lab, tag)
