@@ -133,19 +133,12 @@ class RefinePanel(QGroupBox):
         img = self._image_array(image)
         if self._worker is not None or img is None:
             return
-        session, state = self.session, self.state
+        def warm(predictor) -> None:
+            predictor.set_image(img)
+            predictor.predict_boxes([(0, 0, img.shape[0] - 1, img.shape[1] - 1)], zoom=False)
 
-        def job():
-            try:
-                with session.lock:
-                    predictor = state.predictor()
-                    predictor.set_image(img)
-                    predictor.predict_boxes([(0, 0, img.shape[0] - 1, img.shape[1] - 1)], zoom=False)
-            except (ValueError, RuntimeError, OSError) as exc:
-                return str(exc)
-            return None
-
-        self._worker = start_worker(job, self._decoded, on_return=lambda res: res and self.message.error(res))
+        self._worker = start_worker(self._job(warm), self._decoded,
+                                    on_return=lambda res: res and self.message.error(res))
 
     def _on_prompt_changed(self, image: str, event) -> None:
         action = str(getattr(event, "action", "changed"))
@@ -178,27 +171,35 @@ class RefinePanel(QGroupBox):
             show_pending(self.state.viewer, image, [])
             return
         known = dict(self._boxes)
-        session, state, zoom = self.session, self.state, self.zoom.isChecked()
+        zoom = self.zoom.isChecked()
+
+        def decode(predictor):
+            t0 = time.perf_counter()             # the worker's own time (waiting for the lock aside)
+            predictor.set_image(img)             # cache hit after a proposal
+            todo = [b for b in prompts.boxes if (b, zoom) not in known]
+            if todo:
+                r = predictor.predict_boxes(todo, zoom=zoom)
+                known.update({(b, zoom): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
+            click = None
+            if len(prompts.points):
+                r = predictor.predict_points(prompts.points, prompts.labels)
+                click = list(zip(r.candidates, r.candidate_scores.tolist()))
+            return prompts, known, click, zoom, time.perf_counter() - t0
+
+        self._worker = start_worker(self._job(decode), self._decoded,
+                                    on_return=lambda res, n=image: self._show(n, res))
+
+    def _job(self, work):
+        """A worker job: ``work(predictor)`` under the session's lock; an error comes back as its text."""
+        session, state = self.session, self.state
 
         def job():
             try:
-                t0 = time.perf_counter()
                 with session.lock:
-                    predictor = state.predictor()
-                    predictor.set_image(img)             # cache hit after a proposal
-                    todo = [b for b in prompts.boxes if (b, zoom) not in known]
-                    if todo:
-                        r = predictor.predict_boxes(todo, zoom=zoom)
-                        known.update({(b, zoom): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
-                    click = None
-                    if len(prompts.points):
-                        r = predictor.predict_points(prompts.points, prompts.labels)
-                        click = list(zip(r.candidates, r.candidate_scores.tolist()))
-                return prompts, known, click, zoom, time.perf_counter() - t0
+                    return work(state.predictor())
             except (ValueError, RuntimeError, OSError) as exc:
                 return str(exc)
-
-        self._worker = start_worker(job, self._decoded, on_return=lambda res, n=image: self._show(n, res))
+        return job
 
     def _decoded(self) -> None:
         self._worker = None
@@ -280,20 +281,14 @@ class RefinePanel(QGroupBox):
             self.message.warn(f"no '{name}' to start from: draw a box or click on one and Commit, or accept "
                               f"labels of '{name}' in the project", cause="more")
             return
-        session, state = self.session, self.state
+        def more(predictor):
+            ex = None
+            for other_img, mask in others:
+                e = predictor.exemplars(mask, image=other_img)
+                ex = e if ex is None else ex.merged(e)
+            return predictor.more_like_this(predictor.exemplars(here, image=img) if here else ex, image=img)
 
-        def job():
-            try:
-                with session.lock:
-                    predictor = state.predictor()
-                    ex = None
-                    for other_img, mask in others:
-                        e = predictor.exemplars(mask, image=other_img)
-                        ex = e if ex is None else ex.merged(e)
-                    return predictor.more_like_this(predictor.exemplars(here, image=img) if here else ex, image=img)
-            except (ValueError, RuntimeError, OSError) as exc:
-                return str(exc)
-
+        job = self._job(more)
         self.more_btn.setEnabled(False)
         self.message.say(f"looking for more '{name}' like the {len(here) or len(others)} example(s) …", cause="more")
         self._worker = start_worker(job, self._more_done, on_return=lambda res: self._show_more(image, img, name, res))
