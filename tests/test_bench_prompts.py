@@ -27,8 +27,8 @@ def test_bench_prompts_quick(tmp_path, capsys):
     assert mean["box"] >= 0.7 and mean["box"] >= mean["text"] + 0.3
     # and at least as well as the original LiteMedSAM with the same boxes, same run
     assert mean["box"] >= mean["litemedsam_box"] - 0.02
-    assert mean["click1"] >= 0.55 and mean["click3"] >= 0.7
-    assert mean["more_like_this"] >= 0.0 and len(groups["stardist-nuclei"]) > 1
+    assert mean["click1"] >= 0.6 and mean["click3"] >= 0.7
+    # "more like this" is timed here; its quality is tested on MoNuSeg in test_more_like_this.py
     for kind in ("text", "box", "click1", "click3", "more_like_this", "litemedsam_box", "view_embedding",
                  "zoom_embedding"):
         assert doc["latency"][kind]["n"] >= 1
