@@ -62,7 +62,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     _shot(viewer, "propose.png")
 
     # The threshold slider re-merges cached probabilities without re-running the model.
-    r = widget.current
+    r = widget.state.current
     widget.threshold.setValue(95)
     assert np.array_equal(layer.data > 0, r.probs[0] >= 0.95)
     widget.threshold.setValue(5)
@@ -105,7 +105,7 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     got = viewer.layers["nuclei_00 promptseg"].data > 0
     assert 2 * (got & gt).sum() / (got.sum() + gt.sum()) > 0.8
     widget.fast_mode.setChecked(False)
-    assert widget.predictor("cpu").info["decoder_precision"] == "float32"
+    assert widget.state.predictor("cpu").info["decoder_precision"] == "float32"
 
 
 def test_widget_reports_bad_layers(make_napari_viewer, qtbot):
@@ -139,7 +139,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     panel = widget.project_panel
     panel.path_edit.setText(str(tmp_path / "proj"))
     panel.open_btn.click()
-    assert widget.model_version == 1 and "model v1" in panel.info.text()
+    assert widget.state.model_version == 1 and "model v1" in panel.info.text()
 
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
@@ -154,7 +154,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     with Project.open(tmp_path / "proj") as p:
         rec = p.latest_label("nuclei_00")
         assert rec.kind == "corrected" and rec.prompt == "nucleus" and rec.model_version == 1
-        assert rec.edited_fraction == pytest.approx(float((painted != widget.proposal_labels()).mean()))
+        assert rec.edited_fraction == pytest.approx(float((painted != widget.state.current.labels()).mean()))
         saved, classes = p.read_label(rec)
         assert classes == ["nucleus"] and np.array_equal(saved, painted)
 
@@ -163,7 +163,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
     assert "step" in kinds and kinds[-1] == "done", panel.retrain_msg.text()
-    assert widget.model_version == 2 and "v2 is active" in panel.retrain_msg.text()
+    assert widget.state.model_version == 2 and "v2 is active" in panel.retrain_msg.text()
     assert panel.progress.value() == panel.progress.maximum()
     assert panel.plot.steps[-1] == 6 and len(panel.plot.loss) == len(panel.plot.steps) >= 2   # live loss curve
     t = panel.rounds_table
@@ -174,13 +174,13 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
     qtbot.waitUntil(lambda: any(e["event"] == "step" for e in panel.events), timeout=300_000)
     panel.cancel_btn.click()
     qtbot.waitUntil(lambda: panel.proc is None, timeout=120_000)
-    assert panel.events[-1]["event"] == "cancelled" and widget.model_version == 2
+    assert panel.events[-1]["event"] == "cancelled" and widget.state.model_version == 2
     assert t.rowCount() == 2 and t.item(0, 3).text() == "cancelled" and t.item(0, 4).text() == ""
 
     # Rollback: pick v1 in the model combo; the project and the widget both switch.
     assert [panel.versions.itemData(i) for i in range(panel.versions.count())] == [1, 2]
     panel.versions.activated.emit(0)
-    assert widget.model_version == 1
+    assert widget.state.model_version == 1
     with Project.open(tmp_path / "proj") as p:
         assert p.active_model().version == 1
     _shot(viewer, "retrain.png")

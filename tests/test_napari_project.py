@@ -115,7 +115,7 @@ def test_image_list_next_propose_drafts_and_accept(make_napari_viewer, qtbot, tm
     edited[:10, :10] = 1
     edited[50:, 50:] = 0
     layer.data = edited
-    assert widget.unsaved_edits() is not None
+    assert widget.state.unsaved_edits() is not None
 
     images.next_btn.click()                         # leaves img_a: its edits become a draft
     assert widget.image_combo.currentText() == "img_b"

@@ -135,7 +135,7 @@ def test_next_opens_the_image_with_its_stored_proposal(make_napari_viewer, tmp_p
     layer = viewer.layers["slide promptseg"]
     assert np.array_equal(layer.data, stored) and proposes == [] and widget._worker is None
     assert "stored proposal (label rev 1, by model v1)" in panel.images.reason.text()
-    assert widget.current.saved_proposal is not None and widget.current.model_version == 1
+    assert widget.state.current.saved_proposal is not None and widget.state.current.model_version == 1
 
 
 def test_a_one_step_round_moves_the_bar_while_embedding(make_napari_viewer, qtbot, tiny_round_project):

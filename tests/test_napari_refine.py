@@ -139,7 +139,7 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
         box(rp, qtbot, viewer, bb)
     assert len(rp.pending) == 4 and dice(rp.pending[0].mask, inst == i2) >= 0.78   # measured 0.86
     rp.commit_btn.click()
-    assert len(widget.current.objects) == 5
+    assert len(widget.state.current.objects) == 5
 
     # a click offers candidates, best first; Shift+X cycles through them
     i3, _ = others[4]

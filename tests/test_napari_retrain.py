@@ -27,9 +27,9 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
-    assert widget.current.image == "u0" and widget.current.model_version == 1
+    assert widget.state.current.image == "u0" and widget.state.current.model_version == 1
     assert "model vs text expert disagree on" in widget.status.text()
-    before = widget.current.probs.copy()
+    before = widget.state.current.probs.copy()
     panel.steps.setValue(10)
     assert panel.views.text() == "auto"          # the round picks: 1 view on this CPU
     panel.views.setValue(2)
@@ -51,8 +51,8 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
         assert p.latest_label("u0", ("proposal",)).model_version == 2
         row = [r for r in p.image_status() if r["name"] == "u0"][0]
         assert row["model_version"] == 2 and 0 <= row["disagreement"] <= 1
-    assert widget.current.model_version == 2 and not np.array_equal(widget.current.probs, before)
-    assert np.array_equal(viewer.layers["u0 promptseg"].data, widget.current.labels())
+    assert widget.state.current.model_version == 2 and not np.array_equal(widget.state.current.probs, before)
+    assert np.array_equal(viewer.layers["u0 promptseg"].data, widget.state.current.labels())
     # The model combo and the table agree; the table comes back from the project alone.
     assert panel.versions.itemText(panel.versions.currentIndex()).startswith("model v2")
     panel.rounds_table.setRowCount(0)

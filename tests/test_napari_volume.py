@@ -34,7 +34,7 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     viewer.dims.set_current_step(0, 1)
     propose(widget, qtbot)
     layer = viewer.layers["vol promptseg"]
-    assert layer.ndim == 2 and widget.current.slice_index == 1
+    assert layer.ndim == 2 and widget.state.current.slice_index == 1
     seed = np.zeros((48, 40), np.int32)
     seed[10:30, 5:25] = 1
     layer.data = seed
@@ -49,14 +49,14 @@ def test_all_slices_propagate_and_accept_a_volume(make_napari_viewer, qtbot, tmp
     assert sorted(kept) == [(1, 0), (1, 2), (2, 3), (3, 4)]
 
     # All slices along axis 0: a 3-D proposal with class names; the threshold re-merges it live.
-    layer.data = widget.current.labels()             # undo nothing: propose again needs no edits pending
+    layer.data = widget.state.current.labels()             # undo nothing: propose again needs no edits pending
     panel.all_btn.click()
     wait_volume(widget, qtbot)
     layer = viewer.layers["vol promptseg"]
     assert layer.data.shape == vol.shape and list(layer.features["class"]) == ["background", "nucleus"]
-    assert widget.current.probs.shape == (1, *vol.shape)
+    assert widget.state.current.probs.shape == (1, *vol.shape)
     widget.threshold.setValue(95)
-    assert np.array_equal(layer.data, widget.current.labels(0.95))
+    assert np.array_equal(layer.data, widget.state.current.labels(0.95))
 
     # Correct slice 3, propagate from it, accept: the volume and its label land in the project.
     edited = layer.data.copy()

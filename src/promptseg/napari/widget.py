@@ -20,7 +20,6 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
 from ..workflow.session import AnnotationSession
 from . import dock_layout
 from .background import BatchProposer, Prefetcher
-from .dock_delegates import DockDelegates
 from .dock_state import DockState
 from .fast_mode import FastModeBox
 from .layers import show_labels
@@ -50,7 +49,7 @@ class _Failed:
     message: str
 
 
-class PromptSegWidget(DockDelegates, QWidget):
+class PromptSegWidget(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
@@ -197,7 +196,7 @@ class PromptSegWidget(DockDelegates, QWidget):
             print(f"promptseg: could not save a draft: {exc}", file=sys.stderr)
 
     def _on_removing(self, event) -> None:
-        if self.current is not None and self.viewer.layers[event.index].name == self.current.layer:
+        if self.state.current is not None and self.viewer.layers[event.index].name == self.state.current.layer:
             self._stash()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt name)
@@ -272,7 +271,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         if ndim not in (2, 3):
             raise ValueError(f"layer {name!r} has {ndim} dimensions; PromptSeg works on 2-D images "
                              "and on the current slice of a 3-D volume")
-        img = self.image_for(layer)
+        img = self.state.image_for(layer)
         return name, img, layer
 
     # -- actions -----------------------------------------------------------------------
@@ -313,7 +312,7 @@ class PromptSegWidget(DockDelegates, QWidget):
             self._pending = True
             self.status.say("Propose starts once the model has loaded …", cause="model")
             return
-        if self.current is not None and self.current.image == name and self.unsaved_edits() is not None:
+        if self.state.current is not None and self.state.current.image == name and self.state.unsaved_edits() is not None:
             self.status.warn("the layer has edits: Accept them first, or delete the layer to propose "
                              "again (with a project open its edits are kept as a draft)", cause="edits")
             return
@@ -355,15 +354,15 @@ class PromptSegWidget(DockDelegates, QWidget):
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
-            self.current = None      # a volume proposal replaced by a slice proposal: not a draft
+            self.state.current = None      # a volume proposal replaced by a slice proposal: not a draft
             self.viewer.layers.remove(out)
         show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.state.class_colors(),
                     scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
                     metadata={"image": name, "prompt": prompt, "model": self.session.loaded_predictor.info.get("version")})
-        self.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
-                                presence=r.presence, model_version=self.model_version, prompt=prompt,
+        self.state.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
+                                presence=r.presence, model_version=self.state.model_version, prompt=prompt,
                                 tau=self.threshold.value() / 100,
-                                slice_index=self.slice_index_of(image_layer))
+                                slice_index=self.state.slice_index_of(image_layer))
         self.presence.setText(presence_text(r))
         names = [m.describe() if self.session.project is not None else m.name for m in mapped]
         self.status.say(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
@@ -372,7 +371,7 @@ class PromptSegWidget(DockDelegates, QWidget):
         self.history.append(self.prompt_edit.text())
         self.state.prompts_mapped.emit(mapped)
         self.refresh_completions()
-        self.state.proposed.emit(self.current, float(uncertainty), image_layer, disagreement)
+        self.state.proposed.emit(self.state.current, float(uncertainty), image_layer, disagreement)
         self.prefetcher.schedule()          # embed the next images while the annotator corrects
 
     def refresh_completions(self) -> None:
@@ -391,12 +390,12 @@ class PromptSegWidget(DockDelegates, QWidget):
         tau = value / 100
         self.state.tau = tau
         self.threshold_label.setText(f"{tau:.2f}")
-        p = self.current
+        p = self.state.current
         if p is None or p.probs is None or p.layer not in self.viewer.layers:
             return
-        if self.edited_labels() is not None:   # never overwrite the annotator's edits
+        if self.state.edited_labels() is not None:   # never overwrite the annotator's edits
             self.status.warn("threshold not applied: the layer has edits (Accept them, or Propose again)",
                              cause="edits")
             return
         p.tau = tau
-        self.viewer.layers[p.layer].data = self.proposal_labels()
+        self.viewer.layers[p.layer].data = self.state.current.labels()
