@@ -222,17 +222,16 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--device", default="cpu")
     bm.add_argument("--methods", default=None, help="comma-separated (default: all; --quick: the main ones)")
     bm.add_argument("--steps", type=int, default=None, help="training steps per method (default 1500; --quick 200)")
-    bm.add_argument("--unet-steps", type=int, default=None,
-                    help="steps of the pixel baselines unet and litemedsam_ft (default: --steps)")
-    bm.add_argument("--unet-batch", type=int, default=None,
-                    help="random crops per step of the pixel baselines (default 8; --quick 2)")
-    bm.add_argument("--unet-width", type=int, default=None,
-                    help="channels of the U-Net's first level, doubled at each of its four poolings "
-                         "(default 32; --quick 16)")
-    bm.add_argument("--litemedsam-ft-steps", type=int, default=None,
-                    help="steps of litemedsam_ft, if not those of the U-Net")
-    bm.add_argument("--litemedsam-ft-batch", type=int, default=None,
-                    help="crops per step of litemedsam_ft, if not those of the U-Net")
+    pixel_options = (   # the pixel baselines' own training settings (default: the shared ones)
+        ("--unet-steps", "steps of the pixel baselines unet and litemedsam_ft (default: --steps)"),
+        ("--unet-batch", "random crops per step of the pixel baselines (default 8; --quick 2)"),
+        ("--unet-width", "channels of the U-Net's first level, doubled at each of its four poolings "
+                         "(default 32; --quick 16)"),
+        ("--litemedsam-ft-steps", "steps of litemedsam_ft, if not those of the U-Net"),
+        ("--litemedsam-ft-batch", "crops per step of litemedsam_ft, if not those of the U-Net"),
+    )
+    for flag, text in pixel_options:
+        bm.add_argument(flag, type=int, default=None, help=text)
     bm.add_argument("--folds", type=int, default=None,
                     help="K > 1: cross-validation over the train and val images together, each of K folds "
                          "in turn the evaluation set; --labels of the rest labelled; mean ± sd over folds")

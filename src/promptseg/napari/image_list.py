@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QPushButton, QTableWidget,
+from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..workflow.scoring import suggest_next
 from .drafts import load_draft, save_draft, save_unsaved
 from .layers import show_labels
 from .message_line import MessageLine
-from .rows import hrow
+from .rows import button, hrow
 from .state import Proposal
 
 COLUMNS = ("Image", "Status", "Unsure", "Disagree")   # short headers leave the names room
@@ -45,16 +45,12 @@ class ImageList(QWidget):
         self.table.setMinimumHeight(110)
         self.table.setTextElideMode(Qt.ElideMiddle)   # long names keep their start and their end
         self.table.setToolTip("Double-click an image to open it")
-        self.add_layers_btn = QPushButton("Add open layers")
-        self.add_layers_btn.setToolTip("Copy every open image layer into the project")
-        self.add_folder_btn = QPushButton("Add folder…")
-        self.add_folder_btn.setToolTip("Copy every image file of a folder into the project")
-        self.next_btn = QPushButton("Next")
-        self.next_btn.setToolTip("Open the suggested image with its stored proposal: not accepted yet, and where "
-                                 "the model is least sure (Shift+N)")
-        self.batch_btn = QPushButton("Propose all")
-        self.batch_btn.setToolTip("Propose the prompt on every image not accepted yet (background, with "
-                                  "progress; click again to stop); Next then ranks them by uncertainty")
+        self.add_layers_btn = button("Add open layers", "Copy every open image layer into the project")
+        self.add_folder_btn = button("Add folder…", "Copy every image file of a folder into the project")
+        self.next_btn = button("Next", "Open the suggested image with its stored proposal: not accepted yet, and where "
+                                       "the model is least sure (Shift+N)")
+        self.batch_btn = button("Propose all", "Propose the prompt on every image not accepted yet (background, with "
+                                               "progress; click again to stop); Next then ranks them by uncertainty")
         self.batch_info = MessageLine()   # Propose all's progress and outcome
         self.reason = MessageLine()       # what the list did last (added, opened, why Next chose it)
         row = hrow(self.add_layers_btn, self.add_folder_btn, self.next_btn)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from qtpy.QtWidgets import QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from .message_line import MessageLine
-from .rows import hrow
+from .rows import button, hrow
 
 
 class ProjectFolder(QWidget):
@@ -24,14 +24,11 @@ class ProjectFolder(QWidget):
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("folder of a new or existing project")
         self.path_edit.setToolTip("A project folder to open; a new one is created only after you confirm")
-        self.open_btn = QPushButton("Open / create")
-        self.open_btn.setToolTip("Open the project in this folder, or offer to create one there")
+        self.open_btn = button("Open / create", "Open the project in this folder, or offer to create one there")
         self.question = QLabel("")
         self.question.setWordWrap(True)
-        self.create_btn = QPushButton("Create")
-        self.create_btn.setToolTip("Create the project as asked above")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Create nothing")
+        self.create_btn = button("Create", "Create the project as asked above")
+        self.cancel_btn = button("Cancel", "Create nothing")
         self.confirm = QWidget()
         cl = QVBoxLayout(self.confirm)
         cl.setContentsMargins(0, 0, 0, 0)

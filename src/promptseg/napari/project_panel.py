@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QProcess, Signal
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QProgressBar, QPushButton,
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QProgressBar,
                             QSpinBox, QTabWidget, QVBoxLayout)
 
 from .drafts import delete_draft
@@ -22,7 +22,7 @@ from .message_line import MessageLine
 from .project_folder import ProjectFolder
 from .retrain_view import LossPlot, RoundsTable
 from .round_progress import RoundProgress
-from .rows import hrow
+from .rows import button, hrow
 
 
 NICE = 10   # scheduling priority of the training process: annotation stays smooth on small machines
@@ -49,8 +49,7 @@ class ProjectPanel(QGroupBox):
         self.retrain_msg = MessageLine()
         self.folder = ProjectFolder(self.info, self._opened)
         self.path_edit, self.open_btn = self.folder.path_edit, self.folder.open_btn
-        self.accept_btn = QPushButton("Accept")
-        self.accept_btn.setToolTip("Save the proposal layer, as you corrected it, as this image's label (Shift+A)")
+        self.accept_btn = button("Accept", "Save the proposal layer, as you corrected it, as this image's label (Shift+A)")
         self.next_after_accept = QCheckBox("then Next")
         self.next_after_accept.setToolTip("After Accept, open the suggested next image")
         self.images = ImageList(self)
@@ -63,10 +62,8 @@ class ProjectPanel(QGroupBox):
         self.views.setToolTip("Turned and flipped copies of each accepted label to train on; each costs one "
                               "encoder pass per image, once (auto: 8 on a GPU, 1 on a CPU)")
         self.steps.setToolTip("Optimiser steps of the next training round")
-        self.retrain_btn = QPushButton("Retrain")
-        self.retrain_btn.setToolTip("Train a new model version on the accepted labels, in a separate process (Shift+R)")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop the round; the previous model version stays active")
+        self.retrain_btn = button("Retrain", "Train a new model version on the accepted labels, in a separate process (Shift+R)")
+        self.cancel_btn = button("Cancel", "Stop the round; the previous model version stays active")
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setToolTip("The whole round: embedding its images, then its training steps")

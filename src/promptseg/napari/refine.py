@@ -21,7 +21,7 @@ from ..model.text import split_prompts
 from ..workflow.objects import MaskObject
 from .message_line import MessageLine
 from .prompt_layers import BOX, NEG, POS, add_prompt_layers, clear_prompts, read_prompts, show_pending
-from .rows import hrow
+from .rows import button, hrow
 from .spatial_commit import commit_objects, exemplar_masks, paint_more, project_exemplars
 from .workers import start_worker
 
@@ -55,9 +55,8 @@ class RefinePanel(QGroupBox):
         self._again = False
         self._asked_at = 0.0
         self._boxes: dict[tuple, tuple[np.ndarray, float]] = {}   # decoded boxes of this image
-        self.layers_btn = QPushButton("Box / click layers")
-        self.layers_btn.setToolTip("Add a Shapes layer for boxes and Points layers for clicks inside (+) and "
-                                   "outside (−) the object, for the image on screen")
+        self.layers_btn = button("Box / click layers", "Add a Shapes layer for boxes and Points layers for clicks inside (+) and "
+                                                       "outside (−) the object, for the image on screen")
         self.class_edit = QLineEdit()
         self.class_edit.setPlaceholderText("class (default: the first in Classes)")
         self.class_edit.setToolTip("Objects are committed as this class; a new name becomes a project class "
@@ -68,9 +67,8 @@ class RefinePanel(QGroupBox):
                              "on the image's cached embedding)")
         self.commit_btn = QPushButton("Commit (Shift+C)")
         self.cycle_btn = QPushButton("Next candidate (Shift+X)")
-        self.more_btn = QPushButton("More like this (Shift+M)")
-        self.more_btn.setToolTip("Propose every further region like this class's masks: this image's, "
-                                 "else the project's accepted labels")
+        self.more_btn = button("More like this (Shift+M)", "Propose every further region like this class's masks: this image's, "
+                                                           "else the project's accepted labels")
         self.max_exemplars = QSpinBox()
         self.max_exemplars.setRange(1, 16)
         self.max_exemplars.setValue(4)

@@ -12,12 +12,12 @@ import time
 import numpy as np
 from napari.utils import progress
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QVBoxLayout
 
 from ..workflow.scoring import mean_entropy
 from .dock_state import DockState
 from .layers import show_labels
-from .rows import hrow
+from .rows import button, hrow
 from .state import Proposal
 from .workers import start_worker
 
@@ -46,18 +46,15 @@ class VolumePanel(QGroupBox):
         self.axis = QComboBox()
         self.axis.addItems(["axis 0", "axis 1", "axis 2"])
         self.axis.setToolTip("Slices are taken along this axis of the volume (axis 0 = napari's slider)")
-        self.all_btn = QPushButton("All slices")
-        self.all_btn.setToolTip("Propose the typed classes on every slice along the axis")
-        self.propagate_btn = QPushButton("Propagate")
-        self.propagate_btn.setToolTip("Keep the slices you drew or corrected; fill the others from them, "
-                                      "slice by slice, as 'Propagate by' says")
+        self.all_btn = button("All slices", "Propose the typed classes on every slice along the axis")
+        self.propagate_btn = button("Propagate", "Keep the slices you drew or corrected; fill the others from them, "
+                                                 "slice by slice, as 'Propagate by' says")
         self.mode = QComboBox()
         for text, mode, tip in PROPAGATE_CHOICES:
             self.mode.addItem(text, mode)
             self.mode.setItemData(self.mode.count() - 1, tip, Qt.ToolTipRole)
         self.mode.setToolTip("How Propagate fills a slice from its neighbour (hover an entry for details)")
-        self.stop_btn = QPushButton("Stop")
-        self.stop_btn.setToolTip("Stop after the slice in progress; the slices done so far are kept")
+        self.stop_btn = button("Stop", "Stop after the slice in progress; the slices done so far are kept")
         self.stop_btn.setEnabled(False)
         self.note = QLabel("For a 3-D image: Propose works on the slice on screen.")
         self.note.setWordWrap(True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import QEvent, Qt, QThreadPool
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSlider, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QSlider, QWidget
 
 from ..workflow.session import AnnotationSession
 from . import dock_layout
@@ -27,7 +27,7 @@ from .message_line import MessageLine
 from .project_panel import ProjectPanel
 from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
-from .rows import hrow
+from .rows import button, hrow
 from .shortcuts import bind as bind_shortcuts
 from .shortcuts import help_text
 from .state import Proposal
@@ -89,8 +89,7 @@ class PromptSegWidget(QWidget):
         self.prompt_edit = QLineEdit()
         self.prompt_edit.setPlaceholderText("nucleus   or   thalamus; putamen")
         self.prompt_edit.setToolTip(HELP)
-        self.propose_btn = QPushButton("Propose")
-        self.propose_btn.setToolTip("Propose the typed classes on the image as a Labels layer to correct")
+        self.propose_btn = button("Propose", "Propose the typed classes on the image as a Labels layer to correct")
         self.completer = SegmentCompleter(self.prompt_edit)
         self.history: list[str] = []
         self.threshold = QSlider(Qt.Horizontal)
