@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.spatial import check_box, check_points
+from ..inference.prompt_checks import check_box, check_points
 
 BOX, POS, NEG, PENDING = "box", "clicks +", "clicks −", "object"
 

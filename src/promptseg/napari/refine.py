@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QLineEdit, QPushButton, QSpinBox, QVBoxLayout
 
-from ..model.text import split_prompts
 from ..workflow.objects import MaskObject
 from .message_line import MessageLine
 from .prompt_layers import BOX, NEG, POS, add_prompt_layers, clear_prompts, read_prompts, show_pending
@@ -95,6 +94,8 @@ class RefinePanel(QGroupBox):
         if typed:
             return typed
         try:
+            from ..model.text import split_prompts   # torch: loaded by the model's worker by now
+
             return split_prompts(self.state.prompt_text)[0]
         except ValueError:
             return ""
