@@ -144,6 +144,7 @@ class PromptSegWidget(QWidget):
         state.image_changed.connect(lambda _: self.prefetcher.schedule())
         state.model_loading.connect(lambda: self.status.say("loading model …", cause="model"))
         state.model_ready.connect(self._on_model_ready)
+        state.model_failed.connect(self._on_model_failed)
         state.model_failed.connect(lambda msg: self.status.error(f"the model could not be loaded: {msg}",
                                                                  cause="model"))
         # the project panel hears of proposals, new class names and background results
@@ -162,8 +163,8 @@ class PromptSegWidget(QWidget):
 
     @property
     def proposing(self) -> bool:
-        """A Propose is running (other panels wait for it)."""
-        return self._worker is not None
+        """A Propose is running or waits for the model (other panels wait for it)."""
+        return self._worker is not None or self._pending
 
     def show_section(self, section) -> None:
         """Bring the tab holding ``section`` to the front (nothing to do for the main loop)."""
@@ -226,12 +227,17 @@ class PromptSegWidget(QWidget):
         if self.state.loaded:            # load for the new device now, not at the next Propose
             self.loader.load()
 
+    def _on_model_failed(self, _message: str) -> None:
+        self._pending = False                 # the waiting Propose is dropped; the button works again
+        self.propose_btn.setEnabled(True)
+
     def _on_model_ready(self) -> None:
         self.status.clear_cause("model")
         self.fast_mode.set_ready(self.loader.fast)
         self.embedder.embed()
         if self._pending:
             self._pending = False
+            self.propose_btn.setEnabled(True)
             self.propose()
 
     # -- layers ------------------------------------------------------------------------
@@ -309,6 +315,7 @@ class PromptSegWidget(QWidget):
             return
         if light:
             self._pending = True
+            self.propose_btn.setEnabled(False)      # one Propose waits; it runs once the model is ready
             self.status.say("Propose starts once the model has loaded …", cause="model")
             return
         if self.state.current is not None and self.state.current.image == name and self.state.unsaved_edits() is not None:
