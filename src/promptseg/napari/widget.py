@@ -138,7 +138,7 @@ class PromptSegWidget(QWidget):
         self.refine_panel.max_exemplars.valueChanged.connect(lambda n: setattr(state, "exemplar_limit", int(n)))
         state.message.connect(self._on_message)
         state.presence_changed.connect(self.presence.setText)
-        state.proposal_changed.connect(lambda p: self.watch_window() if p is not None else None)
+        state.proposal_changed.connect(self._on_proposal)
         state.image_changed.connect(self.embedder.embed)
         state.image_changed.connect(self._follow_image)
         state.image_changed.connect(lambda _: self.prefetcher.schedule())
@@ -226,6 +226,12 @@ class PromptSegWidget(QWidget):
         self.state.device = device
         if self.state.loaded:            # load for the new device now, not at the next Propose
             self.loader.load()
+
+    def _on_proposal(self, proposal) -> None:
+        if proposal is not None:
+            self.watch_window()
+            # a mask is on screen now (e.g. a committed box of the unknown class): the warning is past
+            self.status.clear_cause("unknown-class")
 
     def _on_model_failed(self, _message: str) -> None:
         self._pending = False                 # the waiting Propose is dropped; the button works again
@@ -352,7 +358,7 @@ class PromptSegWidget(QWidget):
         unknown = unknown_message(r.prompts, r.known)
         if unknown is not None and not r.known.any():   # nothing to show: say so, not an empty layer
             self.presence.setText("")
-            self.status.warn(unknown, cause="propose")
+            self.status.warn(unknown, cause="unknown-class")
             return
         if unknown is not None:   # an unknown class's mask is not shown as if it were a result
             r.probs[~r.known] = 0.0   # nor comes back when the threshold moves
