@@ -61,18 +61,14 @@ def test_box_on_a_brain_structure(seg, brain):
 
 def _three_clicks(seg, gt: np.ndarray) -> np.ndarray:
     """One interior click, then two corrective clicks of a simulated annotator."""
-    from promptseg.bench.prompts import corrective_click
+    from promptseg.bench.prompts import add_corrective_clicks
+
+    def segment(c, lab):
+        return seg.segment_points(c, lab)[0].mask
 
     clicks, labels = [interior_point(gt)], [1]
-    pred = seg.segment_points(clicks, labels)[0].mask
-    for _ in range(2):
-        nxt = corrective_click(pred, gt)
-        if nxt is None:
-            break
-        clicks.append(nxt[0])
-        labels.append(nxt[1])
-        pred = seg.segment_points(clicks, labels)[0].mask
-    return pred
+    add_corrective_clicks(segment, gt, segment(clicks, labels), clicks, labels)
+    return segment(clicks, labels)
 
 
 def test_clicks_on_nuclei_left_out_of_click_training(seg, nuclei):

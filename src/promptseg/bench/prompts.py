@@ -58,6 +58,21 @@ def corrective_click(pred: np.ndarray, gt: np.ndarray) -> tuple[tuple[int, int],
     return interior_point(fp), 0
 
 
+def add_corrective_clicks(segment: Callable[[list, list], np.ndarray], gt: np.ndarray, pred: np.ndarray,
+                          clicks: list, labels: list, extra: int = 2) -> None:
+    """Append up to ``extra`` corrective clicks of the simulated annotator to ``clicks`` and
+    ``labels``, the first one after ``pred``, each later one after ``segment(clicks, labels)``
+    (the answer to the last click is left to the caller)."""
+    for i in range(extra):
+        nxt = corrective_click(pred, gt)
+        if nxt is None:
+            return
+        clicks.append(nxt[0])
+        labels.append(nxt[1])
+        if i < extra - 1:
+            pred = segment(clicks, labels)
+
+
 def gold_box(mask: np.ndarray, pad: int = BOX_PAD) -> tuple[float, float, float, float]:
     rr, cc = np.nonzero(mask)
     h, w = mask.shape
@@ -142,14 +157,7 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
         clicks, labels = [interior_point(gt)], [1]
         spatial.view(spatial.click_rect(clicks[0]))
         pred = timed("click1", lambda: spatial.segment_points(clicks, labels)[0].mask)
-        for i in range(2):
-            nxt = corrective_click(pred, gt)
-            if nxt is None:
-                break
-            clicks.append(nxt[0])
-            labels.append(nxt[1])
-            if i == 0:
-                pred = spatial.segment_points(clicks, labels)[0].mask
+        add_corrective_clicks(lambda c, lab: spatial.segment_points(c, lab)[0].mask, gt, pred, clicks, labels)
         timed("click3", lambda: spatial.segment_points(clicks, labels)[0].mask)
         ex_img, ex_mask = exemplar_for(cfg.data, t, targets, img, gt)
         timed("more_like_this", lambda: touching(predictor.more_like_this(
