@@ -58,6 +58,18 @@ def unknown_message(prompts: list[str], known: np.ndarray | None) -> str | None:
     return f"PromptSeg has not learnt {names} yet: draw a box or click on one"
 
 
+def hide_unknown(prediction) -> str | None:
+    """Clear the masks and probabilities of prompts whose class is not known (so a threshold
+    change does not bring them back); returns the message for the annotator, or None."""
+    message = unknown_message(prediction.prompts, prediction.known)
+    if message is not None:
+        unknown = ~np.asarray(prediction.known, bool)
+        prediction.probs[unknown] = 0.0
+        prediction.labels = np.where(np.isin(prediction.labels, np.flatnonzero(unknown) + 1), 0,
+                                     prediction.labels).astype(prediction.labels.dtype)
+    return message
+
+
 def presence_text(prediction) -> str:
     """One line per prompt for the dock: the presence score only where there is a mask to
     back it; "not learnt" or "nothing found" otherwise, never a number over an empty mask."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,11 +27,11 @@ from .project_panel import ProjectPanel
 from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
 from .rows import button, hrow
-from .shortcuts import bind as bind_shortcuts
-from .shortcuts import help_text
+from .shortcuts import bind as bind_shortcuts, help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
 from .warmup import DEVICES, ModelLoader, ScreenEmbedder
+from .window_close import CloseWatch
 from .workers import start_worker
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ class PromptSegWidget(QWidget):
         self.batch = BatchProposer(self.state)
         self._worker = None
         self._pending = False          # Propose was clicked while the model was loading
-        self._watched_window = None
+        self.close_watch = CloseWatch(self._on_window_close)   # drafts and background work end with the window
         self.setObjectName("PromptSegWidget")
         self._build_controls()
         self.project_panel = ProjectPanel(self.state, self.batch)
@@ -174,13 +173,8 @@ class PromptSegWidget(QWidget):
 
     def watch_window(self) -> None:
         """Watch the main window's Close event (called once docked, and whenever a proposal appears)."""
-        top = self.window()
-        old = self._watched_window() if self._watched_window is not None else None
-        if top is not self and top is not old:
-            if old is not None:
-                old.removeEventFilter(self)
-            top.installEventFilter(self)
-            self._watched_window = weakref.ref(top)   # no strong reference to napari's window
+        if self.window() is not self:
+            self.close_watch.watch(self.window())
 
     def event(self, event) -> bool:
         if event.type() == QEvent.Show:
@@ -199,15 +193,13 @@ class PromptSegWidget(QWidget):
         if self.state.current is not None and self.viewer.layers[event.index].name == self.state.current.layer:
             self._stash()
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt name)
-        if event.type() == QEvent.Close:
-            self._stash()
-            self.prefetcher.stop()        # background work ends with the window
-            self.batch.stop()
-            self.volume_panel.stop()
-            # the loading and embedding workers cannot be interrupted: let them end with the window
-            QThreadPool.globalInstance().waitForDone(CLOSE_WAIT_MS)
-        return False
+    def _on_window_close(self) -> None:
+        self._stash()
+        self.prefetcher.stop()        # background work ends with the window
+        self.batch.stop()
+        self.volume_panel.stop()
+        # the loading and embedding workers cannot be interrupted: let them end with the window
+        QThreadPool.globalInstance().waitForDone(CLOSE_WAIT_MS)
 
     # -- state and messages --------------------------------------------------------------
     def _on_message(self, text: str, level: str, cause) -> None:
@@ -349,20 +341,17 @@ class PromptSegWidget(QWidget):
         self._set_busy(False)
 
     def _show(self, name: str, image_layer, img: np.ndarray, result, seconds: float) -> None:
-        from ..inference.vocabulary import presence_text, unknown_message
+        from ..inference.vocabulary import hide_unknown, presence_text
 
         if isinstance(result, _Failed):
             self.status.warn(result.message, cause="propose")
             return
         r, uncertainty, disagreement, mapped = result.result, result.uncertainty, result.disagreement, result.mapped
-        unknown = unknown_message(r.prompts, r.known)
+        unknown = hide_unknown(r)     # an unknown class's mask is not shown as if it were a result
         if unknown is not None and not r.known.any():   # nothing to show: say so, not an empty layer
             self.presence.setText("")
             self.status.warn(unknown, cause="unknown-class")
             return
-        if unknown is not None:   # an unknown class's mask is not shown as if it were a result
-            r.probs[~r.known] = 0.0   # nor comes back when the threshold moves
-            r.labels = np.where(np.isin(r.labels, np.flatnonzero(~r.known) + 1), 0, r.labels).astype(r.labels.dtype)
         out = f"{name} promptseg"
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
@@ -410,4 +399,4 @@ class PromptSegWidget(QWidget):
                              cause="edits")
             return
         p.tau = tau
-        self.viewer.layers[p.layer].data = self.state.current.labels()
+        self.viewer.layers[p.layer].data = p.labels()
