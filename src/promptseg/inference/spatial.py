@@ -132,49 +132,63 @@ class SpatialSegmenter:
         return square_rect(float(click[0]), float(click[1]), window, self.shape)
 
     # -- decoding -------------------------------------------------------------------------------
+    def _view_part(self, logits: torch.Tensor, v: _View) -> torch.Tensor:
+        """(M, 256, 256) view logits -> (M, h, w) logits over the view's rectangle of the image."""
+        r0, c0, r1, c1 = v.rect
+        nh, nw = max(1, int(round((r1 - r0) * v.scale))), max(1, int(round((c1 - c0) * v.scale)))
+        return F.interpolate(logits[None, :, :nh, :nw], size=(r1 - r0, c1 - c0), mode="bilinear",
+                             align_corners=False)[0].float()
+
     def _to_image(self, logits: torch.Tensor, v: _View, fill: float = -20.0) -> np.ndarray:
         """(M, 256, 256) view logits -> (M, H, W) image logits (``fill`` outside the view)."""
         r0, c0, r1, c1 = v.rect
-        nh, nw = max(1, int(round((r1 - r0) * v.scale))), max(1, int(round((c1 - c0) * v.scale)))
-        part = F.interpolate(logits[None, :, :nh, :nw], size=(r1 - r0, c1 - c0), mode="bilinear",
-                             align_corners=False)[0]
-        out = np.full((logits.shape[0], *self.shape), fill, np.float32)
-        out[:, r0:r1, c0:c1] = part.float().cpu().numpy()
-        return out
+        out = torch.full((logits.shape[0], *self.shape), fill, dtype=torch.float32)
+        out[:, r0:r1, c0:c1] = self._view_part(logits, v).cpu()
+        return out.numpy()
+
+    def _view_box(self, box, v: _View) -> list[float]:
+        """``box`` (row0, col0, row1, col1) as x0 y0 x1 y1 of the view's 256 frame."""
+        r0, c0, r1, c1 = box
+        vr, vc = v.rect[0], v.rect[1]
+        return [(c0 - vc) * v.scale, (r0 - vr) * v.scale, (c1 - vc) * v.scale, (r1 - vr) * v.scale]
 
     @torch.no_grad()
     def decode_box(self, box, v: _View, mask_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-        r0, c0, r1, c1 = box
-        vr, vc = v.rect[0], v.rect[1]
-        b = torch.tensor([[(c0 - vc) * v.scale, (r0 - vr) * v.scale, (c1 - vc) * v.scale,
-                           (r1 - vr) * v.scale]], dtype=torch.float32, device=self.device).clamp(0, TILE - 1)
-        logits, iou = self.box_decoder(v.emb, boxes=b, mask_logits=mask_logits)
-        return logits[0], float(iou[0, 0])
+        logits, iou = self.decode_views(box, [v], mask_logits)
+        return logits[0], float(iou[0])
+
+    @torch.no_grad()
+    def decode_views(self, box, views: list[_View], mask_logits: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``box`` on each of ``views`` in one decoder call: (V, 1, 256, 256) logits, (V,) scores."""
+        b = torch.tensor([self._view_box(box, v) for v in views], dtype=torch.float32,
+                         device=self.device).clamp(0, TILE - 1)
+        emb = torch.cat([v.emb for v in views]) if len(views) > 1 else views[0].emb
+        logits, iou = self.box_decoder(emb, boxes=b, mask_logits=mask_logits)
+        return logits, iou[:, 0]
 
     @torch.no_grad()
     def segment_box(self, box, *, zoom: bool = True, margin: float = BOX_MARGIN,
                     refine: bool = False) -> SpatialMask:
         """The object inside ``box``: decoded on the whole image and, with ``zoom``, on a crop of
-        the box plus ``margin`` at the encoder's resolution; the two answers' logits are averaged
-        where both exist. ``refine``: a second pass with the first answer as the dense prompt."""
+        the box plus ``margin`` at the encoder's resolution, both in one decoder call; the two
+        answers' logits are averaged over the crop. ``refine``: a second pass with the first
+        answer as the dense prompt."""
         b = check_box(box, self.shape)
         views = [self.view(self.full_rect())]
         if zoom:
             rect = box_rect(b, self.shape, margin)
             if rect != views[0].rect:
                 views.append(self.view(rect))
-        total, count, scores = 0.0, 0.0, []
-        for v in views:
-            lg, s = self.decode_box(b, v)
-            if refine:
-                lg, s = self.decode_box(b, v, mask_logits=lg[None, :1])
-            img = self._to_image(lg[:1], v, fill=0.0)[0]
-            inside = np.zeros(self.shape, np.float32)
-            inside[v.rect[0]:v.rect[2], v.rect[1]:v.rect[3]] = 1.0
-            total, count = total + img * inside, count + inside
-            scores.append(s)
-        logits = np.where(count > 0, total / np.maximum(count, 1), -20.0).astype(np.float32)
-        return SpatialMask(logits, float(np.mean(scores)))
+        logits, scores = self.decode_views(b, views)
+        if refine:
+            logits, scores = self.decode_views(b, views, mask_logits=logits)
+        out = self._view_part(logits[0], views[0])[0].cpu()      # the whole image's view
+        for v, lg in zip(views[1:], logits[1:]):
+            r0, c0, r1, c1 = v.rect
+            part = out[r0:r1, c0:c1]
+            part.add_(self._view_part(lg, v)[0].cpu()).mul_(0.5)
+        return SpatialMask(out.numpy(), float(np.mean(scores.tolist())))
 
     @torch.no_grad()
     def segment_points(self, points, labels=None, *, window: int = CLICK_WINDOW) -> list[SpatialMask]:
