@@ -55,3 +55,26 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     Project.create(tmp_path / "p2").close()
     p = run("propose", str(tmp_path / "p2"), "--prompt", " ; ", check=False)
     assert p.returncode == 2 and "empty prompt" in p.stderr
+
+
+def test_info_reports_where_the_masks_came_from(nuclei_dirs, tmp_path):
+    """`promptseg info` sums the stored masks per source (real SQLite project, real subprocess)."""
+    from promptseg.project import MaskSource
+
+    proj = tmp_path / "proj"
+    run("init", str(proj), "--images", str(nuclei_dirs / "images"), "--class", "nucleus")
+    with Project.open(proj) as p:
+        names = [r.name for r in p.images()]
+        lab = np.zeros((256, 256), np.uint8)
+        lab[10:30, 10:30] = 1                         # two boxed nuclei, 400 px each
+        lab[50:70, 50:70] = 1
+        lab[100:110, 100:110] = 1                     # one painted, 100 px
+        p.save_label(names[0], lab, ["nucleus"], "corrected", dice_vs_proposal=0.5, seconds=12.0,
+                     sources=[MaskSource("nucleus", "box", 800, objects=2, score=0.9),
+                              MaskSource("nucleus", "painted", 100, objects=1)])
+        p.save_label(names[1], lab, ["nucleus"], "proposal")   # a text proposal: its pixels are text's
+    info = json.loads(run("info", str(proj)).stdout)["mask_sources"]
+    assert info["accepted"]["box"] == {"labels": 1, "pixels": 800, "objects": 2, "dice_vs_proposal": 0.5,
+                                       "seconds": 12.0}
+    assert info["accepted"]["painted"]["pixels"] == 100 and set(info["accepted"]) == {"box", "painted"}
+    assert set(info["proposed"]) == {"text"} and info["proposed"]["text"]["pixels"] == 900

@@ -6,11 +6,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import __version__
 from .bench.commands import add_bench_parser
 from .training.round import add_round_arguments, run_parsed
+
+if TYPE_CHECKING:
+    from .project import Project
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -116,8 +119,21 @@ def cmd_info(a: argparse.Namespace) -> int:
         s = proj.summary()
         s["classes"] = [c.name for c in proj.classes()]
         s["round_running"] = round_lock_holder(proj.root)   # {"pid", "started"} of a live round, or null
+        s["mask_sources"] = mask_sources(proj)
         print(json.dumps(s, indent=2, default=str))
     return 0
+
+
+def mask_sources(proj: Project) -> dict:
+    """Where the project's stored masks came from, per source (text, box, click, exemplar,
+    painted): labels, pixels, objects, Dice against their proposal and seconds, for the accepted
+    labels (gold and corrected) and for the proposals."""
+    import sqlite3
+
+    try:
+        return {"accepted": proj.source_summary(("gold", "corrected")), "proposed": proj.source_summary(("proposal",))}
+    except sqlite3.OperationalError:    # a read-only project from before sources were recorded
+        return {"note": "not recorded by the promptseg that last wrote this project"}
 
 
 def cmd_gui(a: argparse.Namespace) -> int:
