@@ -38,7 +38,7 @@ def main() -> None:
     wait(lambda: widget.state.loaded and not widget.embedder.busy)
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
-    wait(lambda: "nuclei_00 promptseg" in viewer.layers and not widget.proposing)
+    wait(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible and not widget.proposing)
     shot(viewer, widget, "Refine", "dock_refine.png")
 
     project = make_project(Path(tempfile.mkdtemp(prefix="promptseg-shots-")), "tiny", 3)

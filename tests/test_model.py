@@ -143,6 +143,22 @@ def test_litemedsam_backbone_and_decoder_start_from_pretrained_weights():
     assert emb.shape == (1, 256, 64, 64)
 
 
+def test_the_pretrained_encoder_built_without_its_random_init_equals_the_initialised_one():
+    from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone, build_tinyvit, sub_state
+
+    loaded = LiteMedSAMBackbone(pretrained=True).encoder.eval()   # built with init=False
+    reference = build_tinyvit(init=True)
+    reference.load_state_dict(sub_state("image_encoder."), strict=True)
+    reference.eval()
+    a, b = loaded.state_dict(), reference.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    buffers = dict(reference.named_buffers())   # non-persistent ones included
+    assert all(torch.equal(v, buffers[k]) for k, v in loaded.named_buffers())
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+
+
 def test_a_frozen_backbone_embeds_in_eval_mode_even_while_the_model_trains():
     """TinyViT's BatchNorm must use its pretrained statistics however the model's mode is set:
     a training-mode embedding (batch statistics) is a different feature map (cosine ~0.5), and

@@ -52,7 +52,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
 
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
-    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers, timeout=180_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible, timeout=180_000)
     layer = viewer.layers["nuclei_00 promptseg"]
     assert len(viewer.layers) == n_layers + 1
     assert list(layer.features["class"]) == ["background", "nucleus"]
@@ -98,7 +98,7 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     widget.fast_mode.setChecked(True)
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
-    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and widget.propose_btn.isEnabled(), timeout=180_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible and widget.propose_btn.isEnabled(), timeout=180_000)
     info = widget.session.loaded_predictor.info
     assert (info["encoder_precision"], info["decoder_precision"]) == ("bfloat16", "bfloat16"), widget.status.text()
     gt = viewer.layers["nuclei_00 ground truth"].data > 0
@@ -143,7 +143,7 @@ def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path
 
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
-    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and widget.propose_btn.isEnabled(), timeout=180_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible and widget.propose_btn.isEnabled(), timeout=180_000)
     layer = viewer.layers["nuclei_00 promptseg"]
     painted = layer.data.copy()
     painted[:40, :40] = 1                       # the annotator paints a corner

@@ -86,7 +86,7 @@ def test_model_loads_in_a_worker_and_a_click_meanwhile_proposes_when_ready(make_
     timer.start(10)
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()                        # while loading: it waits for the model
-    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers, timeout=300_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible, timeout=300_000)
     timer.stop()
     assert ticks                                      # the GUI thread ran its timer while the model loaded
     assert widget.loader.thread not in (None, threading.get_ident())   # in a worker thread
@@ -126,5 +126,5 @@ def test_every_control_has_a_tooltip_and_shortcuts_are_napari_actions(make_napar
     finally:
         action_manager.unbind_shortcut(action_name("propose"))
         action_manager.bind_shortcut(action_name("propose"), "Shift-P")
-    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and not widget.proposing, timeout=300_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible and not widget.proposing, timeout=300_000)
     assert np.asarray(viewer.layers["nuclei_00 promptseg"].data).any()

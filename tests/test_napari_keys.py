@@ -29,7 +29,7 @@ def test_shift_keys_propose_accept_and_next(make_napari_viewer, qtbot, tmp_path)
     widget.prompt_edit.setText("nucleus")
 
     press(viewer, qtbot, Qt.Key_P)
-    qtbot.waitUntil(lambda: "k1 promptseg" in viewer.layers and widget._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: "k1 promptseg" in viewer.layers and viewer.layers["k1 promptseg"].visible and widget._worker is None, timeout=180_000)
     labels = viewer.layers["k1 promptseg"]
     viewer.layers.selection.active = labels               # a Labels layer: plain P would be its paint mode
     mode = labels.mode

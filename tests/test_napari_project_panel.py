@@ -94,7 +94,7 @@ def test_accept_and_retrain_warn_next_to_their_buttons_once_and_clear(make_napar
     panel.images.add_layers_btn.click()
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
-    qtbot_wait(lambda: widget._worker is None and "im promptseg" in viewer.layers)
+    qtbot_wait(lambda: widget._worker is None and "im promptseg" in viewer.layers and viewer.layers["im promptseg"].visible)
     assert panel.accept_msg.text() == ""
     panel.accept_btn.click()
     assert panel.accept_msg.text().startswith("accepted im as label rev 2 (")

@@ -83,7 +83,8 @@ def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float =
     mark("propose_clicked_s")
     embedded_before = bool(widget.embedder.embedded)
     widget.propose_btn.click()
-    wait(600, until=lambda: "nuclei_00 promptseg" in viewer.layers)
+    shown = lambda: widget.state.current is not None   # noqa: E731  (the layer may exist, empty, before)
+    wait(600, until=shown)
     first_mask = time.perf_counter() - t_click
     mark("first_mask_s")
     wait(0.5)
@@ -91,7 +92,7 @@ def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float =
     ticks.timer.stop()
     result = {"samples": ticks.samples, "at": ticks.at, "dock_open_s": dock_open, "first_mask_s": first_mask,
               "marks": marks, "embedded_before_click": embedded_before,
-              "mask_found": "nuclei_00 promptseg" in viewer.layers, "status": widget.status.text()}
+              "mask_found": shown() and viewer.layers["nuclei_00 promptseg"].visible, "status": widget.status.text()}
     viewer.close()
     return result
 

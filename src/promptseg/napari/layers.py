@@ -34,6 +34,14 @@ def features_for(classes: list[str], presence: np.ndarray | None = None) -> dict
     return feats
 
 
+PROPOSAL_OPACITY = 0.55
+EMPTY_KEY = "promptseg_empty"   # metadata of a proposal layer made ahead of its first mask (proposal_layer.py)
+
+
+def proposal_layer_name(image: str) -> str:
+    return f"{image} promptseg"
+
+
 def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], presence=None,
                 scale=None, known_colors: dict[str, str] | None = None, metadata: dict | None = None):
     """Create or update the one proposal Labels layer of an image."""
@@ -44,7 +52,10 @@ def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], prese
         layer.features = features_for(classes, presence)
         layer.colormap = colormap_for(classes, known_colors)
         layer.metadata.update(meta)
+        if layer.metadata.pop(EMPTY_KEY, False):    # made ahead, hidden: shown and selected as if just added
+            layer.visible = True
+            viewer.layers.selection.active = layer
         return layer
     kw = {"scale": scale} if scale is not None else {}
     return viewer.add_labels(labels, name=name, features=features_for(classes, presence),
-                             colormap=colormap_for(classes, known_colors), metadata=meta, opacity=0.55, **kw)
+                             colormap=colormap_for(classes, known_colors), metadata=meta, opacity=PROPOSAL_OPACITY, **kw)

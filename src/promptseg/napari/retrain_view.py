@@ -21,7 +21,8 @@ class LossPlot(FigureCanvasQTAgg):
     """Loss per step (left axis) and validation Dice (right axis) of the running round.
 
     Cheap on the GUI thread: fixed margins (no constrained layout), the two lines are updated
-    in place, and redraws are coalesced to at most one per ``MIN_REDRAW_S``."""
+    in place, redraws are coalesced to at most one per ``MIN_REDRAW_S``, and none is made while
+    the plot is hidden."""
 
     MIN_REDRAW_S = 0.5
 
@@ -51,8 +52,22 @@ class LossPlot(FigureCanvasQTAgg):
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._redraw)
         self._last_draw = 0.0
+        self._hidden_stale = False    # a draw asked for while hidden: done when shown
         self.setMinimumHeight(150)
         self.reset()
+
+    def draw_idle(self) -> None:
+        """Draw soon, or once shown: a hidden plot (another tab in front) costs nothing."""
+        if self.isVisible():
+            super().draw_idle()
+        else:
+            self._hidden_stale = True
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._hidden_stale:
+            self._hidden_stale = False
+            super().draw_idle()
 
     def reset(self, empty_text: str = "no round running yet") -> None:
         """Clear the curves; ``empty_text`` shows until the first point arrives."""

@@ -16,6 +16,7 @@ import threading
 import numpy as np
 
 from .dock_state import DockState
+from .plain_imports import plain_imports
 from .workers import start_worker
 
 
@@ -59,11 +60,12 @@ class ModelLoader:
         def job():
             self.thread = threading.get_ident()
             try:
-                from ..inference.predictor import preload_modules
+                with plain_imports():    # not through PySide6's import hook (plain_imports.py)
+                    from ..inference.predictor import preload_modules
 
-                preload_modules()
-                with state.session.lock:
-                    state.predictor(device)
+                    preload_modules()
+                    with state.session.lock:
+                        state.predictor(device)
                 return fast_choices()    # asked here: the first answer takes a while in torch
             except (ValueError, RuntimeError, OSError, ImportError) as exc:
                 return str(exc)          # a value, not the exception: superqt would re-raise it

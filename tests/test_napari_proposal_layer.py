@@ -1,0 +1,44 @@
+"""The proposal layer made before the first mask (real viewer under Xvfb, default model, bundled
+sample): hidden and empty until the mask, then shown as a freshly added layer would be, with
+its class names, colours, a mask that matches the gold, and undo."""
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+LAYER = "nuclei_00 promptseg"
+
+
+def test_the_proposal_layer_is_made_ahead_hidden_then_shows_the_mask(make_napari_viewer, qtbot):
+    from promptseg.napari.layers import EMPTY_KEY, class_color
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    image = viewer.layers["nuclei_00"]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
+    qtbot.waitUntil(lambda: LAYER in viewer.layers and not widget.layers_ahead.busy, timeout=60_000)
+    ahead = viewer.layers[LAYER]
+    assert not ahead.visible and not np.any(ahead.data) and ahead.data.shape == image.data.shape[:2]
+    assert ahead.metadata.get(EMPTY_KEY) and viewer.layers.selection.active is not ahead
+    assert {"polygon", "brush_stroke"} <= set(ahead._overlays)    # the overlays held back are back
+    assert [ly.name for ly in viewer.layers].count(LAYER) == 1
+
+    widget.prompt_edit.setText("nucleus")
+    widget.propose_btn.click()
+    qtbot.waitUntil(lambda: widget.state.current is not None and not widget.proposing, timeout=300_000)
+    layer = viewer.layers[LAYER]
+    assert layer is ahead and layer.visible and viewer.layers.selection.active is layer   # the same layer, reused
+    assert EMPTY_KEY not in layer.metadata and layer.metadata["classes"] == ["nucleus"]
+    assert list(layer.features["class"]) == ["background", "nucleus"]
+    assert np.allclose(layer.colormap.map(1), napari.utils.colormaps.standardize_color.transform_color(
+        class_color("nucleus", widget.state.class_colors()))[0])
+    gt = viewer.layers["nuclei_00 ground truth"].data > 0
+    got = np.asarray(layer.data) > 0
+    assert 2 * (got & gt).sum() / (got.sum() + gt.sum()) > 0.8
+
+    before = np.array(layer.data)                  # a brush stroke is undone like on any Labels layer
+    layer.paint((5, 5), 1, refresh=True)
+    assert not np.array_equal(layer.data, before)
+    layer.undo()
+    assert np.array_equal(layer.data, before)
