@@ -35,9 +35,14 @@ def test_round_emits_json_lines_and_registers_a_new_active_model(project):
     steps = [e for e in events if e["event"] == "step"]
     assert [s["step"] for s in steps] == [5, 10] and all("total" in s and "it_s" in s for s in steps)
     assert events[-1]["model_version"] == 2
+    start = next(e for e in events if e["event"] == "start")
+    assert start["route"] == events[-1]["metrics"]["route"] == "frozen encoder + decoder"
     with Project.open(project) as p:
         assert p.active_model().version == 2 and p.active_model().parent == 1
         assert p.rounds()[-1].status == "done"
+        # the round and the model version it made both record which route trained it
+        assert p.rounds()[-1].config["route"] == p.rounds()[-1].metrics["route"] == "frozen encoder + decoder"
+        assert p.active_model().config["route"] == p.active_model().metrics["route"] == "frozen encoder + decoder"
 
 
 def test_embed_events_count_each_group_and_the_whole_round(project):

@@ -28,7 +28,7 @@ def cmd_bench_monuseg(a: argparse.Namespace) -> int:
 
     use_all_cores()
     kw = dict(out=a.out, labels=labels_arg(a.labels), eval_split=a.eval_split, steps=a.steps,
-              unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_width=a.unet_width,
+              unet_steps=a.unet_steps, unet_batch=a.unet_batch, unet_width=a.unet_width, unet_crop=a.unet_crop,
               lmft_steps=a.litemedsam_ft_steps, lmft_batch=a.litemedsam_ft_batch,
               folds=a.folds, fold_ids=seeds_arg(a.fold_ids), seeds=seeds_arg(a.seeds), subset_seed=a.subset_seed,
               device=resolve_device(a.device), cache=a.cache, crop=a.crop, batch=a.batch, views=a.views,
@@ -225,6 +225,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     pixel_options = (   # the pixel baselines' own training settings (default: the shared ones)
         ("--unet-steps", "steps of the pixel baselines unet and litemedsam_ft (default: --steps)"),
         ("--unet-batch", "random crops per step of the pixel baselines (default 8; --quick 2)"),
+        ("--unet-crop", "side of the U-Net's training crops and scoring tiles, also the student's "
+                        "(default 256)"),
         ("--unet-width", "channels of the U-Net's first level, doubled at each of its four poolings "
                          "(default 32; --quick 16)"),
         ("--litemedsam-ft-steps", "steps of litemedsam_ft, if not those of the U-Net"),

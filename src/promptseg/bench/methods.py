@@ -14,6 +14,10 @@
                     encoder trained too (bench/finetune.py); ``supervised_ft_100`` on every image;
                     ``ft+supervised`` / ``ft+promptseg``: that tuned encoder frozen again, then
                     the named method on its embeddings for the same number of steps;
+``promptseg_student`` a U-Net at the ``unet`` settings trained on the labelled subset plus the
+                    ``promptseg`` teacher's pseudo labels of the unlabelled images
+                    (bench/student.py); ``promptseg_ensemble``: its and the teacher's
+                    probabilities averaged;
 SSL methods         training/ssl.py's teacher-student training with the labelled subset plus
                     the other training images unlabelled (``mean_teacher``: EMA teacher only;
                     ``promptseg``: full; ``promptseg-no_*``: one expert or loss off).
@@ -31,7 +35,8 @@ from ..training.types import ClassPrompts, TrainItem, UnlabelledItem
 SSL_METHODS = ("mean_teacher", "promptseg", "promptseg-no_text", "promptseg-no_exemplar",
                "promptseg-no_feedback", "promptseg-no_contrastive")
 PIXEL_METHODS = ("unet", "litemedsam_ft")
-ALL_METHODS = ("supervised", "supervised_100") + PIXEL_METHODS + SSL_METHODS
+STUDENT_METHODS = ("promptseg_student", "promptseg_ensemble")
+ALL_METHODS = ("supervised", "supervised_100") + PIXEL_METHODS + SSL_METHODS + STUDENT_METHODS
 FT_METHODS = ("supervised_ft", "supervised_ft_100", "ft+supervised", "ft+promptseg")
 KNOWN_METHODS = ALL_METHODS + FT_METHODS + ("supervised+stain",)
 QUICK_METHODS = ("supervised", "supervised_100", "unet", "mean_teacher", "promptseg", "promptseg-no_text",

@@ -28,10 +28,11 @@ from ..training.types import ClassPrompts, TrainItem
 from .data import SegImage, by_split, dihedral_views, labelled_subset, load_seg_dir
 from .finetune import FinetuneConfig, freeze_encoder, train_finetune
 from .stain import donor_assignment, recolourings, stain_stats
-from .methods import ALL_METHODS, FT_METHODS, PIXEL_METHODS, QUICK_METHODS, SSL_METHODS, parse_methods, \
-    progress_printer, train_prompt_model, uses_all_labels, uses_stain_views
+from .methods import ALL_METHODS, FT_METHODS, PIXEL_METHODS, QUICK_METHODS, SSL_METHODS, STUDENT_METHODS, \
+    parse_methods, progress_printer, train_prompt_model, uses_all_labels, uses_stain_views
 from .metrics import binary_scores, mean_scores
 from .pixel_methods import pixel_config, run_pixel_method
+from .student import StudentRuns
 from .report import bar_plot, markdown_table, run_environment, write_results
 
 CLASS_NAME = "nucleus"
@@ -138,7 +139,7 @@ def stain_rows(labelled: list[SegImage], unlabelled: list[SegImage], k: int, see
 
 def rows_trained_on(methods: list[str], train: list[SegImage], labelled: list[SegImage]) -> list[SegImage]:
     """The training rows whose embeddings ``methods`` (cached-embedding ones) train on."""
-    if any(m in SSL_METHODS or uses_all_labels(m) for m in methods):
+    if any(m in SSL_METHODS + STUDENT_METHODS or uses_all_labels(m) for m in methods):
         return train
     return labelled if methods else []
 
@@ -155,6 +156,18 @@ def predict_row(model: PromptSegModel, name: str, prep: Prepared, device: str,
     pred, _ = predict_labels(model, *(emb or prep.embs[name]), prep.prompts.embs, prep.prompts.laterality,
                              device=device, pixels=prep.pixels[name])
     return pred
+
+
+def teacher_prob_of(model: PromptSegModel, prep: Prepared, device: str) -> Callable[[str], np.ndarray]:
+    """``name`` -> the model's (H, W) foreground probability of that prepared image, computed once."""
+    done: dict[str, np.ndarray] = {}
+
+    def prob(name: str) -> np.ndarray:
+        if name not in done:
+            done[name] = predict_labels(model, *prep.embs[name], prep.prompts.embs, prep.prompts.laterality,
+                                        device=device, pixels=prep.pixels[name])[1][0]
+        return done[name]
+    return prob
 
 
 def score_prompt_model(model: PromptSegModel, rows: list[SegImage], prep: Prepared, device: str,
@@ -240,8 +253,18 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                            seed, cfg.device, on_step=progress_printer(tag, cfg.steps, log),
                            crop_px=cfg.crop, batch=cfg.batch, label_jitter=cfg.label_jitter)
 
+    students = StudentRuns()
     for seed in cfg.seeds:
         base = fresh_model(prep, model_cfg, seed, cfg.device)
+        teachers: dict[str, tuple[PromptSegModel, float]] = {}   # the promptseg model, trained once
+
+        def teacher(tag: str) -> tuple[PromptSegModel, float]:
+            if "model" not in teachers:
+                t = time.time()
+                m = copy.deepcopy(base)
+                train_cached("promptseg", m, labelled, items, seed, tag)
+                teachers["model"] = (m, time.time() - t)
+            return teachers["model"]
         tuned: dict[int, tuple[PromptSegModel, float]] = {}   # fine-tuned once per labelled set, shared
 
         def finetuned(rows: list[SegImage], tag: str) -> tuple[PromptSegModel, float]:
@@ -264,6 +287,12 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 ucfg = unet_config(cfg, seed, method)
                 per_image, train_s = run_pixel_method(method, ucfg, labelled, evals, cfg.device, log, tag)
                 steps = ucfg.steps
+            elif method in STUDENT_METHODS:
+                t_model, t_s = teacher(tag + " teacher")
+                prob = teacher_prob_of(t_model, prep, cfg.device)
+                per_image, train_s, extra = students.score(method, unet_config(cfg, seed, "unet"), labelled,
+                                                           unlabelled, evals, prob, cfg.device, log, tag)
+                steps, train_s = unet_config(cfg, seed, "unet").steps, train_s + t_s
             elif method in FT_METHODS:
                 model, train_s = finetuned(lab, tag)
                 if method.startswith("ft+"):   # then a cached-embedding method on the tuned encoder
@@ -280,6 +309,9 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                     steps = 2 * cfg.steps
                 per_image = score_prompt_model(model, evals, prep, cfg.device, own_encoder=True)
                 del model
+            elif method == "promptseg":
+                model, train_s = teacher(tag)
+                per_image = score_prompt_model(model, evals, prep, cfg.device)
             else:
                 model = copy.deepcopy(base)
                 train_cached(method, model, lab, items, seed, tag)
@@ -287,7 +319,8 @@ def run_monuseg(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                 per_image = score_prompt_model(model, evals, prep, cfg.device)
                 del model
             res = {"method": method, "seed": seed, **mean_scores(per_image), "seconds": round(time.time() - t1, 1),
-                   "train_seconds": round(train_s, 1), "steps": steps, "labelled": n_lab, "per_image": per_image}
+                   "train_seconds": round(train_s, 1), "steps": steps, "labelled": n_lab, "per_image": per_image,
+                   **(extra if method in STUDENT_METHODS else {})}
             results.append(res)
             write_results(out, results, config)
             log(f"{tag} Dice {100 * res['dice']:.2f}  mIoU {100 * res['miou']:.2f}  Dice224 "

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pixel_train import PixelTrainConfig, predict_tiled, train_pixel_model
+from .pixel_train import PixelTrainConfig, predict_prob_tiled, predict_tiled, train_pixel_model
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -52,15 +52,21 @@ class UNetTrainConfig(PixelTrainConfig):
 
 
 def train_unet(images: list[np.ndarray], masks: list[np.ndarray], cfg: UNetTrainConfig, device: str = "cpu",
-               on_step: Callable[[dict], None] | None = None) -> UNet:
-    """Train a fresh U-Net (seeded by ``cfg.seed``) on (image, binary mask) pairs."""
+               on_step: Callable[[dict], None] | None = None, **sampling) -> UNet:
+    """Train a fresh U-Net (seeded by ``cfg.seed``) on (image, binary mask) pairs; ``sampling``:
+    pixel weights and crop shares (pixel_train.train_pixel_model's ``weights``, ``first``, ``first_share``)."""
     torch.manual_seed(cfg.seed)
     model = UNet(cfg.width)
     groups = [{"params": list(model.parameters()), "lr": cfg.lr}]
-    return train_pixel_model(model, groups, images, masks, cfg, device, on_step)
+    return train_pixel_model(model, groups, images, masks, cfg, device, on_step, **sampling)
 
 
 def predict_unet(model: UNet, image: np.ndarray, device: str = "cpu", tile: int = 256,
                  threshold: float = 0.5) -> np.ndarray:
     """(H, W) {0, 1} label map of one whole image, in ``tile``² tiles."""
     return predict_tiled(model, image, tile, device, threshold)
+
+
+def predict_unet_prob(model: UNet, image: np.ndarray, device: str = "cpu", tile: int = 256) -> np.ndarray:
+    """(H, W) foreground probability of one whole image, in ``tile``² tiles."""
+    return predict_prob_tiled(model, image, tile, device)

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 
+# What a round trains: the decoder and its heads on the frozen encoder's cached embeddings.
+ROUTE = "frozen encoder + decoder"
+
+
 def emit(event: str, **data) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"event": event, "time": round(time.time(), 3), **data}, default=float), flush=True)
@@ -224,7 +228,8 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
         cfg = method_config(method, steps, seed)
         if active is not None:   # fine-tuning a trained model: a from-scratch lr can wreck it in a few steps
             cfg.supervised.lr = min(cfg.supervised.lr, 3e-4)
-        round_id = proj.start_round({"stage": 2, "method": method, "ssl": cfg.to_dict(), "labelled": n_train,
+        round_id = proj.start_round({"stage": 2, "method": method, "route": ROUTE, "ssl": cfg.to_dict(),
+                                     "labelled": n_train,
                                      "views": views, "unlabelled": len(unlabelled), "val": len(val), "world_size": world,
                                      "parent": active.version if active else None}) if rank == 0 else 0
         state_dir = proj.root / "rounds" / str(round_id)
@@ -245,7 +250,8 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
     trainer = SSLTrainer(model, train, unlabelled, prompts, cfg, device, rank=rank, wrap=wrap)
     if found:
         load_state(trainer, state_dir)
-    emit("start", round=round_id, method=method, config=cfg.to_dict(), steps=cfg.steps, labelled=n_train, views=views,
+    emit("start", round=round_id, method=method, route=ROUTE, config=cfg.to_dict(), steps=cfg.steps,
+         labelled=n_train, views=views,
          train_items=len(train), val=len(val), unlabelled=len(unlabelled), classes=classes,
          parent=active.version if active else None, device=device, world_size=world,
          resumed_from=trainer.step_count if found else None)
@@ -268,7 +274,8 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
     shas = _gather_shas(_weights_sha(model), world)
     if rank != 0:
         return 0
-    metrics = {"loss": last.get("total"), "steps": trainer.step_count, "seconds": round(time.time() - t0, 1)}
+    metrics = {"loss": last.get("total"), "steps": trainer.step_count, "seconds": round(time.time() - t0, 1),
+               "route": ROUTE}
     if val:
         s = validate(proj, model, val, prompts, classes, device)
         metrics.update(val_dice=s["dice"], val_dice_per_class=s["per_class"])
@@ -277,7 +284,8 @@ def _run_round(project_dir: str, device: str, max_steps: int | None, epochs: flo
         save_checkpoint(model, tmp, classes=classes, prompt_cache=prompts.as_cache(),
                         extra={"round": round_id, "metrics": metrics})
         emit("checkpoint", path=tmp)
-        rec = proj.register_model(Path(tmp), config={"round": round_id, "method": method, "ssl": cfg.to_dict()},
+        rec = proj.register_model(Path(tmp), config={"round": round_id, "method": method, "route": ROUTE,
+                                          "ssl": cfg.to_dict()},
                                   metrics=metrics, parent=active.version if active else None)
     proj.finish_round(round_id, "done", metrics, model_version=rec.version)
     shutil.rmtree(state_dir, ignore_errors=True)
