@@ -61,9 +61,10 @@ class RefinePanel(QGroupBox):
         self.class_edit.setToolTip("Objects are committed as this class; a new name becomes a project class "
                                    "when accepted")
         self.zoom = QCheckBox("zoom")
+        self.zoom.setChecked(True)   # the box benchmark's setting: the whole image and the crop, averaged
         self.zoom.setToolTip("Also decode each box on a crop around it at the encoder's full resolution: sharper "
-                             "masks of small objects, but one encoder pass per new box (off: the decoder only, "
-                             "on the image's cached embedding)")
+                             "masks, but one encoder pass per new box (off: the decoder only, on the image's "
+                             "cached embedding: faster, coarser)")
         self.commit_btn = QPushButton("Commit (Shift+C)")
         self.cycle_btn = QPushButton("Next candidate (Shift+X)")
         self.more_btn = button("More like this (Shift+M)", "Propose every further region like this class's masks: this image's, "
