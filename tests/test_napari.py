@@ -49,12 +49,13 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     widget.propose_btn.click()
     assert "empty prompt" in widget.status.text()
     n_layers = len(viewer.layers)
+    ahead = "nuclei_00 promptseg" in viewer.layers      # made ahead of the first mask, hidden, empty
 
     widget.prompt_edit.setText("nucleus")
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible, timeout=180_000)
     layer = viewer.layers["nuclei_00 promptseg"]
-    assert len(viewer.layers) == n_layers + 1
+    assert len(viewer.layers) == n_layers + (0 if ahead else 1)
     assert list(layer.features["class"]) == ["background", "nucleus"]
     assert layer.data.shape == (256, 256)
     assert "nucleus:" in widget.presence.text()
@@ -73,7 +74,7 @@ def test_widget_proposes_a_named_labels_layer(make_napari_viewer, qtbot):
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: list(viewer.layers["nuclei_00 promptseg"].features["class"]) ==
                     ["background", "nucleus", "background"] or "⚠" in widget.status.text(), timeout=120_000)
-    assert len(viewer.layers) == n_layers + 1
+    assert len(viewer.layers) == n_layers + (0 if ahead else 1)
 
 
 def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbot):
@@ -91,6 +92,7 @@ def test_fast_mode_box_switches_the_predictor_precision(make_napari_viewer, qtbo
     assert not widget.fast_mode.isEnabled() and not widget.fast_mode.isChecked()
     widget.device_combo.setCurrentText("cpu")
     assert not widget.fast_mode.isChecked()
+    qtbot.waitUntil(lambda: not widget.loader.busy, timeout=180_000)   # the reloads end before the test does
     if fast_precisions("cpu") is None:
         assert not widget.fast_mode.isEnabled()
         return
@@ -121,7 +123,8 @@ def test_widget_reports_bad_layers(make_napari_viewer, qtbot):
     widget.image_combo.setCurrentText("nan")
     widget.propose_btn.click()
     qtbot.waitUntil(lambda: "NaN" in widget.status.text(), timeout=120_000)  # status: see widget
-    assert "nan promptseg" not in viewer.layers
+    nan = viewer.layers["nan promptseg"] if "nan promptseg" in viewer.layers else None   # made ahead, if there
+    assert nan is None or (not nan.visible and not np.any(nan.data))
 
 
 def test_accept_and_retrain_loop_with_cancel(make_napari_viewer, qtbot, tmp_path):

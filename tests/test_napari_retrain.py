@@ -58,6 +58,9 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     panel.rounds_table.setRowCount(0)
     panel.show_summary()
     assert panel.rounds_table.rowCount() == 1
+    viewer.window.show()
+    widget.show_section(panel.monitor)          # the plot is made and drawn once its tab is in front
+    qtbot.waitUntil(lambda: panel.plot.canvas is not None and panel.plot.canvas.isVisible(), timeout=10_000)
     shot(viewer, "retrain_plot.png")
     panel.plot.grab().save(str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 1000

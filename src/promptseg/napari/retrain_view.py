@@ -8,29 +8,42 @@ from __future__ import annotations
 import math
 import time
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 ROUND_COLUMNS = ("When", "Labels", "Dice", "Status", "Model", "Edited")
 BG, FG, LOSS, DICE = "#262930", "#d6d6d6", "#6fa8ff", "#ff6b81"   # napari dark theme colours
 
 
-class LossPlot(FigureCanvasQTAgg):
+class LossPlot(QWidget):
     """Loss per step (left axis) and validation Dice (right axis) of the running round.
 
-    Cheap on the GUI thread: fixed margins (no constrained layout), the two lines are updated
-    in place, redraws are coalesced to at most one per ``MIN_REDRAW_S``, and none is made while
-    the plot is hidden."""
+    Cheap on the GUI thread: matplotlib is imported and the figure made only when the plot is
+    first shown (the dock opens without either), fixed margins (no constrained layout), the two
+    lines are updated in place, redraws are coalesced to at most one per ``MIN_REDRAW_S``, and
+    none is made while the plot is hidden."""
 
     MIN_REDRAW_S = 0.5
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=BG)
-        super().__init__(self.figure)
-        self.figure.subplots_adjust(left=0.17, right=0.83, bottom=0.22, top=0.95)
-        self.ax = self.figure.add_subplot(111)
+        super().__init__()
+        QVBoxLayout(self).setContentsMargins(0, 0, 0, 0)
+        self.canvas = None               # the matplotlib canvas, made when first shown
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._redraw)
+        self._last_draw = 0.0
+        self.setMinimumHeight(150)
+        self.reset()
+
+    def _make_canvas(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=BG)
+        self.canvas = FigureCanvasQTAgg(figure)
+        figure.subplots_adjust(left=0.17, right=0.83, bottom=0.22, top=0.95)
+        self.ax = figure.add_subplot(111)
         self.ax_dice = self.ax.twinx()
         ax, ax2 = self.ax, self.ax_dice
         ax.set_xlabel("step", fontsize=8, color=FG)
@@ -46,35 +59,22 @@ class LossPlot(FigureCanvasQTAgg):
         (self._dice_line,) = ax2.plot([], [], "o-", color=DICE, ms=4)
         self._dice_text = ax2.annotate("", (0, 0), fontsize=7, color=DICE, textcoords="offset points",
                                        xytext=(-18, 5))
-        self._empty = ax.text(0.5, 0.5, "no round running yet", ha="center", va="center", fontsize=8,
+        self._empty = ax.text(0.5, 0.5, "", ha="center", va="center", fontsize=8,
                               transform=ax.transAxes, color="gray")
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self._redraw)
-        self._last_draw = 0.0
-        self._hidden_stale = False    # a draw asked for while hidden: done when shown
-        self.setMinimumHeight(150)
-        self.reset()
-
-    def draw_idle(self) -> None:
-        """Draw soon, or once shown: a hidden plot (another tab in front) costs nothing."""
-        if self.isVisible():
-            super().draw_idle()
-        else:
-            self._hidden_stale = True
+        self.layout().addWidget(self.canvas)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
-        if self._hidden_stale:
-            self._hidden_stale = False
-            super().draw_idle()
+        if self.canvas is None:
+            self._make_canvas()
+        self._redraw()
 
     def reset(self, empty_text: str = "no round running yet") -> None:
         """Clear the curves; ``empty_text`` shows until the first point arrives."""
         self.steps: list[int] = []
         self.loss: list[float] = []
         self.dice: list[tuple[int, float]] = []
-        self._empty.set_text(empty_text)
+        self.empty_text = empty_text
         self._redraw()
 
     def add_event(self, ev: dict) -> None:
@@ -96,6 +96,9 @@ class LossPlot(FigureCanvasQTAgg):
             self._timer.start(int(wait * 1000))
 
     def _redraw(self) -> None:
+        if self.canvas is None or not self.isVisible():
+            return                        # showEvent draws what arrived meanwhile
+        self._empty.set_text(self.empty_text)
         self._loss_line.set_data(self.steps, self.loss)
         self._loss_line.set_marker("o" if len(self.loss) == 1 else "")   # a single point has no line
         xs, ys = (list(v) for v in zip(*self.dice)) if self.dice else ([], [])
@@ -113,7 +116,7 @@ class LossPlot(FigureCanvasQTAgg):
             pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
             self.ax.set_ylim(lo - pad, hi + pad)
         self._last_draw = time.monotonic()
-        self.draw_idle()
+        self.canvas.draw_idle()
 
 
 class RoundsTable(QTableWidget):
