@@ -1,6 +1,7 @@
 """Box and click -> mask latency as the annotator sees it in the dock (from the prompt layer's
 change to the mask on screen: worker start, decode, drawing), against the bare Predictor call
-on the same prompts in the same run. Run under Xvfb:
+on the same prompts in the same run. With ``--zoom`` a box's first mask is the whole image's
+answer; ``dock_zoomed_box_s`` is when the zoomed one replaced it. Run under Xvfb:
 
     xvfb-run -a python scripts/dock_box_latency.py MONUSEG_DIR OUT.json [--zoom]
 """
@@ -46,12 +47,13 @@ def main(data: Path, out: Path, zoom: bool, image: str = "TCGA-18-5592-01Z-00-DX
     idle()
     rp.latencies.clear()
     rp.worker_seconds.clear()
+    rp.zoom_latencies.clear()
     for b in boxes:
         viewer.layers["he box"].add_rectangles(np.array([[b[0], b[1]], [b[2], b[3]]], float))
         idle()
         viewer.layers["he box"].data = []
         idle()
-    dock_boxes = list(rp.latencies)
+    dock_boxes, dock_zoomed = list(rp.latencies), list(rp.zoom_latencies)
     for c in clicks:
         viewer.layers["he clicks +"].add([list(c)])
         idle()
@@ -73,9 +75,9 @@ def main(data: Path, out: Path, zoom: bool, image: str = "TCGA-18-5592-01Z-00-DX
     viewer.close()
     med = lambda xs: float(np.median(xs))   # noqa: E731
     res = {"image": image, "zoom": zoom, "boxes": len(boxes), "clicks": len(clicks),
-           "dock_box_s": dock_boxes, "bare_box_s": bare_boxes, "dock_click_s": dock_clicks, "bare_click_s": bare_clicks,
+           "dock_box_s": dock_boxes, "dock_zoomed_box_s": dock_zoomed, "bare_box_s": bare_boxes, "dock_click_s": dock_clicks, "bare_click_s": bare_clicks,
            "worker_box_s": worker_boxes, "worker_click_s": worker_clicks,
-           "p50_dock_box_s": med(dock_boxes), "p50_worker_box_s": med(worker_boxes), "p50_bare_box_s": med(bare_boxes),
+           "p50_dock_box_s": med(dock_boxes), "p50_dock_zoomed_box_s": med(dock_zoomed) if dock_zoomed else None, "p50_worker_box_s": med(worker_boxes), "p50_bare_box_s": med(bare_boxes),
            "p50_dock_click_s": med(dock_clicks), "p50_worker_click_s": med(worker_clicks),
            "p50_bare_click_s": med(bare_clicks),
            "box_ratio_dock_over_bare": med(dock_boxes) / med(bare_boxes)}

@@ -88,11 +88,17 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
     for name in ("he box", "he clicks +", "he clicks −", "he object"):
         assert name in viewer.layers
     (target, b), *others = _inner_nuclei(inst, 6)
+    n_shown = len(rp.latencies)
     box(rp, qtbot, viewer, b)
     assert len(rp.pending) == 1 and rp.pending[0].source == "box"
     d_box = dice(rp.pending[0].mask, inst == target)
     assert d_box >= 0.85, d_box                                # measured 0.955
     assert "mask in" in rp.message.text() and f"'{CLASS}'" in rp.message.text()
+    # zoom is on by default: the whole image's mask first, then the zoomed one, which stays
+    assert rp.zoom.isChecked() and len(rp.latencies) == n_shown + 1 and len(rp.zoom_latencies) == 1
+    assert "sharpened with zoom" in rp.message.text()
+    zoomed = widget.session.loaded_predictor.predict_boxes([b], zoom=True).masks[0]
+    assert np.array_equal(rp.pending[0].mask, zoomed)
     assert np.array_equal(viewer.layers["he object"].data > 0, rp.pending[0].mask)
     shot(viewer, "boxes_2_box_mask.png")
 

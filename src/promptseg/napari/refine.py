@@ -53,6 +53,8 @@ class RefinePanel(QGroupBox):
         self._worker = None
         self._again = False
         self._asked_at = 0.0
+        self._shown_for = -1.0                   # the prompt change whose first mask is on screen
+        self.zoom_latencies: list[float] = []    # seconds from a prompt change to its zoomed box mask
         self._boxes: dict[tuple, tuple[np.ndarray, float]] = {}   # decoded boxes of this image
         self.layers_btn = button("Box / click layers", "Add a Shapes layer for boxes and Points layers for clicks inside (+) and "
                                                        "outside (−) the object, for the image on screen")
@@ -172,22 +174,34 @@ class RefinePanel(QGroupBox):
             return
         known = dict(self._boxes)
         zoom = self.zoom.isChecked()
+        # with zoom, a new box shows the whole image's answer at once, then the sharper one once
+        # its crop is embedded (an encoder pass)
+        passes = [False, True] if zoom and any((b, True) not in known for b in prompts.boxes) else [zoom]
 
-        def decode(predictor):
+        def decode(predictor, zoomed: bool):
             t0 = time.perf_counter()             # the worker's own time (waiting for the lock aside)
             predictor.set_image(img)             # cache hit after a proposal
-            todo = [b for b in prompts.boxes if (b, zoom) not in known]
+            todo = [b for b in prompts.boxes if (b, zoomed) not in known]
             if todo:
-                r = predictor.predict_boxes(todo, zoom=zoom)
-                known.update({(b, zoom): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
+                r = predictor.predict_boxes(todo, zoom=zoomed)
+                known.update({(b, zoomed): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
             click = None
             if len(prompts.points):
                 r = predictor.predict_points(prompts.points, prompts.labels)
                 click = list(zip(r.candidates, r.candidate_scores.tolist()))
-            return prompts, known, click, zoom, time.perf_counter() - t0
+            return prompts, known, click, zoomed, time.perf_counter() - t0
 
-        self._worker = start_worker(self._job(decode), self._decoded,
-                                    on_return=lambda res, n=image: self._show(n, res))
+        asked = self._asked_at
+        jobs = [self._job(lambda pr, z=z: decode(pr, z)) for z in passes]
+
+        def run():
+            for job in jobs:
+                res = job()
+                yield res
+                if isinstance(res, str):
+                    return
+
+        self._worker = start_worker(run, self._decoded, on_item=lambda res, n=image: self._show(n, res, asked))
 
     def _job(self, work):
         """A worker job: ``work(predictor)`` under the session's lock; an error comes back as its text."""
@@ -207,13 +221,16 @@ class RefinePanel(QGroupBox):
             self._again = False
             self.decode()
 
-    def _show(self, image: str, res) -> None:
+    def _show(self, image: str, res, asked: float) -> None:
         if isinstance(res, str):
             self.message.error(f"{res} — nothing changed", cause="prompt")
             return
         if image != self.image:
             return
         prompts, known, click, zoom, in_worker = res
+        sharper = zoom and any((b, False) in known for b in prompts.boxes) and self._shown_for == asked
+        if sharper and self._asked_at != asked:
+            return          # the prompts changed (or were committed) while the crop was embedded
         self._boxes = known
         old_pick = next((p.pick for p in self.pending if p.source == "click"), 0)
         self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
@@ -221,12 +238,18 @@ class RefinePanel(QGroupBox):
             self.pending.append(Pending("click", click, old_pick if old_pick < len(click) else 0))
         show_pending(self.state.viewer, image, [p.mask for p in self.pending])
         seconds = time.perf_counter() - self._asked_at
-        self.latencies.append(seconds)
-        self.worker_seconds.append(in_worker)
+        if sharper:
+            self.zoom_latencies.append(seconds)
+        else:
+            self.latencies.append(seconds)
+            self.worker_seconds.append(in_worker)
+        self._shown_for = asked
         what = [f"{sum(p.source == 'box' for p in self.pending)} box(es)"] if prompts.boxes else []
         if click:
             what.append(self._candidate_text())
-        self.message.say(f"{', '.join(what)} → mask in {1000 * seconds:.0f} ms. Commit (Shift+C) adds "
+        done = (f"→ mask in {1000 * self.latencies[-1]:.0f} ms, sharpened with zoom in {1000 * seconds:.0f} ms"
+                if sharper else f"→ mask in {1000 * seconds:.0f} ms")
+        self.message.say(f"{', '.join(what)} {done}. Commit (Shift+C) adds "
                          f"{'them' if len(self.pending) > 1 else 'it'} as '{self.current_class() or '…'}'.",
                          cause="mask")
 
