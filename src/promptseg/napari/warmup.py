@@ -2,7 +2,8 @@
 
 - ``ModelLoader``: imports the model's dependencies and loads the session's Predictor in a
   worker as soon as the dock opens (and again when another model version is chosen), so the
-  GUI thread never pays for either.
+  GUI thread never pays for either. The text encoder's modules are left to the first prompt
+  that is not in the checkpoint's prompt cache.
 - ``ScreenEmbedder``: embeds the image on screen as soon as it is chosen and the model is
   loaded, so a Propose on it only runs the text encoder and the decoder.
 
@@ -63,7 +64,7 @@ class ModelLoader:
                 with plain_imports():    # not through PySide6's import hook (plain_imports.py)
                     from ..inference.predictor import preload_modules
 
-                    preload_modules()
+                    preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
                     with state.session.lock:
                         state.predictor(device)
                 return fast_choices()    # asked here: the first answer takes a while in torch
