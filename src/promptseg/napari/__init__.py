@@ -9,3 +9,7 @@ import sys
 
 if "triton" not in sys.modules:
     sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
+
+from .none_guard import keep_none_alive
+
+keep_none_alive()
