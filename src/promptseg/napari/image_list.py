@@ -15,7 +15,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QHeaderView, QTableW
 
 from ..workflow.scoring import suggest_next
 from .drafts import load_draft, save_draft, save_unsaved
-from .layers import show_labels
+from .layers import proposal_layer_name, show_labels
 from .message_line import MessageLine
 from .rows import button, hrow
 from .state import Proposal
@@ -235,7 +235,7 @@ class ImageList(QWidget):
             note = self.stash_edits()
             for ly in list(viewer.layers):     # the image opened before, and its proposal layer
                 if ly.metadata.get("promptseg_opened") and ly.name != name:
-                    for gone in (f"{ly.name} promptseg", ly.name):
+                    for gone in (proposal_layer_name(ly.name), ly.name):
                         if gone in viewer.layers:
                             viewer.layers.remove(gone)
             if w.current is not None and w.current.layer not in viewer.layers:
@@ -265,7 +265,7 @@ class ImageList(QWidget):
         """Show the image's draft, else its latest label, as the editable proposal layer."""
         w, proj = self.state, self.project
         image = w.image_for(layer)
-        out = f"{rec.name} promptseg"
+        out = proposal_layer_name(rec.name)
         scale = layer.scale[-2:]
         draft = load_draft(proj.root, rec.name, image, out)
         if draft is not None:

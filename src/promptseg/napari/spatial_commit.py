@@ -6,7 +6,7 @@ import numpy as np
 
 from ..workflow.exemplars import exemplar_sources
 from ..workflow.objects import MaskObject, instance_map, paint_object
-from .layers import show_labels
+from .layers import proposal_layer_name, show_labels
 from .state import Proposal
 
 
@@ -16,7 +16,7 @@ def proposal_for(state, image: str, img: np.ndarray) -> Proposal:
     p = state.current
     if p is not None and p.image == image and p.layer in state.viewer.layers:
         return p
-    layer = f"{image} promptseg"
+    layer = proposal_layer_name(image)
     viewer = state.viewer
     fixed = np.zeros(img.shape[:2], np.int32)
     classes: list[str] = []

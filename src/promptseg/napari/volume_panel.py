@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QComboBox, QGroupBox, QLabel, QVBoxLayout
 
 from ..workflow.scoring import mean_entropy
 from .dock_state import DockState
-from .layers import show_labels
+from .layers import proposal_layer_name, show_labels
 from .rows import button, hrow
 from .state import Proposal
 from .workers import start_worker
@@ -259,7 +259,7 @@ class VolumePanel(QGroupBox):
         s["shown"] = True
         name, prompts = s["name"], s["prompts"]
         presence = np.mean(s["presence"], 0) if s["presence"] else None
-        out = f"{name} promptseg"
+        out = proposal_layer_name(name)
         if out in viewer.layers and viewer.layers[out].ndim != 3:
             state.current = None           # replaced on purpose: not a draft
             viewer.layers.remove(out)

@@ -21,7 +21,7 @@ from . import dock_layout
 from .background import BatchProposer, Prefetcher
 from .dock_state import DockState
 from .fast_mode import FastModeBox
-from .layers import show_labels
+from .layers import proposal_layer_name, show_labels
 from .message_line import MessageLine
 from .project_panel import ProjectPanel
 from .proposal_layer import ProposalLayers
@@ -53,8 +53,7 @@ class PromptSegWidget(QWidget):
     def __init__(self, napari_viewer: "napari.viewer.Viewer", checkpoint: str | None = None):
         super().__init__()
         self.viewer = napari_viewer
-        # the project, the model in use and its Predictor, shared with the panels and the
-        # background work (worker threads: every set_image + predict pair under session.lock)
+        # project, model and Predictor, shared with panels and workers (set_image + predict under session.lock)
         self.session = AnnotationSession(checkpoint)
         self.state = DockState(napari_viewer, self.session)
         self.loader = ModelLoader(self.state)
@@ -118,14 +117,11 @@ class PromptSegWidget(QWidget):
             self, [self.guide, box, self.status, self.presence, panel.accept_box, panel.retrain_box],
             {"Refine": [self.refine_panel, self.keys_help], "Project": [panel], "Train": [panel.monitor],
              "3-D": [self.volume_panel]})
-        # Fixed heights: a new message never re-lays the dock out (a relayout resizes the tabs
-        # and redraws the loss plot on the GUI thread); long messages show their first lines,
-        # the full text is the line's tooltip.
+        # fixed heights: a new message never re-lays the dock out; the full text is the tooltip
         line = self.status.fontMetrics().lineSpacing()
-        self.status.setFixedHeight(3 * line + 4)
-        self.status.setAlignment(Qt.AlignLeft | Qt.AlignTop)
-        self.presence.setFixedHeight(2 * line + 2)
-        self.presence.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        for label, lines in ((self.status, 3), (self.presence, 2)):
+            label.setFixedHeight(lines * line + 2 * (lines - 1))
+            label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
 
     def _connect(self) -> None:
         state, panel = self.state, self.project_panel
@@ -159,8 +155,7 @@ class PromptSegWidget(QWidget):
         state.batch_finished.connect(panel.images.batch_finished)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_images)
-        # Unsaved edits become a draft when their layer goes away (viewer.close() removes all
-        # layers first) or the window closes.
+        # unsaved edits become a draft when their layer goes away (close removes layers first)
         self.viewer.layers.events.removing.connect(self._on_removing)
 
     @property
@@ -355,7 +350,7 @@ class PromptSegWidget(QWidget):
             self.presence.setText("")
             self.status.warn(unknown, cause="unknown-class")
             return
-        out = f"{name} promptseg"
+        out = proposal_layer_name(name)
         prompt = "; ".join(r.prompts)
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
             self.state.current = None      # a volume proposal replaced by a slice proposal: not a draft
