@@ -37,6 +37,7 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
     assert kinds[-1] == "done" and "eval" in kinds, panel.retrain_msg.text()
+    assert f"model v2 (trained: {panel.events[-1]['metrics']['route']}) is active" in panel.retrain_msg.message
     assert panel.plot.steps == [5, 10]
     assert panel.plot.loss == pytest.approx([e["total"] for e in panel.events if e["event"] == "step"])
     val = [e["dice"] for e in panel.events if e["event"] == "eval"][0]
@@ -45,6 +46,8 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     start = next(e for e in panel.events if e["event"] == "start")
     assert (start["views"], start["train_items"]) == (2, 4 * 2)
     assert row[1] == "4×2+1" and row[2] == f"{val:.3f}" and row[3] == "done" and row[4] == "v2"
+    assert panel.rounds_table.item(0, 4).toolTip() == f"trained: {start['route']}"
+    assert panel.round_progress.on_event(start).endswith(f"({start['route']})")
     # The untouched proposal is proposed again by the new model, in the DB and on screen.
     qtbot.waitUntil(lambda: not widget.batch.busy and widget.batch.done == ["u0"], timeout=120_000)
     with Project.open(project) as p:

@@ -289,7 +289,9 @@ class ProjectPanel(QGroupBox):
             self._refresh_versions()
             self.rounds_table.refresh(self.project)
             refresh = self.batch.refresh()
-            self.retrain_msg.say(f"Round done: model v{version} is active." + (f" {refresh}" if refresh else ""))
+            route = (ev.get("metrics") or {}).get("route")
+            trained = f" (trained: {route})" if route else ""
+            self.retrain_msg.say(f"Round done: model v{version}{trained} is active." + (f" {refresh}" if refresh else ""))
             self.show_summary()
         elif kind == "cancelled":
             self.retrain_msg.say("Round cancelled; the previous model version stays active.")

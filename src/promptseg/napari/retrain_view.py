@@ -160,3 +160,5 @@ class RoundsTable(QTableWidget):
                      "" if not e else f"{100 * sum(e) / len(e):.1f}% ({len(e)})")
             for j, text in enumerate(cells):
                 self.setItem(i, j, QTableWidgetItem(text))
+            if cfg.get("route"):                          # what the round trained, on the model cell
+                self.item(i, 4).setToolTip(f"trained: {cfg['route']}")

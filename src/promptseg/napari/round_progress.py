@@ -69,6 +69,7 @@ class RoundProgress:
             self.steps = int(ev.get("steps") or self.steps)
             self._set_range()
             text = f"training {self.steps} steps on {ev.get('train_items', '?')} labelled views"
+            text += f" ({ev['route']})" if ev.get("route") else ""   # which parts of the model learn
             self._set_value(self.to_embed, text)
             return text
         if kind == "step":
