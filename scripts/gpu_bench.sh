@@ -15,6 +15,11 @@
 # optional there), so the carry stays under the 64 MiB a run takes with the whole tree.
 # (a dry run here: PY=.venv/bin/python DEVICE=cpu STEPS=2 VIEWS=1 PAR=2 LAT_RUNS=2 JOBS=dry
 #  CACHE=/tmp/monu_cache OUT=/tmp/o bash scripts/gpu_bench.sh)
+# JOBS=cv runs issue 26's cross-validation (FOLDS folds over train + val, 25 % labels) for the
+# folds in FOLD_IDS and the seeds in SEEDS, one job per fold, seed and method of CV_METHODS;
+# sessions that each run some folds are joined by `promptseg bench merge` (one CV table, with
+# promptseg's margin over the stronger pixel baseline fold by fold). Every method of a fold and
+# seed runs in the same call, so each comparison is within one run.
 # Everything under /tmp/r is re-packed into $OUT/gpu_results.tgz every 20 s, so a run cut
 # off by its time limit still returns what finished.
 set -u
@@ -28,6 +33,10 @@ DEVICE=${DEVICE:-cuda}
 CACHE=${CACHE:-/tmp/cache}
 LAT_RUNS=${LAT_RUNS:-50}
 JOBS=${JOBS:-full}
+FOLDS=${FOLDS:-5}
+FOLD_IDS=${FOLD_IDS:-0}
+SEEDS=${SEEDS:-0 1 2}
+CV_METHODS=${CV_METHODS:-supervised supervised_100 unet litemedsam_ft promptseg promptseg_ensemble}
 T0=$(date +%s)
 R=/tmp/r
 rm -rf "$R"; mkdir -p "$R/logs" "$CACHE" "$OUT"
@@ -62,14 +71,16 @@ pack
 if [ "$JOBS" = latency ]; then echo "JOBS=latency: done $(date -u +%T)"; exit 0; fi
 # 2. embeddings of the training images' views and the eval images, once, into the shared cache
 echo "embed $(date -u +%T)"
-timeout 240 $PY - "$CARRY/monuseg" "$CACHE" "$DEVICE" "$VIEWS" > "$R/logs/embed.log" 2>&1 <<'EOF'
+TRAIN_SPLITS=train; [ "${JOBS%-dry}" = cv ] && TRAIN_SPLITS=train,val   # CV trains on val images too
+timeout 240 $PY - "$CARRY/monuseg" "$CACHE" "$DEVICE" "$VIEWS" "$TRAIN_SPLITS" > "$R/logs/embed.log" 2>&1 <<'EOF'
 import sys, time
 from promptseg.bench.data import dihedral_views, load_seg_dir
 from promptseg.bench.monuseg import prepare
 from promptseg.model.segmenter import ModelConfig
 t = time.time()
 rows = load_seg_dir(sys.argv[1])
-rows = [v for r in rows for v in (dihedral_views(r, int(sys.argv[4])) if r.split == "train" else [r])]
+train = sys.argv[5].split(",")
+rows = [v for r in rows for v in (dihedral_views(r, int(sys.argv[4])) if r.split in train else [r])]
 prepare(rows, ModelConfig(), sys.argv[2], sys.argv[3], log=lambda s: None)
 print(f"prepare {len(rows)} images {time.time() - t:.1f} s")
 EOF
@@ -88,7 +99,12 @@ run_job() {  # name, then bench monuseg arguments
 export -f run_job left
 export R T0 DEADLINE_S PY DEVICE CARRY STEPS CACHE VIEWS
 ft() { echo "--labels 0.25 --seeds $1 --methods $2 --ft-batch 8"; }
-if [ "$JOBS" = dry ]; then
+if [ "${JOBS%-dry}" = cv ]; then     # cv-dry: the same jobs, for a CPU check of the plumbing
+  jobs_list=()
+  for f in $FOLD_IDS; do for s in $SEEDS; do for m in $CV_METHODS; do
+    jobs_list+=("cv_f${f}_s${s}_$m --labels 0.25 --folds $FOLDS --fold-ids $f --seeds $s --methods $m --ft-batch 8")
+  done; done; done
+elif [ "$JOBS" = dry ]; then
   jobs_list=("ftB_s0 --labels 0.25 --seeds 0 --methods supervised_ft,ft+supervised --ft-batch 1"
              "ps25_s0 --labels 0.25 --seeds 0 --methods promptseg")
 else
@@ -107,6 +123,11 @@ while kill -0 $! 2>/dev/null; do
 done
 wait
 echo "done $(date -u +%T), $(left) s left"
+if [ "${JOBS%-dry}" = cv ]; then   # the folds finished here, as one CV table (finished jobs only)
+  done_runs=$(ls -d "$R"/cv_f*/ 2>/dev/null | while read -r d; do [ -f "$d/results.json" ] && echo "$d"; done)
+  [ -n "$done_runs" ] && $PY -m promptseg.cli bench merge $done_runs --out "$R/cv_merged" > "$R/logs/cv_merge.log" 2>&1
+  cat "$R/cv_merged/results.md" 2>/dev/null
+fi
 pack
 cat "$R"/logs/jobs.log
 grep -h "Dice\|Error\|error" "$R"/logs/*.log | tail -n 60

@@ -372,3 +372,36 @@ def test_stain_views_reach_only_the_methods_that_may_see_the_unlabelled_images(t
     with pytest.raises(ValueError, match="frozen-encoder"):
         mb.run_monuseg(mb.MonusegConfig(data=str(tiny_data), out=str(tmp_path / "o2"), methods=["ft+promptseg"],
                                         stain_views=1), model_cfg=tiny_cfg(), log=lambda s: None)
+
+
+def test_bench_merge_joins_cross_validation_folds_into_the_cv_table(tmp_path):
+    """A cross-validation split by fold over sessions: merged into one table per fold, with the
+    margin of promptseg over the stronger pixel baseline fold by fold."""
+    from promptseg.bench.report import merge_runs, write_results
+    from promptseg.cli import main
+
+    def fold_run(folder, fold, rows):
+        res = [{"method": m, "seed": 0, "fold": fold, "dice": d, "miou": d, "dice_224": d, "miou_224": d,
+                "seconds": 1.0} for m, d in rows]
+        write_results(folder, res, {"labels": 0.25, "eval_split": "val", "steps": 10, "crop": 256, "batch": 8,
+                                    "subset_seed": 0, "folds": 5})
+        return folder
+
+    a = fold_run(tmp_path / "f0", 0, [("supervised", 0.70), ("unet", 0.72), ("litemedsam_ft", 0.74), ("promptseg", 0.77)])
+    b = fold_run(tmp_path / "f1", 1, [("supervised", 0.60), ("unet", 0.66), ("litemedsam_ft", 0.62), ("promptseg", 0.67)])
+    assert main(["bench", "merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    md = (tmp_path / "m" / "results.md").read_text()
+    assert "5-fold cross-validation" in md and "folds 0,1" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| promptseg"))
+    assert row.startswith("| promptseg | 2 | 72.00 ± 7.07 | 77.00, 67.00 | +7.00 ± 0.00")
+    # fold 0: 77 - 74 = +3, fold 1: 67 - 66 = +1 -> +2.00 ± 1.41, above the +1.5 target
+    assert "the stronger of unet and litemedsam_ft, fold by fold over 2 fold(s): +2.00 ± 1.41" in md
+    assert "target ≥ +1.5: met" in md
+    with pytest.raises(ValueError, match="repeats"):
+        merge_runs([a, a])
+    other = tmp_path / "k3"
+    write_results(other, [{"method": "promptseg", "seed": 0, "fold": 2, "dice": 0.5}],
+                  {"labels": 0.25, "eval_split": "val", "steps": 10, "crop": 256, "batch": 8, "subset_seed": 0,
+                   "folds": 3})
+    with pytest.raises(ValueError, match="folds"):        # another fold layout is another benchmark
+        merge_runs([a, other])

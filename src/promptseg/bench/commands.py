@@ -115,8 +115,16 @@ def cmd_bench_merge(a: argparse.Namespace) -> int:
     out = Path(a.out)
     write_results(out, results, merged["config"])
     c = merged["config"]
-    title = a.title or f"MoNuSeg, {c['labels']:.0%} labels, {c['eval_split']} split, {c['steps']} steps"
-    table = markdown_table(results, title=title)
+    if any("fold" in r for r in results):     # cross-validation runs split by fold: the CV table
+        from .folds import cv_table, margin_line
+
+        folds = sorted({r["fold"] for r in results if "fold" in r})
+        title = a.title or (f"MoNuSeg {c['folds']}-fold cross-validation, {c['labels']:.0%} labels, "
+                            f"{c['steps']} steps, folds {','.join(map(str, folds))}")
+        table = cv_table(results, title) + margin_line(results)
+    else:
+        title = a.title or f"MoNuSeg, {c['labels']:.0%} labels, {c['eval_split']} split, {c['steps']} steps"
+        table = markdown_table(results, title=title)
     (out / "results.md").write_text(table, encoding="utf-8")
     bar_plot(results, out / "monuseg_dice.png", title)
     print(table)

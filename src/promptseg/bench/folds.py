@@ -59,6 +59,22 @@ def cv_table(results: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def margin_line(results: list[dict], method: str = "promptseg", rivals: tuple[str, ...] = ("unet", "litemedsam_ft"),
+                need: float = 0.015) -> str:
+    """Issue 26's comparison: ``method`` minus the stronger of ``rivals`` on each fold both ran
+    (mean ± sd over those folds), against the margin ``need``; empty when either side is missing."""
+    scores = fold_scores(results)
+    ours, theirs = scores.get(method, {}), [scores[r] for r in rivals if r in scores]
+    shared = [f for f in ours if theirs and all(f in t for t in theirs)]
+    if not shared:
+        return ""
+    diffs = [ours[f] - max(t[f] for t in theirs) for f in shared]
+    names = " and ".join(r for r in rivals if r in scores)
+    verdict = "met" if np.mean(diffs) >= need else "not met"
+    return (f"\n{method} − the stronger of {names}, fold by fold over {len(shared)} fold(s): "
+            f"{_mean_sd(diffs, '+')} (target ≥ +{100 * need:.1f}: {verdict})\n")
+
+
 def run_monuseg_cv(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
                    log: Callable[[str], None] = print) -> dict:
     """Run the bench on each fold (OUT/foldF/), then write OUT/results.json and OUT/results.md
@@ -86,7 +102,7 @@ def run_monuseg_cv(cfg: MonusegConfig, model_cfg: ModelConfig | None = None,
     title = (f"MoNuSeg {cfg.folds}-fold cross-validation over {len(rows)} train + val images, "
              f"{cfg.labels:.0%} of each fold's training images labelled ({'/'.join(map(str, n_lab)) or '?'}), "
              f"folds {','.join(map(str, ids))}")
-    table = cv_table(results, title)
+    table = cv_table(results, title) + margin_line(results)
     (out / "results.md").write_text(table, encoding="utf-8")
     log("\n" + table)
     return {"results": results, "config": config}

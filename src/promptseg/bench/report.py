@@ -45,11 +45,12 @@ def write_results(out: str | Path, results: list[dict], config: dict) -> Path:
 
 
 def merge_runs(run_dirs: list[str | Path]) -> dict:
-    """Join the results.json of runs that split one benchmark by seed or method (parallel
-    processes, several machines). Runs with a different setting (labels, split, steps...) are
+    """Join the results.json of runs that split one benchmark by seed, method or cross-validation
+    fold (parallel processes, several machines or sessions). Runs with a different setting (labels, split, steps...) are
     an error: their numbers would not be comparable in one table."""
-    keys = ("labels", "eval_split", "steps", "crop", "batch", "views", "subset_seed", "label_jitter", "stain_views")
-    before = {"label_jitter": 0.0, "stain_views": 0}   # what a run written before the setting existed used
+    keys = ("labels", "eval_split", "steps", "crop", "batch", "views", "subset_seed", "label_jitter", "stain_views",
+            "folds")
+    before = {"label_jitter": 0.0, "stain_views": 0, "folds": 0}   # what a run written before the setting existed used
     results, configs = [], []
     for d in run_dirs:
         path = Path(d) / "results.json"
@@ -64,10 +65,10 @@ def merge_runs(run_dirs: list[str | Path]) -> dict:
             diff = [k for k in keys if cfg.get(k, before.get(k)) != configs[0].get(k, before.get(k))]
             if diff:
                 raise ValueError(f"{d} differs from {run_dirs[0]} in {', '.join(diff)}; merge like runs only")
-        seen = {(r["method"], r.get("seed")) for r in results}
-        dup = [r["method"] for r in doc.get("results", []) if (r["method"], r.get("seed")) in seen]
+        seen = {(r["method"], r.get("seed"), r.get("fold")) for r in results}
+        dup = [r["method"] for r in doc.get("results", []) if (r["method"], r.get("seed"), r.get("fold")) in seen]
         if dup:
-            raise ValueError(f"{d} repeats method/seed pairs already merged: {sorted(set(dup))}")
+            raise ValueError(f"{d} repeats method/seed/fold triples already merged: {sorted(set(dup))}")
         results += doc.get("results", [])
         configs.append({**cfg, "run_dir": str(d)})
     if not results:
