@@ -13,9 +13,9 @@ from functools import lru_cache
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .backbones.litemedsam import TILE, sub_state
+from .token_layout import two_way, upscaled_masks
 
 GRID = TILE // 4                     # the encoder's 64x64 embedding
 
@@ -57,54 +57,24 @@ class SpatialPromptDecoder(nn.Module):
         sparse, dense = self.prompt_encoder(points=pts, boxes=box, masks=mask_logits)
         return self._decode(emb, sparse, dense, slice(1, 4) if multimask else slice(0, 1))
 
-    def _decode(self, emb: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, outputs: slice
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM's ``MaskDecoder.predict_masks`` with the same weights: the grid's positional encoding
-        computed once, fused attention, and only the asked masks' hypernetworks run."""
+    def _decode(self, emb: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, outputs: slice,
+                size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's ``MaskDecoder.predict_masks`` with the same weights, in the text decoder's row
+        layout (token_layout.py: folded cross attention, per-token upscaling), running only the
+        asked masks' hypernetworks and, with ``size`` (rows, cols), only the grid cells that
+        cover the top-left ``size`` of the 256 frame (each cell makes its own 4x4 pixels)."""
         md = self.mask_decoder
         b = max(emb.shape[0], sparse.shape[0])
-        emb = emb.expand(b, -1, -1, -1)
         tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0)[None].expand(b, -1, -1)
         tokens = torch.cat((tokens, sparse.expand(b, -1, -1)), 1)
-        src = (emb + dense).flatten(2).transpose(1, 2)               # (B, HW, C)
-        hs, src = _two_way(md.transformer, src, self.grid_pe, tokens)
-        src = src.transpose(1, 2).reshape(emb.shape)
-        up = md.output_upscaling(src)
-        hyper = torch.stack([md.output_hypernetworks_mlps[i](hs[:, 1 + i])
-                             for i in range(outputs.start, outputs.stop)], 1)
-        masks = (hyper @ up.flatten(2)).view(b, -1, *up.shape[2:])
-        return masks, md.iou_prediction_head(hs[:, 0])[:, outputs]   # the decoder upsamples 64² to 256²
-
-
-def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SAM's ``Attention`` layer (same weights) through PyTorch's fused attention."""
-    q, k, v = attn.q_proj(q), attn.k_proj(k), attn.v_proj(v)
-    b, n, c = q.shape
-    h = attn.num_heads
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.view(b, -1, h, c // h).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
-    return attn.out_proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-def _two_way(tr: nn.Module, keys: torch.Tensor, pe: torch.Tensor, tokens: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's ``TwoWayTransformer.forward`` on (B, HW, C) image tokens and (B, N, C) prompt tokens."""
-    queries = tokens
-    for layer in tr.layers:
-        if layer.skip_first_layer_pe:
-            queries = layer.norm1(_attend(layer.self_attn, queries, queries, queries))
-        else:
-            q = queries + tokens
-            queries = layer.norm1(queries + _attend(layer.self_attn, q, q, queries))
-        k = keys + pe
-        queries = layer.norm2(queries + _attend(layer.cross_attn_token_to_image, queries + tokens, k, keys))
-        queries = layer.norm3(queries + layer.mlp(queries))
-        keys = layer.norm4(keys + _attend(layer.cross_attn_image_to_token, k, queries + tokens, queries))
-    out = _attend(tr.final_attn_token_to_image, queries + tokens, keys + pe, keys)
-    return tr.norm_final_attn(queries + out), keys
+        keys = (emb + dense).expand(b, -1, -1, -1).flatten(2).transpose(1, 2).contiguous()   # (B, HW, C)
+        hs, keys, _ = two_way(md.transformer, keys, self.grid_pe[None], tokens)
+        gh, gw = (GRID, GRID) if size is None else (-(-size[0] // 4), -(-size[1] // 4))
+        if (gh, gw) != (GRID, GRID):
+            keys = keys.view(b, GRID, GRID, -1)[:, :gh, :gw].reshape(b, gh * gw, -1)
+        masks = torch.stack([upscaled_masks(md.output_upscaling, keys, md.output_hypernetworks_mlps[i](hs[:, 1 + i]),
+                                            (gh, gw)) for i in range(outputs.start, outputs.stop)], 1)
+        return masks, md.iou_prediction_head(hs[:, 0])[:, outputs]
 
 
 @lru_cache(maxsize=1)
