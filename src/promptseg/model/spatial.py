@@ -43,8 +43,10 @@ class ViewKeys:
 class SpatialPromptDecoder(nn.Module):
     """Prompt encoder + mask decoder on (B, 256, 64, 64) embeddings of MedSAM-style 256² inputs.
 
-    Coordinates are (x, y) pixels of the 256² input frame. Returns mask logits (B, M, 256, 256)
-    and the predicted IoU (B, M); M = 3 with ``multimask`` else 1.
+    Coordinates are (x, y) pixels of the 256² input frame. Returns mask logits (B, M, 256, 256),
+    or only their top-left part that a ``size`` asks for, and the predicted IoU (B, M); M = 3
+    with ``multimask`` else 1. A view's prompt-independent work can be done once (:meth:`prepare`)
+    and its keys passed instead of the embedding.
     """
 
     def __init__(self, pretrained: bool = True):
