@@ -32,6 +32,8 @@ def test_bench_prompts_quick(tmp_path, capsys):
     for kind in ("text", "box", "click1", "click3", "more_like_this", "litemedsam_box", "view_embedding",
                  "zoom_embedding"):
         assert doc["latency"][kind]["n"] >= 1
+    for kind in ("box", "click1", "click3", "litemedsam_box"):   # each decode timed repeatedly per target
+        assert doc["latency"][kind]["n"] == 3 * doc["n_targets"]
     assert doc["latency"]["litemedsam_box"]["vs_litemedsam_box"] == 1.0 and doc["load_average"]["max"] >= 0
     assert (out / "results.md").is_file() and (out / "prompts.png").is_file()
     assert "litemedsam_box" in capsys.readouterr().out

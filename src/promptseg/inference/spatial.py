@@ -19,7 +19,7 @@ from ..fsutil import array_sha256
 from ..io.normalise import hwc_view
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
 from ..model.click_head import load_click_head
-from ..model.spatial import spatial_decoder
+from ..model.spatial import ViewKeys, spatial_decoder
 from .prompt_checks import check_box, check_points  # noqa: F401 (part of this module's API)
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
@@ -27,6 +27,7 @@ BOX_MARGIN = 0.25      # zoom crop margin around a box, as a fraction of its lon
 CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
 CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
+KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _View:
     rect: Rect
     scale: float                 # 256-frame pixels per image pixel
     emb: torch.Tensor            # (1, 256, 64, 64)
+    keys: ViewKeys | None = None  # the decoder's prompt-independent work, kept for recent views only
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -118,6 +120,10 @@ class SpatialSegmenter:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
+        if hit.keys is None:
+            hit.keys = self.box_decoder.prepare(hit.emb)
+            for old in list(self._cache.values())[:-KEYED_VIEWS]:
+                old.keys = None
         return hit
 
     def full_rect(self) -> Rect:
@@ -132,10 +138,16 @@ class SpatialSegmenter:
         return square_rect(float(click[0]), float(click[1]), window, self.shape)
 
     # -- decoding -------------------------------------------------------------------------------
-    def _view_part(self, logits: torch.Tensor, v: _View) -> torch.Tensor:
-        """(M, 256, 256) view logits -> (M, h, w) logits over the view's rectangle of the image."""
+    @staticmethod
+    def _frame_size(v: _View) -> tuple[int, int]:
+        """The rows and columns of the 256 frame that hold the view's image (the rest is padding)."""
         r0, c0, r1, c1 = v.rect
-        nh, nw = max(1, int(round((r1 - r0) * v.scale))), max(1, int(round((c1 - c0) * v.scale)))
+        return max(1, int(round((r1 - r0) * v.scale))), max(1, int(round((c1 - c0) * v.scale)))
+
+    def _view_part(self, logits: torch.Tensor, v: _View) -> torch.Tensor:
+        """(M, rows, cols) view-frame logits -> (M, h, w) logits over the view's rectangle of the image."""
+        r0, c0, r1, c1 = v.rect
+        nh, nw = self._frame_size(v)
         return F.interpolate(logits[None, :, :nh, :nw], size=(r1 - r0, c1 - c0), mode="bilinear",
                              align_corners=False)[0].float()
 
@@ -153,19 +165,25 @@ class SpatialSegmenter:
         return [(c0 - vc) * v.scale, (r0 - vr) * v.scale, (c1 - vc) * v.scale, (r1 - vr) * v.scale]
 
     @torch.no_grad()
-    def decode_box(self, box, v: _View, mask_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
-        logits, iou = self.decode_views(box, [v], mask_logits)
-        return logits[0], float(iou[0])
-
-    @torch.no_grad()
-    def decode_views(self, box, views: list[_View], mask_logits: torch.Tensor | None = None
+    def decode_views(self, box, views: list[_View], mask_logits: torch.Tensor | None = None, crop: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``box`` on each of ``views`` in one decoder call: (V, 1, 256, 256) logits, (V,) scores."""
+        """``box`` on each of ``views`` in one decoder call: (V, 1, rows, cols) logits that cover
+        every view's image part of the 256 frame (all of it without ``crop`` or with
+        ``mask_logits``), (V,) scores."""
         b = torch.tensor([self._view_box(box, v) for v in views], dtype=torch.float32,
                          device=self.device).clamp(0, TILE - 1)
-        emb = torch.cat([v.emb for v in views]) if len(views) > 1 else views[0].emb
-        logits, iou = self.box_decoder(emb, boxes=b, mask_logits=mask_logits)
+        if mask_logits is not None:
+            emb = torch.cat([v.emb for v in views]) if len(views) > 1 else views[0].emb
+            logits, iou = self.box_decoder(emb, boxes=b, mask_logits=mask_logits)
+        else:
+            size = tuple(max(self._frame_size(v)[i] for v in views) for i in (0, 1)) if crop else None
+            logits, iou = self.box_decoder(ViewKeys.cat([self._keys(v) for v in views]), boxes=b, size=size)
         return logits, iou[:, 0]
+
+    def _keys(self, v: _View) -> ViewKeys:
+        if v.keys is None:
+            v.keys = self.box_decoder.prepare(v.emb)
+        return v.keys
 
     @torch.no_grad()
     def segment_box(self, box, *, zoom: bool = True, margin: float = BOX_MARGIN,
@@ -180,7 +198,7 @@ class SpatialSegmenter:
             rect = box_rect(b, self.shape, margin)
             if rect != views[0].rect:
                 views.append(self.view(rect))
-        logits, scores = self.decode_views(b, views)
+        logits, scores = self.decode_views(b, views, crop=not refine)
         if refine:
             logits, scores = self.decode_views(b, views, mask_logits=logits)
         out = self._view_part(logits[0], views[0])[0].cpu()      # the whole image's view
@@ -228,7 +246,7 @@ class SpatialSegmenter:
         pad = max(2.0, CLICK_BOX_PAD * max(np.ptp(rr), np.ptp(cc)))
         box = torch.tensor([[cc.min() - pad, rr.min() - pad, cc.max() + pad, rr.max() + pad]], dtype=torch.float32,
                            device=self.device).clamp(0, TILE - 1)
-        box_lg, iou = self.box_decoder(v.emb, boxes=box)
+        box_lg, iou = self.box_decoder(self._keys(v), boxes=box)
         box_lg = box_lg[0, 0]
         blend = torch.logit(0.5 * (torch.sigmoid(box_lg) + torch.sigmoid(coarse)), eps=1e-6)
         head_score = float(torch.sigmoid(coarse)[torch.from_numpy(region)].mean())
