@@ -23,7 +23,7 @@ from .spatial import GRID
 CLICK_HEAD_DIR = Path(__file__).resolve().parents[1] / "weights" / "click_head"
 CLICK_HEAD_SHA256 = "bc207345d95f3f107016fc7fa7fee18b4a399652f800d9765b1834a557b2b6f0"
 DILATIONS = (1, 2, 4, 8, 1)
-POOL = 2          # the head works on the embedding pooled to a coarser grid
+POOL = 2          # by default the head works on the embedding pooled to a coarser grid
 
 
 class ClickHead(nn.Module):
@@ -32,9 +32,10 @@ class ClickHead(nn.Module):
     ``pos``/``neg``: (B, P, 2) x, y clicks in the 256² input frame with (B, P) bool validity.
     """
 
-    def __init__(self, in_channels: int = 256, dim: int = 32):
+    def __init__(self, in_channels: int = 256, dim: int = 32, pool: int = POOL):
         super().__init__()
-        self.cfg = {"in_channels": in_channels, "dim": dim}
+        self.cfg = {"in_channels": in_channels, "dim": dim, "pool": pool}
+        self.pool = pool
         self.proj = nn.Conv2d(in_channels, dim, 1)
         layers, ch = [], 3 * dim + 6
         for d in DILATIONS:
@@ -44,7 +45,7 @@ class ClickHead(nn.Module):
         self.out = nn.Conv2d(dim, 1, 1)
 
     @staticmethod
-    def click_maps(pts: torch.Tensor, valid: torch.Tensor, n: int = GRID // POOL) -> tuple[torch.Tensor, torch.Tensor]:
+    def click_maps(pts: torch.Tensor, valid: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, n, n) soft click spots and distance to the nearest valid click (in view sides)."""
         b = pts.shape[0]
         ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float32, device=pts.device) + 0.5,
@@ -60,18 +61,22 @@ class ClickHead(nn.Module):
 
     def forward(self, emb: torch.Tensor, pos: torch.Tensor, pos_valid: torch.Tensor,
                 neg: torch.Tensor, neg_valid: torch.Tensor) -> torch.Tensor:
-        if emb.shape[-1] == GRID:   # a view embedding; training passes it pooled already
-            emb = F.avg_pool2d(emb, POOL)
+        if emb.shape[-1] == GRID and self.pool > 1:   # a view embedding; training passes it pooled already
+            emb = F.avg_pool2d(emb, self.pool)
         g = F.normalize(self.proj(emb), dim=1)
-        pspot, pdist = self.click_maps(pos, pos_valid)
-        nspot, ndist = self.click_maps(neg, neg_valid)
+        n = GRID // self.pool
+        pspot, pdist = self.click_maps(pos, pos_valid, n)
+        nspot, ndist = self.click_maps(neg, neg_valid, n)
         proto_p = F.normalize((g * pspot).sum((2, 3)), dim=1)[..., None, None]
         proto_n = F.normalize((g * nspot).sum((2, 3)), dim=1)[..., None, None]
         has_n = neg_valid.any(1).float()[:, None, None, None]
         sim_p = (g * proto_p).sum(1, keepdim=True)
         sim_n = (g * proto_n).sum(1, keepdim=True) * has_n
         x = torch.cat([g, g * proto_p, g * proto_n * has_n, sim_p, sim_n, pspot, nspot, pdist, ndist * has_n], 1)
-        return F.interpolate(self.out(self.body(x)), scale_factor=POOL, mode="bilinear", align_corners=False)
+        out = self.out(self.body(x))
+        if self.pool == 1:
+            return out
+        return F.interpolate(out, scale_factor=self.pool, mode="bilinear", align_corners=False)
 
 
 def save_click_head(head: ClickHead, out_dir: str | Path, extra: dict | None = None) -> Path:
@@ -103,7 +108,7 @@ def load_click_head(folder: str | Path = CLICK_HEAD_DIR) -> ClickHead:
     if sha != want:
         raise ValueError(f"click head weights {folder / 'model.safetensors'} have SHA-256 {sha}, expected {want}")
     model = cfg.get("model", {})
-    head = ClickHead(int(model.get("in_channels", 256)), int(model.get("dim", 32)))
+    head = ClickHead(int(model.get("in_channels", 256)), int(model.get("dim", 32)), int(model.get("pool", POOL)))
     head.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}, strict=True)
     head.requires_grad_(False)
     return head.eval()

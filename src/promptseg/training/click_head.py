@@ -26,9 +26,10 @@ MAX_CLICKS = 4
 @dataclass
 class ClickView:
     """One encoder view: its embedding (256, 64, 64) and its objects' masks (N, 256, 256) bool
-    in the view's 256² input frame."""
+    in the view's 256² input frame; ``sources`` names each object's kind (sampling groups)."""
     emb: torch.Tensor
     masks: np.ndarray
+    sources: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -38,6 +39,8 @@ class ClickTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    pool: int = 2
+    balanced: bool = True          # each source kind equally often, sizes spread evenly within it
 
 
 def view_masks(masks: list[np.ndarray], scale: float) -> np.ndarray:
@@ -116,10 +119,8 @@ class _Prepared:
     target: torch.Tensor
 
 
-def _prepare(view: ClickView) -> _Prepared:
-    from ..model.click_head import POOL
-
-    emb = F.avg_pool2d(view.emb.float()[None], POOL)[0]
+def _prepare(view: ClickView, pool: int) -> _Prepared:
+    emb = F.avg_pool2d(view.emb.float()[None], pool)[0]
     target = F.avg_pool2d(torch.from_numpy(view.masks).float()[:, None], TILE // GRID)
     return _Prepared(emb, view.masks[:, SIM // 2::SIM, SIM // 2::SIM], target)
 
@@ -151,20 +152,39 @@ def simulate_clicks(head: ClickHead, views: list[_Prepared], picks: list[tuple[i
     return clicks
 
 
+def object_weights(views: list[ClickView], objects: list[tuple[int, int]], balanced: bool) -> np.ndarray:
+    """Sampling probabilities of ``objects`` ((view, object) pairs): uniform, or (``balanced``)
+    each source kind with the same share, and within it each octave of object area likewise."""
+    if not balanced:
+        return np.full(len(objects), 1.0 / len(objects))
+    keys = []
+    for v, o in objects:
+        src = views[v].sources[o] if views[v].sources else "object"
+        keys.append((src, int(np.log2(max(1, int(views[v].masks[o].sum()))))))
+    kinds = {k for k, _ in keys}
+    cells = {k: sum(1 for c in set(keys) if c[0] == k) for k in kinds}
+    count: dict = {}
+    for key in keys:
+        count[key] = count.get(key, 0) + 1
+    w = np.array([1.0 / (len(kinds) * cells[k[0]] * count[k]) for k in keys])
+    return w / w.sum()
+
+
 def train_click_head(views: list[ClickView], cfg: ClickTrainConfig,
                      log: Callable[[str], None] = print) -> ClickHead:
-    """A click head trained on ``views`` (their objects drawn uniformly)."""
+    """A click head trained on ``views`` (objects drawn as :func:`object_weights` says)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     objects = [(v, o) for v, view in enumerate(views) for o in range(len(view.masks)) if view.masks[o].any()]
     if not objects:
         raise ValueError("no objects to train the click head on")
-    head = ClickHead(views[0].emb.shape[0])
-    views = [_prepare(v) for v in views]
+    weights = object_weights(views, objects, cfg.balanced)
+    head = ClickHead(views[0].emb.shape[0], pool=cfg.pool)
+    views = [_prepare(v, cfg.pool) for v in views]
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     for step in range(cfg.steps):
-        picks = [objects[int(k)] for k in rng.integers(len(objects), size=cfg.batch)]
+        picks = [objects[int(k)] for k in rng.choice(len(objects), size=cfg.batch, p=weights)]
         head.eval()
         clicks = simulate_clicks(head, views, picks, rng)
         head.train()
