@@ -37,7 +37,7 @@ def test_retrain_plot_shows_loss_and_val_dice_and_rounds_table(make_napari_viewe
     qtbot.waitUntil(lambda: panel.proc is None, timeout=300_000)
     kinds = [e["event"] for e in panel.events]
     assert kinds[-1] == "done" and "eval" in kinds, panel.retrain_msg.text()
-    assert f"model v2 (trained: {panel.events[-1]['metrics']['route']}) is active" in panel.retrain_msg.message
+    assert f"model v2 is active (trained: {panel.events[-1]['metrics']['route']})" in panel.retrain_msg.message
     assert panel.plot.steps == [5, 10]
     assert panel.plot.loss == pytest.approx([e["total"] for e in panel.events if e["event"] == "step"])
     val = [e["dice"] for e in panel.events if e["event"] == "eval"][0]

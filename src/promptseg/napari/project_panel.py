@@ -291,7 +291,7 @@ class ProjectPanel(QGroupBox):
             refresh = self.batch.refresh()
             route = (ev.get("metrics") or {}).get("route")
             trained = f" (trained: {route})" if route else ""
-            self.retrain_msg.say(f"Round done: model v{version}{trained} is active." + (f" {refresh}" if refresh else ""))
+            self.retrain_msg.say(f"Round done: model v{version} is active{trained}." + (f" {refresh}" if refresh else ""))
             self.show_summary()
         elif kind == "cancelled":
             self.retrain_msg.say("Round cancelled; the previous model version stays active.")
