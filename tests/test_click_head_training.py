@@ -1,14 +1,11 @@
 """Training the click head: object sampling, and a short run on a real image learns to grow clicks."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from test_spatial_prompts import brain_slice
 
-from promptseg.io.samples import sample_data_dir
 from promptseg.model.click_head import ClickHead, load_click_head, save_click_head
 from promptseg.training.click_head import (ClickTrainConfig, ClickView, head_logits, object_weights,
                                            train_click_head, view_masks)
@@ -43,10 +40,7 @@ def brain_view():
     from promptseg.io.normalise import hwc_view
     from promptseg.model.backbones.litemedsam import LiteMedSAMBackbone
 
-    d = sample_data_dir() / "brain"
-    classes = json.loads((d / "classes.json").read_text())["classes"]
-    img = np.asarray(Image.open(d / "images" / "axial_z042.png"))
-    lab = np.asarray(Image.open(d / "masks" / "axial_z042.png"))
+    img, lab, classes = brain_slice()
     masks = [lab == k for k in range(1, len(classes) + 1) if (lab == k).sum() >= 60]
     x, scale = medsam_input(hwc_view(img), (0, 0, *img.shape[:2]))
     with torch.no_grad():

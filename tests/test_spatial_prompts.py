@@ -23,13 +23,18 @@ def nuclei():
     return img, [inst == i for i in ids]
 
 
-@pytest.fixture(scope="module")
-def brain():
+def brain_slice() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The brain sample's axial slice 42: image, AAL label map, class names."""
     d = sample_data_dir() / "brain"
     classes = json.loads((d / "classes.json").read_text())["classes"]
     img = np.asarray(Image.open(d / "images" / "axial_z042.png"))
     lab = np.asarray(Image.open(d / "masks" / "axial_z042.png"))
     return img, lab, classes
+
+
+@pytest.fixture(scope="module")
+def brain():
+    return brain_slice()
 
 
 @pytest.fixture(scope="module")
