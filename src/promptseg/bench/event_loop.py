@@ -96,12 +96,12 @@ def run(out: Path, idle_s: float, train_s: float, model: str, n_images: int, ste
     return result
 
 
-def run_first_use(out: Path, propose_after_s: float, preload: bool = False) -> dict:
+def run_first_use(out: Path, propose_after_s: float, preload: bool = False, trace_gaps: bool = False) -> dict:
     """Measure the first use (under a display) and write ``out/first_use.json``."""
     from ..napari.event_loop_probe import TICK_MS, measure_first_use
 
     out.mkdir(parents=True, exist_ok=True)
-    m = measure_first_use(propose_after_s, preload)
+    m = measure_first_use(propose_after_s, preload, trace_gaps=trace_gaps)
     result = {
         "what": f"napari event-loop lateness of a {TICK_MS} ms QTimer (ms) from opening the dock to the first "
                 "mask on the nuclei sample, and the seconds from the click on Propose to the mask",
@@ -117,6 +117,7 @@ def run_first_use(out: Path, propose_after_s: float, preload: bool = False) -> d
         "first_mask_s": round(m["first_mask_s"], 2),
         "marks_s_after_dock_open": m["marks"],
         "embedded_before_click": m["embedded_before_click"],
+        "gaps": m["gaps"],
         "valid": m["mask_found"],
         "status": m["status"],
         "target_max_gap_ms": 100, "target_first_mask_s": 5,
