@@ -22,6 +22,8 @@ def test_the_proposal_layer_is_made_ahead_hidden_then_shows_the_mask(make_napari
     assert not ahead.visible and not np.any(ahead.data) and ahead.data.shape == image.data.shape[:2]
     assert ahead.metadata.get(EMPTY_KEY) and viewer.layers.selection.active is not ahead
     assert {"polygon", "brush_stroke"} <= set(ahead._overlays)    # the overlays held back are back
+    qt_viewer = viewer.window._qt_viewer                           # and the listeners held back ran
+    assert ahead in qt_viewer.canvas.layer_to_visual and ahead in qt_viewer.controls.widgets
     assert [ly.name for ly in viewer.layers].count(LAYER) == 1
 
     widget.prompt_edit.setText("nucleus")
