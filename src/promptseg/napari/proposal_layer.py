@@ -58,7 +58,10 @@ class ProposalLayers:
     def _make(self, image_layer) -> Iterator[None]:
         from napari.layers import Labels
 
-        viewer, name = self.state.viewer, proposal_layer_name(image_layer.name)
+        # the viewer itself, not napari's public-only proxy given to plugins: the steps below use
+        # napari's private listeners, which the proxy would wrap apart from the ones connected
+        viewer = getattr(self.state.viewer, "__wrapped__", self.state.viewer)
+        name = proposal_layer_name(image_layer.name)
         shape = np.shape(image_layer.data)[:2]
         labels = Labels(np.zeros(shape, np.int32), name=name, visible=False, opacity=PROPOSAL_OPACITY,
                         scale=image_layer.scale[-2:],
