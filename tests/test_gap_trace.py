@@ -28,4 +28,5 @@ def test_a_long_gap_is_attributed_to_the_function_that_ran_in_it():
     gap = gaps[0]
     assert 240 <= gap["gap_ms"] < 1000
     assert gap["samples"] >= 5
+    assert 0 < gap["own_cpu_ms"] <= gap["gap_ms"] + 1     # it worked, not waited
     assert any("_slow_python_step" in frame for frame in gap["watched"][0]["stack"])

@@ -5,8 +5,11 @@ watched thread (and every other thread) was running meanwhile.
 The watched thread calls ``beat()`` each turn of its loop (the event-loop benchmark's timer
 tick). The watchdog wakes every ``period_s``; while the last beat is older than ``late_s`` it
 takes ``sys._current_frames()``. The watchdog needs the interpreter lock too: when it wakes
-late by about the gap itself, another thread held the lock in native code (an extension
-module's initialisation, say), which ``lock_held_ms`` reports.
+late by about the gap itself, a thread held the lock in native code (an extension module's
+initialisation, or Qt's own work on the GUI thread) or the process got no CPU, which
+``lock_held_ms`` reports. ``own_cpu_ms`` is the CPU time the watched thread itself used in
+the gap: far below the gap, it waited (for the lock, for a CPU, for a system lock) rather
+than worked.
 """
 from __future__ import annotations
 
@@ -40,18 +43,21 @@ class GapTracer:
         self.gaps: list[dict] = []
         self._samples: collections.deque = collections.deque(maxlen=4000)
         self._last_beat = time.perf_counter()
+        self._last_cpu = time.thread_time()          # the watched thread's own CPU time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="gap-tracer", daemon=True)
         self._thread.start()
 
     def beat(self) -> None:
         """Called by the watched thread each turn; closes a gap longer than the threshold."""
-        now = time.perf_counter()
-        start = self._last_beat
-        self._last_beat = now
+        now, cpu = time.perf_counter(), time.thread_time()
+        start, cpu_start = self._last_beat, self._last_cpu
+        self._last_beat, self._last_cpu = now, cpu
         if now - start >= self.threshold_s:
             samples = [s for s in list(self._samples) if start <= s[0] <= now]
-            self.gaps.append(self._summary(start, now, samples))
+            gap = self._summary(start, now, samples)
+            gap["own_cpu_ms"] = round((cpu - cpu_start) * 1000, 1)
+            self.gaps.append(gap)
         self._samples.clear()
 
     def stop(self) -> list[dict]:
