@@ -32,12 +32,23 @@ def test_nothing_is_opened_once_torch_is_imported():
     assert preload_torch_libraries() == []
 
 
-def test_the_collector_is_paused_in_the_block_and_what_it_made_is_frozen():
+def test_the_collector_is_paused_in_the_block_and_what_it_made_stays_collectable():
+    import weakref
+
+    class Node:
+        pass
+
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
     with collector_paused():
         assert not gc.isenabled()
+        cycle = Node()
+        cycle.me = cycle                 # garbage only the cyclic collector frees
+        alive = weakref.ref(cycle)
         made = [[i] for i in range(1000)]
     assert gc.isenabled()
-    assert gc.get_freeze_count() >= frozen + len(made)
-    gc.unfreeze()      # leave the test process as it was
+    assert gc.get_freeze_count() == frozen        # nothing left frozen
+    assert gc.get_count()[0] < len(made)          # no young generation to walk at once
+    del cycle
+    gc.collect()
+    assert alive() is None

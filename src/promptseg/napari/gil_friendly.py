@@ -9,9 +9,10 @@ thread cannot take it back at the next switch interval:
   a ctypes foreign function, which releases the lock; torch's own opens then find them loaded.
 - the cyclic garbage collector: the imports allocate enough to start full collections, each
   a walk over every object of napari's process with the lock held. ``collector_paused``
-  freezes the objects that exist (later collections skip them) and pauses collection for the
-  block; the objects made meanwhile are frozen at its end, so the collections after the load
-  stay as short as before it.
+  pauses collection while the model loads and leaves what the load made in the oldest
+  generation, as if it had survived the collections it skipped. Freezing the objects for good
+  would make later full collections shorter, but an image layer frozen that way is never
+  freed once closed (layers are freed by the collector, not by reference counts).
 """
 from __future__ import annotations
 
@@ -100,14 +101,18 @@ def preload_torch_libraries() -> list[str]:
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Freeze the objects that exist and pause the cyclic collector for the block; what the
-    block made is frozen at its end (cyclic garbage made in the block is not collected)."""
+    """Pause the cyclic collector for the block. At its end, what the block made moves to the
+    oldest generation (through ``gc.freeze`` and back), so no young-generation collection walks
+    it all at once; the next full collection comes when it would have, and still frees
+    everything that became garbage (nothing stays frozen unless the process froze it before)."""
     was_enabled = gc.isenabled()
-    gc.freeze()
+    frozen_before = gc.get_freeze_count()
     gc.disable()
     try:
         yield
     finally:
         gc.freeze()
+        if frozen_before == 0:
+            gc.unfreeze()
         if was_enabled:
             gc.enable()
