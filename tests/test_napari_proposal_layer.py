@@ -22,6 +22,8 @@ def test_the_proposal_layer_is_made_ahead_hidden_then_shows_the_mask(make_napari
     assert not ahead.visible and not np.any(ahead.data) and ahead.data.shape == image.data.shape[:2]
     assert ahead.metadata.get(EMPTY_KEY) and viewer.layers.selection.active is not ahead
     assert {"polygon", "brush_stroke"} <= set(ahead._overlays)    # the overlays held back are back
+    qt_viewer = viewer.window._qt_viewer                           # and the listeners held back ran
+    assert ahead in qt_viewer.canvas.layer_to_visual and ahead in qt_viewer.controls.widgets
     assert [ly.name for ly in viewer.layers].count(LAYER) == 1
 
     widget.prompt_edit.setText("nucleus")
@@ -42,3 +44,31 @@ def test_the_proposal_layer_is_made_ahead_hidden_then_shows_the_mask(make_napari
     assert not np.array_equal(layer.data, before)
     layer.undo()
     assert np.array_equal(layer.data, before)
+
+
+def test_the_canvas_visual_and_the_controls_are_made_in_turns_of_their_own(make_napari_viewer):
+    """Through napari's public-only proxy, as plugins get the viewer: the insertion's turn makes
+    neither the layer's canvas visual nor its controls; the next two turns make one each."""
+    from types import SimpleNamespace
+
+    from napari.utils._proxies import PublicOnlyProxy
+    from promptseg.napari.proposal_layer import ProposalLayers
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    image = viewer.layers["nuclei_00"]
+    steps = ProposalLayers(SimpleNamespace(viewer=PublicOnlyProxy(viewer), image_layer=lambda: image))._make(image)
+    qt_viewer = viewer.window._qt_viewer
+    next(steps)                                       # the layer, outside the viewer
+    assert LAYER not in viewer.layers
+    next(steps)                                       # its insertion
+    layer = viewer.layers[LAYER]
+    assert layer not in qt_viewer.canvas.layer_to_visual and layer not in qt_viewer.controls.widgets
+    next(steps)
+    assert layer in qt_viewer.canvas.layer_to_visual and layer not in qt_viewer.controls.widgets
+    next(steps)
+    assert layer in qt_viewer.controls.widgets
+    assert sum(1 for _ in steps) >= 2                 # then the overlays held back, a turn each
+    assert {"polygon", "brush_stroke"} <= set(layer._overlays)
+    viewer.layers.selection.active = layer            # its controls show as any layer's do
+    assert qt_viewer.controls.currentWidget() is qt_viewer.controls.widgets[layer]

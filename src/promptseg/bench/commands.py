@@ -135,7 +135,7 @@ def cmd_bench_event_loop(a: argparse.Namespace) -> int:
     from .event_loop import run, run_first_use
 
     if a.first_use:
-        r = run_first_use(Path(a.out), a.propose_after, a.preload)
+        r = run_first_use(Path(a.out), a.propose_after, a.preload, a.trace_gaps)
         print(json.dumps({k: r[k] for k in ("dock_open_ms", "viewer_only", "first_use", "first_mask_s", "marks_s_after_dock_open",
                                             "valid")}, indent=2))
         return 0 if r["valid"] else 1
@@ -317,6 +317,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                     help="with --first-use: seconds between opening the dock and clicking Propose")
     bv.add_argument("--preload", action="store_true",
                     help="with --first-use: import the model's modules before the window opens (as promptseg gui)")
+    bv.add_argument("--trace-gaps", action="store_true",
+                    help="with --first-use: sample the GUI thread's stack during each long gap (in first_use.json)")
     bv.set_defaults(fn=cmd_bench_event_loop)
     bx = bsub.add_parser("more-like-this", help="one-shot segmentation from a few gold instances (MoNuSeg format)")
     bx.add_argument("--data", required=True, help="folder with images/, masks/, captions.csv")

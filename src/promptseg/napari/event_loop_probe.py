@@ -15,7 +15,8 @@ class _Ticks:
     """A QTimer on the GUI thread that records, per phase, how late each tick fired (s) and
     when (s into the phase)."""
 
-    def __init__(self, phases: tuple[str, ...]) -> None:
+    def __init__(self, phases: tuple[str, ...], tracer=None) -> None:
+        self.tracer = tracer         # a gap_trace.GapTracer, told of each tick
         self.samples: dict[str, list[float]] = {p: [] for p in phases}
         self.at: dict[str, list[float]] = {p: [] for p in phases}
         self.phase: str | None = None
@@ -33,6 +34,8 @@ class _Ticks:
 
     def _tick(self) -> None:
         now = time.perf_counter()
+        if self.tracer is not None:
+            self.tracer.beat()
         if self.phase and self.last is not None:
             self.samples[self.phase].append(max(0.0, now - self.last - TICK_MS / 1000))
             self.at[self.phase].append(now - self.t0)
@@ -50,12 +53,14 @@ def wait(seconds: float, until=lambda: False) -> None:
     poll.stop()
 
 
-def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float = 10.0) -> dict:
+def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float = 10.0,
+                      trace_gaps: bool = False) -> dict:
     """Open napari at 1600×1000 with the nuclei sample, time the timer from opening the dock to
     the first mask: the dock opens, ``propose_after_s`` later "nucleus" is proposed. The dock's
     opening (a call on the GUI thread, imports included) is timed on its own; before it, the
     timer runs ``baseline_s`` on the viewer without the dock. ``preload``: the
-    model's modules are imported before the window exists, as ``promptseg gui`` does."""
+    model's modules are imported before the window exists, as ``promptseg gui`` does.
+    ``trace_gaps``: the GUI thread's stack is sampled during each long gap (gap_trace.py)."""
     if preload:
         from .launch import preload_model_modules
 
@@ -63,13 +68,18 @@ def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float =
     viewer = napari.Viewer()
     viewer.window._qt_window.resize(1600, 1000)
     viewer.open_sample("napari-promptseg", "nuclei")
-    ticks = _Ticks(("viewer_only", "first_use"))
+    tracer = None
+    if trace_gaps:
+        from .gap_trace import GapTracer
+
+        tracer = GapTracer()
+    ticks = _Ticks(("viewer_only", "first_use"), tracer)
     wait(2.0)                                  # let the window settle (first paints)
     ticks.start("viewer_only")                 # the baseline: the same viewer without the dock
     wait(baseline_s)
-    t_open = time.perf_counter()
+    t_open, cpu_open = time.perf_counter(), time.thread_time()
     _, widget = viewer.window.add_plugin_dock_widget("napari-promptseg", "PromptSeg")
-    dock_open = time.perf_counter() - t_open
+    dock_open, dock_open_cpu = time.perf_counter() - t_open, time.thread_time() - cpu_open
     ticks.start("first_use")
     marks: dict[str, float] = {}
 
@@ -90,7 +100,10 @@ def measure_first_use(propose_after_s: float, preload: bool, baseline_s: float =
     wait(0.5)
     ticks.start(None)
     ticks.timer.stop()
-    result = {"samples": ticks.samples, "at": ticks.at, "dock_open_s": dock_open, "first_mask_s": first_mask,
+    gaps = tracer.stop() if tracer is not None else []
+    for gap in gaps:                  # seconds after the dock's opening, as the ticks' times
+        gap["at_s"] = round(gap.pop("at_abs") - t_open, 3)
+    result = {"gaps": gaps, "samples": ticks.samples, "at": ticks.at, "dock_open_s": dock_open, "dock_open_cpu_s": dock_open_cpu, "first_mask_s": first_mask,
               "marks": marks, "embedded_before_click": embedded_before,
               "mask_found": shown() and viewer.layers["nuclei_00 promptseg"].visible, "status": widget.status.text()}
     viewer.close()

@@ -5,12 +5,15 @@ visual and overlays, its controls, the selection), too long for a viewer that mu
 freeze. ``ProposalLayers.prepare`` makes the proposal layer of the image on screen ahead of
 time, empty and hidden, one part per event-loop turn while the model loads or the image is
 embedded: the layer with its overlays held back, then its insertion into the layer list
-(not selected), then each overlay. ``show_labels`` later only sets its data, colours and
+(not selected, with napari's canvas visual and layer controls held back), then the visual,
+the controls and each overlay. ``show_labels`` later only sets its data, colours and
 class names, shows it and selects it.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
+from types import SimpleNamespace
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -47,12 +50,18 @@ class ProposalLayers:
             self._steps = None
             self.prepare()       # the image on screen may have changed meanwhile
             return
+        except BaseException:
+            self._steps = None   # not busy for ever: a Propose then adds the layer itself
+            raise
         QTimer.singleShot(0, self._next)
 
     def _make(self, image_layer) -> Iterator[None]:
         from napari.layers import Labels
 
-        viewer, name = self.state.viewer, proposal_layer_name(image_layer.name)
+        # the viewer itself, not napari's public-only proxy given to plugins: the steps below use
+        # napari's private listeners, which the proxy would wrap apart from the ones connected
+        viewer = getattr(self.state.viewer, "__wrapped__", self.state.viewer)
+        name = proposal_layer_name(image_layer.name)
         shape = np.shape(image_layer.data)[:2]
         labels = Labels(np.zeros(shape, np.int32), name=name, visible=False, opacity=PROPOSAL_OPACITY,
                         scale=image_layer.scale[-2:],
@@ -63,16 +72,36 @@ class ProposalLayers:
         if name in viewer.layers or image_layer not in viewer.layers:
             return                # a proposal arrived first, or the image is gone
         layers = viewer.layers
+        deferred = _insert_listeners(viewer)
         activate = getattr(layers, "_activate_on_insert", None)
         if activate is not None:
             layers._activate_on_insert = False    # selecting it relays out the layer controls
         try:
-            layers.append(labels)
+            with ExitStack() as stack:            # the canvas visual and the controls: a turn each, below
+                for listener in deferred:
+                    stack.enter_context(layers.events.inserted.blocker(listener))
+                layers.append(labels)
         finally:
             if activate is not None:
                 layers._activate_on_insert = activate
+        for listener in deferred:
+            yield
+            if labels not in viewer.layers:
+                return
+            listener(SimpleNamespace(value=labels, index=viewer.layers.index(labels)))
         for key, overlay in held.items():         # the brush and polygon overlays' visuals, one a turn
             yield
             if labels not in viewer.layers:
                 return
             overlays[key] = overlay
+
+
+def _insert_listeners(viewer) -> list:
+    """napari's two slow listeners to a layer's insertion, run a turn each after it: the canvas's
+    visual (QtViewer._on_add_layer_change) and the layer controls (QtLayerControlsContainer._add).
+    Empty where this napari names them otherwise: the insertion then runs them itself."""
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    controls = getattr(qt_viewer, "controls", None)
+    found = [getattr(qt_viewer, "_on_add_layer_change", None), getattr(controls, "_add", None)]
+    connected = [(cb[0](), cb[1]) for cb in viewer.layers.events.inserted.callbacks if isinstance(cb, tuple)]
+    return [f for f in found if f is not None and any(obj is f.__self__ and name == f.__name__ for obj, name in connected)]

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from .dock_state import DockState
+from .gil_friendly import collector_paused, preload_torch_libraries
 from .plain_imports import plain_imports
 from .workers import start_worker
 
@@ -61,13 +62,15 @@ class ModelLoader:
         def job():
             self.thread = threading.get_ident()
             try:
-                with plain_imports():    # not through PySide6's import hook (plain_imports.py)
-                    from ..inference.predictor import preload_modules
+                with collector_paused():     # the interpreter lock stays free for the GUI (gil_friendly.py)
+                    preload_torch_libraries()
+                    with plain_imports():    # not through PySide6's import hook (plain_imports.py)
+                        from ..inference.predictor import preload_modules
 
-                    preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
-                    with state.session.lock:
-                        state.predictor(device)
-                return fast_choices()    # asked here: the first answer takes a while in torch
+                        preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
+                        with state.session.lock:
+                            state.predictor(device)
+                    return fast_choices()    # asked here: the first answer takes a while in torch
             except (ValueError, RuntimeError, OSError, ImportError) as exc:
                 return str(exc)          # a value, not the exception: superqt would re-raise it
 
