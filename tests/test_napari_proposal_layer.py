@@ -72,3 +72,37 @@ def test_the_canvas_visual_and_the_controls_are_made_in_turns_of_their_own(make_
     assert {"polygon", "brush_stroke"} <= set(layer._overlays)
     viewer.layers.selection.active = layer            # its controls show as any layer's do
     assert qt_viewer.controls.currentWidget() is qt_viewer.controls.widgets[layer]
+
+
+def test_a_layer_shown_or_selected_before_it_is_whole_is_finished_first(make_napari_viewer):
+    """A mask may arrive, or the user may pick the layer in the list, between the insertion and
+    the turns that make its visual and controls: the layer is then finished at once."""
+    from types import SimpleNamespace
+
+    from napari.utils._proxies import PublicOnlyProxy
+    from promptseg.napari.layers import show_labels
+    from promptseg.napari.proposal_layer import ProposalLayers
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    image = viewer.layers["nuclei_00"]
+    proxy = PublicOnlyProxy(viewer)
+    qt_viewer = viewer.window._qt_viewer
+    for pick in (True, False):
+        ahead = ProposalLayers(SimpleNamespace(viewer=proxy, image_layer=lambda: image))
+        ahead._steps = ahead._make(image)
+        next(ahead._steps)
+        next(ahead._steps)                             # inserted; visual and controls still to come
+        layer = viewer.layers[LAYER]
+        assert layer not in qt_viewer.controls.widgets
+        mask = np.asarray(viewer.layers["nuclei_00 ground truth"].data > 0, np.int32)
+        if pick:
+            proxy.layers.selection.active = proxy.layers[LAYER]   # as a click in the layer list does
+        else:
+            show_labels(proxy, LAYER, mask, ["nucleus"])           # as a mask arriving does
+            assert layer.visible and viewer.layers.selection.active is layer
+            assert np.array_equal(layer.data, mask)
+        assert not ahead.busy and layer in qt_viewer.canvas.layer_to_visual
+        assert qt_viewer.controls.currentWidget() is qt_viewer.controls.widgets[layer]
+        assert {"polygon", "brush_stroke"} <= set(layer._overlays)
+        viewer.layers.remove(LAYER)

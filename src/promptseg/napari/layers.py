@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
@@ -42,12 +43,33 @@ def proposal_layer_name(image: str) -> str:
     return f"{image} promptseg"
 
 
+# Layers made ahead whose last parts (canvas visual, controls, overlays) are still to come a turn
+# at a time (proposal_layer.py), each with the call that makes them all at once.
+_PENDING: "weakref.WeakKeyDictionary[Any, Callable[[], None]]" = weakref.WeakKeyDictionary()
+
+
+def set_pending(layer, finish: Callable[[], None] | None) -> None:
+    """Record (or, with None, forget) how to finish a layer that is not whole yet."""
+    if finish is None:
+        _PENDING.pop(layer, None)
+    else:
+        _PENDING[layer] = finish
+
+
+def finish_pending(layer) -> None:
+    """Make a layer made ahead whole now: it is about to be shown or selected."""
+    finish = _PENDING.pop(getattr(layer, "__wrapped__", layer), None)   # napari may hand plugins a proxy
+    if finish is not None:
+        finish()
+
+
 def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], presence=None,
                 scale=None, known_colors: dict[str, str] | None = None, metadata: dict | None = None):
     """Create or update the one proposal Labels layer of an image."""
     meta = {"classes": list(classes), "promptseg": True, **(metadata or {})}
     if name in viewer.layers:
         layer = viewer.layers[name]
+        finish_pending(layer)      # napari selects and draws only whole layers
         layer.data = labels
         layer.features = features_for(classes, presence)
         layer.colormap = colormap_for(classes, known_colors)

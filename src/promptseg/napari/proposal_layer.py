@@ -19,13 +19,28 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from .dock_state import DockState
-from .layers import EMPTY_KEY, PROPOSAL_OPACITY, proposal_layer_name
+from .layers import EMPTY_KEY, PROPOSAL_OPACITY, finish_pending, proposal_layer_name, set_pending
 
 
 class ProposalLayers:
     def __init__(self, state: DockState) -> None:
         self.state = state
         self._steps: Iterator[None] | None = None
+        # a layer selected before it is whole (in the layer list, say) is finished first: this
+        # listener, connected after napari's, runs before them
+        state.viewer.layers.selection.events.active.connect(self._on_active)
+
+    def _on_active(self, event) -> None:
+        if event.value is not None:
+            finish_pending(event.value)
+
+    def finish(self) -> None:
+        """Run the steps left at once."""
+        if self._steps is None or getattr(self._steps, "gi_running", False):
+            return                # nothing left, or called from inside a step
+        steps, self._steps = self._steps, None
+        for _ in steps:
+            pass
 
     @property
     def busy(self) -> bool:
@@ -84,6 +99,15 @@ class ProposalLayers:
         finally:
             if activate is not None:
                 layers._activate_on_insert = activate
+        set_pending(labels, self.finish)
+        try:
+            yield from self._finish_parts(viewer, labels, deferred, held, overlays)
+        finally:
+            set_pending(labels, None)
+
+    @staticmethod
+    def _finish_parts(viewer, labels, deferred: list, held: dict, overlays) -> Iterator[None]:
+        """The inserted layer's canvas visual and controls, then its overlays: one a turn."""
         for listener in deferred:
             yield
             if labels not in viewer.layers:
