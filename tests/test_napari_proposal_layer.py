@@ -106,3 +106,26 @@ def test_a_layer_shown_or_selected_before_it_is_whole_is_finished_first(make_nap
         assert qt_viewer.controls.currentWidget() is qt_viewer.controls.widgets[layer]
         assert {"polygon", "brush_stroke"} <= set(layer._overlays)
         viewer.layers.remove(LAYER)
+
+
+def test_steps_still_waiting_when_the_window_closes_do_not_keep_it(make_napari_viewer):
+    """A pending turn holds the steps until it runs, which may be never once the window closes:
+    they must not keep the closed window's QtViewer (napari's leak check)."""
+    import gc
+    from types import SimpleNamespace
+
+    from napari._qt.qt_viewer import QtViewer
+    from napari.utils._proxies import PublicOnlyProxy
+    from promptseg.napari.proposal_layer import ProposalLayers
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    image = viewer.layers["nuclei_00"]
+    ahead = ProposalLayers(SimpleNamespace(viewer=PublicOnlyProxy(viewer), image_layer=lambda: image))
+    ahead._steps = ahead._make(image)
+    next(ahead._steps)
+    next(ahead._steps)                                 # inserted; visual and controls still to come
+    assert LAYER in viewer.layers and ahead.busy
+    viewer.close()
+    gc.collect()
+    assert len(QtViewer._instances) == 0

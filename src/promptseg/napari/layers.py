@@ -44,21 +44,24 @@ def proposal_layer_name(image: str) -> str:
 
 
 # Layers made ahead whose last parts (canvas visual, controls, overlays) are still to come a turn
-# at a time (proposal_layer.py), each with the call that makes them all at once.
-_PENDING: "weakref.WeakKeyDictionary[Any, Callable[[], None]]" = weakref.WeakKeyDictionary()
+# at a time (proposal_layer.py), each with a weak reference to the method that makes them all at
+# once (a strong one would keep the dock, and through it the viewer and the layer, alive).
+_PENDING: "weakref.WeakKeyDictionary[Any, weakref.WeakMethod]" = weakref.WeakKeyDictionary()
 
 
 def set_pending(layer, finish: Callable[[], None] | None) -> None:
-    """Record (or, with None, forget) how to finish a layer that is not whole yet."""
+    """Record (or, with None, forget) how to finish a layer that is not whole yet; ``finish`` is
+    a bound method."""
     if finish is None:
         _PENDING.pop(layer, None)
     else:
-        _PENDING[layer] = finish
+        _PENDING[layer] = weakref.WeakMethod(finish)
 
 
 def finish_pending(layer) -> None:
     """Make a layer made ahead whole now: it is about to be shown or selected."""
-    finish = _PENDING.pop(getattr(layer, "__wrapped__", layer), None)   # napari may hand plugins a proxy
+    ref = _PENDING.pop(getattr(layer, "__wrapped__", layer), None)   # napari may hand plugins a proxy
+    finish = ref() if ref is not None else None
     if finish is not None:
         finish()
 

@@ -11,6 +11,7 @@ class names, shows it and selects it.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack
 from types import SimpleNamespace
@@ -29,10 +30,16 @@ class ProposalLayers:
         # a layer selected before it is whole (in the layer list, say) is finished first: this
         # listener, connected after napari's, runs before them
         state.viewer.layers.selection.events.active.connect(self._on_active)
+        # so is one about to be removed (by the user, or as the window closes): napari's canvas
+        # removes a layer's visual and would fail on one not made yet
+        state.viewer.layers.events.removing.connect(self._on_removing)
 
     def _on_active(self, event) -> None:
         if event.value is not None:
             finish_pending(event.value)
+
+    def _on_removing(self, event) -> None:
+        finish_pending(self.state.viewer.layers[event.index])
 
     def finish(self) -> None:
         """Run the steps left at once."""
@@ -86,19 +93,8 @@ class ProposalLayers:
         yield
         if name in viewer.layers or image_layer not in viewer.layers:
             return                # a proposal arrived first, or the image is gone
-        layers = viewer.layers
-        deferred = _insert_listeners(viewer)
-        activate = getattr(layers, "_activate_on_insert", None)
-        if activate is not None:
-            layers._activate_on_insert = False    # selecting it relays out the layer controls
-        try:
-            with ExitStack() as stack:            # the canvas visual and the controls: a turn each, below
-                for listener in deferred:
-                    stack.enter_context(layers.events.inserted.blocker(listener))
-                layers.append(labels)
-        finally:
-            if activate is not None:
-                layers._activate_on_insert = activate
+        # weakly held while the steps wait: a pending turn must not keep a closed window's QtViewer
+        deferred = [weakref.WeakMethod(f) for f in _append_held_back(viewer.layers, labels, _insert_listeners(viewer))]
         set_pending(labels, self.finish)
         try:
             yield from self._finish_parts(viewer, labels, deferred, held, overlays)
@@ -108,9 +104,10 @@ class ProposalLayers:
     @staticmethod
     def _finish_parts(viewer, labels, deferred: list, held: dict, overlays) -> Iterator[None]:
         """The inserted layer's canvas visual and controls, then its overlays: one a turn."""
-        for listener in deferred:
+        for ref in deferred:
             yield
-            if labels not in viewer.layers:
+            listener = ref()
+            if listener is None or labels not in viewer.layers:
                 return
             listener(SimpleNamespace(value=labels, index=viewer.layers.index(labels)))
         for key, overlay in held.items():         # the brush and polygon overlays' visuals, one a turn
@@ -118,6 +115,22 @@ class ProposalLayers:
             if labels not in viewer.layers:
                 return
             overlays[key] = overlay
+
+
+def _append_held_back(layers, labels, listeners: list) -> list:
+    """Append the layer, unselected, with the given insertion listeners held back; returns them."""
+    activate = getattr(layers, "_activate_on_insert", None)
+    if activate is not None:
+        layers._activate_on_insert = False        # selecting it relays out the layer controls
+    try:
+        with ExitStack() as stack:
+            for listener in listeners:
+                stack.enter_context(layers.events.inserted.blocker(listener))
+            layers.append(labels)
+    finally:
+        if activate is not None:
+            layers._activate_on_insert = activate
+    return listeners
 
 
 def _insert_listeners(viewer) -> list:
