@@ -129,3 +129,26 @@ def test_steps_still_waiting_when_the_window_closes_do_not_keep_it(make_napari_v
     viewer.close()
     gc.collect()
     assert len(QtViewer._instances) == 0
+
+
+def test_a_mask_fills_shows_and_selects_the_layer_made_ahead_in_turns_of_their_own(make_napari_viewer, qtbot):
+    """The dock shows a proposal over three event-loop turns (each makes napari slice, draw or lay
+    out controls), then hands the layer on; ``show_labels`` does the same at once."""
+    from promptseg.napari.layers import run_in_turns, show_labels_steps
+    from promptseg.napari.proposal_layer import ProposalLayers
+    from types import SimpleNamespace
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    image = viewer.layers["nuclei_00"]
+    ahead = ProposalLayers(SimpleNamespace(viewer=viewer, image_layer=lambda: image))
+    ahead._steps = ahead._make(image)
+    ahead.finish()
+    layer = viewer.layers[LAYER]
+    mask = np.asarray(viewer.layers["nuclei_00 ground truth"].data > 0, np.int32)
+    got = []
+    run_in_turns(show_labels_steps(viewer, LAYER, mask, ["nucleus"]), got.append)
+    assert np.array_equal(layer.data, mask) and not layer.visible and not got    # filled, hidden
+    qtbot.waitUntil(lambda: got == [layer], timeout=5_000)                          # later turns
+    assert layer.visible and viewer.layers.selection.active is layer
+    assert list(layer.features["class"]) == ["background", "nucleus"]

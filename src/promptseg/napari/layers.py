@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import weakref
+from collections.abc import Generator
 from typing import Any, Callable
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import QTimer
 
 # Distinct colours; a class keeps its colour across images because it is picked by name.
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
@@ -66,21 +68,53 @@ def finish_pending(layer) -> None:
         finish()
 
 
+def show_labels_steps(viewer, name: str, labels: np.ndarray, classes: list[str], presence=None,
+                      scale=None, known_colors: dict[str, str] | None = None,
+                      metadata: dict | None = None) -> Generator[None, None, Any]:
+    """Create or update the one proposal Labels layer of an image, a part per step; returns the
+    layer. A layer made ahead gets its data and colours while hidden, then is shown, then
+    selected: each of these makes napari slice, draw or lay out its controls."""
+    meta = {"classes": list(classes), "promptseg": True, **(metadata or {})}
+    if name not in viewer.layers:
+        kw = {"scale": scale} if scale is not None else {}
+        return viewer.add_labels(labels, name=name, features=features_for(classes, presence),
+                                 colormap=colormap_for(classes, known_colors), metadata=meta,
+                                 opacity=PROPOSAL_OPACITY, **kw)
+    layer = viewer.layers[name]
+    finish_pending(layer)          # napari selects and draws only whole layers
+    layer.data = labels
+    layer.features = features_for(classes, presence)
+    layer.colormap = colormap_for(classes, known_colors)
+    layer.metadata.update(meta)
+    if layer.metadata.pop(EMPTY_KEY, False):    # made ahead, hidden: shown and selected as if just added
+        yield
+        if name in viewer.layers:
+            layer.visible = True
+        yield
+        if name in viewer.layers:
+            viewer.layers.selection.active = layer
+    return layer
+
+
 def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], presence=None,
                 scale=None, known_colors: dict[str, str] | None = None, metadata: dict | None = None):
-    """Create or update the one proposal Labels layer of an image."""
-    meta = {"classes": list(classes), "promptseg": True, **(metadata or {})}
-    if name in viewer.layers:
-        layer = viewer.layers[name]
-        finish_pending(layer)      # napari selects and draws only whole layers
-        layer.data = labels
-        layer.features = features_for(classes, presence)
-        layer.colormap = colormap_for(classes, known_colors)
-        layer.metadata.update(meta)
-        if layer.metadata.pop(EMPTY_KEY, False):    # made ahead, hidden: shown and selected as if just added
-            layer.visible = True
-            viewer.layers.selection.active = layer
-        return layer
-    kw = {"scale": scale} if scale is not None else {}
-    return viewer.add_labels(labels, name=name, features=features_for(classes, presence),
-                             colormap=colormap_for(classes, known_colors), metadata=meta, opacity=PROPOSAL_OPACITY, **kw)
+    """Create or update the one proposal Labels layer of an image, all at once."""
+    steps = show_labels_steps(viewer, name, labels, classes, presence, scale, known_colors, metadata)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def run_in_turns(steps: Generator[None, None, Any], then: Callable[[Any], None]) -> None:
+    """Run a step per event-loop turn, then ``then`` with what the steps returned."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        then(done.value)
+        return
+    except Exception:
+        then(None)                 # whoever waits is told, then the error shows as any would
+        raise
+    QTimer.singleShot(0, lambda: run_in_turns(steps, then))

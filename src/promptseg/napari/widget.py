@@ -21,7 +21,7 @@ from . import dock_layout
 from .background import BatchProposer, Prefetcher
 from .dock_state import DockState
 from .fast_mode import FastModeBox
-from .layers import proposal_layer_name, show_labels
+from .layers import proposal_layer_name, run_in_turns, show_labels_steps
 from .message_line import MessageLine
 from .project_panel import ProjectPanel
 from .proposal_layer import ProposalLayers
@@ -62,6 +62,7 @@ class PromptSegWidget(QWidget):
         self.batch = BatchProposer(self.state)
         self.layers_ahead = ProposalLayers(self.state)   # the proposal layer, made before its mask
         self._worker = None
+        self._showing: bool | str = False   # a proposal is being shown over a few turns ("done": its worker ended)
         self._pending = False          # Propose was clicked while the model was loading
         self.close_watch = CloseWatch(self._on_window_close)   # drafts and background work end with the window
         self.setObjectName("PromptSegWidget")
@@ -335,6 +336,9 @@ class PromptSegWidget(QWidget):
                                     on_return=lambda r: self._show(name, layer, img, r, time.perf_counter() - t0))
 
     def _done(self) -> None:
+        if self._showing:               # the mask is still being shown: done once it is
+            self._showing = "done"
+            return
         self._worker = None
         self._set_busy(False)
 
@@ -355,23 +359,31 @@ class PromptSegWidget(QWidget):
         if out in self.viewer.layers and self.viewer.layers[out].ndim != r.labels.ndim:
             self.state.current = None      # a volume proposal replaced by a slice proposal: not a draft
             self.viewer.layers.remove(out)
-        show_labels(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.state.class_colors(),
-                    scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
-                    metadata={"image": name, "prompt": prompt, "model": self.session.loaded_predictor.info.get("version")})
-        self.state.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
-                                presence=r.presence, model_version=self.state.model_version, prompt=prompt,
-                                tau=self.threshold.value() / 100,
-                                slice_index=self.state.slice_index_of(image_layer))
         self.presence.setText(presence_text(r))
         names = [m.describe() if self.session.project is not None else m.name for m in mapped]
         self.status.say(f"Proposed {'; '.join(names)} on {name} in {seconds:.1f} s "
                         f"(uncertainty {uncertainty:.3f}, model vs text expert disagree on "
                         f"{100 * disagreement:.0f}%)." + (f" ⚠ {unknown}." if unknown else ""), cause="propose")
-        self.history.append(self.prompt_edit.text())
-        self.state.prompts_mapped.emit(mapped)
-        self.refresh_completions()
-        self.state.proposed.emit(self.state.current, float(uncertainty), image_layer, disagreement)
-        self.prefetcher.schedule()          # embed the next images while the annotator corrects
+        steps = show_labels_steps(self.viewer, out, r.labels, r.prompts, r.presence, known_colors=self.state.class_colors(),
+                                  scale=image_layer.scale[-2:] if r.labels.ndim == 2 else None,
+                                  metadata={"image": name, "prompt": prompt, "model": self.session.loaded_predictor.info.get("version")})
+
+        def shown(_layer) -> None:    # the layer is filled, shown and selected over a few turns
+            self.state.current = Proposal(layer=out, image=name, prompts=list(r.prompts), image_array=img, probs=r.probs,
+                                    presence=r.presence, model_version=self.state.model_version, prompt=prompt,
+                                    tau=self.threshold.value() / 100,
+                                    slice_index=self.state.slice_index_of(image_layer))
+            self.history.append(self.prompt_edit.text())
+            self.state.prompts_mapped.emit(mapped)
+            self.refresh_completions()
+            self.state.proposed.emit(self.state.current, float(uncertainty), image_layer, disagreement)
+            self.prefetcher.schedule()          # embed the next images while the annotator corrects
+            finished, self._showing = self._showing == "done", False
+            if finished:
+                self._done()
+
+        self._showing = True
+        run_in_turns(steps, shown)
 
     def refresh_completions(self) -> None:
         self.completer.set_words(completion_words(self.session.project, self.history))
