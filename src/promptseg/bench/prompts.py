@@ -40,6 +40,7 @@ class PromptsConfig:
     device: str = "cpu"
     limit: int | None = None       # first N targets only
     timing_repeats: int = 3        # timed calls per target of the box, click and baseline decodes
+    zoom_side: int | None = None   # input side of the zoom and click views (None: the segmenter's default)
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -129,6 +130,8 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
     targets = read_targets(cfg.data)[:cfg.limit]
     predictor = Predictor.load(None, device=cfg.device)
     spatial = SpatialSegmenter(device=cfg.device)
+    if cfg.zoom_side is not None:
+        spatial.zoom_side = cfg.zoom_side
     reference = LiteMedSAMReference(cfg.device)
     rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding", "zoom_embedding")}
     current, loads = None, []

@@ -68,8 +68,9 @@ def box_rect(box: tuple[float, float, float, float], shape: tuple[int, int], mar
     return square_rect((r0 + r1) / 2, (c0 + c1) / 2, max(side, 16), shape)
 
 
-def medsam_input(pixels: np.ndarray, rect: Rect) -> tuple[torch.Tensor, float]:
-    """(1, 3, 256, 256) MedSAM-style input of the rectangle and its scale (256-frame per pixel)."""
+def medsam_input(pixels: np.ndarray, rect: Rect, side: int = TILE) -> tuple[torch.Tensor, float]:
+    """(1, 3, side, side) MedSAM-style input of the rectangle and its scale (frame pixels per
+    image pixel)."""
     r0, c0, r1, c1 = rect
     crop = pixels[r0:r1, c0:c1].astype(np.float32)
     lo, hi = float(crop.min()), float(crop.max())
@@ -78,21 +79,24 @@ def medsam_input(pixels: np.ndarray, rect: Rect) -> tuple[torch.Tensor, float]:
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     h, w = crop.shape[:2]
-    scale = TILE / max(h, w)
+    scale = side / max(h, w)
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
-    return F.pad(x, (0, TILE - nw, 0, TILE - nh)).contiguous(), scale
+    return F.pad(x, (0, side - nw, 0, side - nh)).contiguous(), scale
 
 
 class SpatialSegmenter:
     """Box and click segmentation of the current image; the view embeddings are cached."""
 
-    def __init__(self, device: str = "cpu", cache_size: int = 64):
+    def __init__(self, device: str = "cpu", cache_size: int = 64, zoom_side: int = TILE):
         self.device = device
+        # the input side of every view but the whole image's; a smaller one embeds faster, its
+        # embedding resized to the decoder's grid
+        self.zoom_side = zoom_side
         self.encoder = LiteMedSAMBackbone(pretrained=True).to(device).eval()
         self.box_decoder = spatial_decoder().to(device)
         self.click_head = load_click_head().to(device)
-        self._cache: OrderedDict[tuple[str, Rect], _View] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, Rect, int], _View] = OrderedDict()
         self._cache_size = cache_size
         self._pixels: np.ndarray | None = None
         self._sha = ""
@@ -111,11 +115,13 @@ class SpatialSegmenter:
     @torch.no_grad()
     def view(self, rect: Rect) -> _View:
         """The embedding of ``rect`` (cached by image hash + rectangle)."""
-        key = (self._sha, tuple(int(v) for v in rect))
+        rect = tuple(int(v) for v in rect)
+        side = TILE if rect == self.full_rect() else self.zoom_side
+        key = (self._sha, rect, side)
         hit = self._cache.get(key)
         if hit is None:
-            x, scale = medsam_input(self._pixels, rect)
-            hit = _View(key[1], scale, self.encoder(x.to(self.device)))
+            x, scale = medsam_input(self._pixels, rect, side)
+            hit = _View(rect, scale * TILE / side, self.encoder.embed_resized(x.to(self.device)))
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
