@@ -338,5 +338,5 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bp.add_argument("--device", default="cpu")
     bp.add_argument("--out", default="bench-prompts")
     bp.add_argument("--zoom-side", type=int, default=None,
-                    help="input side of the zoom and click views' embeddings (default: the segmenter's)")
+                    help="input side of the box zoom views' embeddings (default: the segmenter's)")
     bp.set_defaults(fn=cmd_bench_prompts)

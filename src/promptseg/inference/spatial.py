@@ -28,6 +28,8 @@ CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
 CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
 KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
+ZOOM_SIDE = 224        # input side of a box's zoom view, below the encoder's own: a faster embedding
+                       # at the same box Dice (docs/benchmarks.md, "Prompts")
 
 
 @dataclass
@@ -88,10 +90,10 @@ def medsam_input(pixels: np.ndarray, rect: Rect, side: int = TILE) -> tuple[torc
 class SpatialSegmenter:
     """Box and click segmentation of the current image; the view embeddings are cached."""
 
-    def __init__(self, device: str = "cpu", cache_size: int = 64, zoom_side: int = TILE):
+    def __init__(self, device: str = "cpu", cache_size: int = 64, zoom_side: int = ZOOM_SIDE):
         self.device = device
-        # the input side of every view but the whole image's; a smaller one embeds faster, its
-        # embedding resized to the decoder's grid
+        # the input side of a box's zoom view; a smaller one embeds faster, its embedding resized
+        # to the decoder's grid
         self.zoom_side = zoom_side
         self.encoder = LiteMedSAMBackbone(pretrained=True).to(device).eval()
         self.box_decoder = spatial_decoder().to(device)
@@ -113,10 +115,10 @@ class SpatialSegmenter:
         return self._pixels.shape[:2]
 
     @torch.no_grad()
-    def view(self, rect: Rect) -> _View:
-        """The embedding of ``rect`` (cached by image hash + rectangle)."""
+    def view(self, rect: Rect, side: int = TILE) -> _View:
+        """The embedding of ``rect`` from a ``side``-pixel input (cached by image hash, rectangle
+        and side)."""
         rect = tuple(int(v) for v in rect)
-        side = TILE if rect == self.full_rect() else self.zoom_side
         key = (self._sha, rect, side)
         hit = self._cache.get(key)
         if hit is None:
@@ -203,7 +205,7 @@ class SpatialSegmenter:
         if zoom:
             rect = box_rect(b, self.shape, margin)
             if rect != views[0].rect:
-                views.append(self.view(rect))
+                views.append(self.view(rect, self.zoom_side))
         logits, scores = self.decode_views(b, views, crop=not refine)
         if refine:
             logits, scores = self.decode_views(b, views, mask_logits=logits)
