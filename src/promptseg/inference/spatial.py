@@ -28,7 +28,7 @@ CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
 CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
 KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
-ZOOM_SIDE = 224        # input side of a box's zoom view, below the encoder's own: a faster embedding
+ZOOM_SIDE = 192        # input side of a box's zoom view, below the encoder's own: a faster embedding
                        # at the same box Dice (docs/benchmarks.md, "Prompts")
 
 
