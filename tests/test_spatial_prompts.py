@@ -174,3 +174,25 @@ def test_predictor_boxes_and_clicks_whatever_the_class(nuclei):
     with pytest.raises(ValueError, match="inverted"):
         p.predict_boxes([(40, 40, 10, 60)])
     assert p._current is current and list(p._spatial._cache) == cached
+
+
+def test_zoom_view_from_a_smaller_input_keeps_box_quality(nuclei):
+    """The default zoom side (below the encoder's) against zoom views at the encoder's own side:
+    the same box Dice on real nuclei; at the encoder's side the resized path is the plain one."""
+    import torch
+
+    from promptseg.inference.spatial import ZOOM_SIDE, medsam_input
+    from promptseg.io.normalise import hwc_view
+    from promptseg.model.backbones.litemedsam import TILE
+
+    img, gts = nuclei
+    scores = {}
+    for side in (TILE, ZOOM_SIDE):
+        s = SpatialSegmenter(zoom_side=side)
+        s.set_image(img)
+        scores[side] = [dice(s.segment_box(gold_box(m)).mask, m) for m in gts]
+    assert ZOOM_SIDE < TILE
+    assert np.mean(scores[ZOOM_SIDE]) >= 0.6 and np.mean(scores[ZOOM_SIDE]) >= np.mean(scores[TILE]) - 0.03, scores
+    x, _ = medsam_input(hwc_view(img), (0, 0, 64, 64))
+    with torch.no_grad():
+        assert torch.equal(s.encoder.embed_resized(x), s.encoder(x))

@@ -1,6 +1,13 @@
 """napari-promptseg: text-prompted medical image segmentation with in-app retraining."""
 from __future__ import annotations
 
+import os as _os
+
+# torch then puts large CPU tensors on transparent huge pages (it reads this once, at its first
+# large allocation): the encoder's full-resolution feature maps no longer page-fault on every
+# forward. A value the user set is kept.
+_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 __version__ = "0.1.0"
 __all__ = ["Predictor", "Prediction", "__version__"]
 

@@ -101,7 +101,8 @@ def cmd_bench_prompts(a: argparse.Namespace) -> int:
             return 0
     if not a.data:
         raise SystemExit("bench prompts needs --data DIR (images/, masks/, targets.csv) or --make-dev DIR")
-    print_summary(run_prompts(PromptsConfig(a.data, out=a.out, device=a.device, limit=a.limit)))
+    print_summary(run_prompts(PromptsConfig(a.data, out=a.out, device=a.device, limit=a.limit,
+                                            zoom_side=a.zoom_side)))
     return 0
 
 
@@ -338,4 +339,6 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bp.add_argument("--limit", type=int, default=None, help="score the first N targets only")
     bp.add_argument("--device", default="cpu")
     bp.add_argument("--out", default="bench-prompts")
+    bp.add_argument("--zoom-side", type=int, default=None,
+                    help="input side of the box zoom views' embeddings (default: the segmenter's)")
     bp.set_defaults(fn=cmd_bench_prompts)

@@ -40,6 +40,7 @@ class PromptsConfig:
     device: str = "cpu"
     limit: int | None = None       # first N targets only
     timing_repeats: int = 3        # timed calls per target of the box, click and baseline decodes
+    zoom_side: int | None = None   # input side of the box zoom views (None: the segmenter's default)
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -129,6 +130,8 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
     targets = read_targets(cfg.data)[:cfg.limit]
     predictor = Predictor.load(None, device=cfg.device)
     spatial = SpatialSegmenter(device=cfg.device)
+    if cfg.zoom_side is not None:
+        spatial.zoom_side = cfg.zoom_side
     reference = LiteMedSAMReference(cfg.device)
     rows, times = [], {k: [] for k in PROMPT_TYPES + ("view_embedding", "zoom_embedding")}
     current, loads = None, []
@@ -158,8 +161,8 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
         pr = predictor
         timed("text", lambda: pr.predict([t.target]).probs[0] > pr.model.cfg.threshold)
         box = gold_box(gt)
-        started = time.perf_counter()
-        spatial.view(_zoom_rect(spatial, box))   # the zoom view's embedding, as the dock would have it
+        started = time.perf_counter()   # the zoom view's embedding, as the dock would have it
+        spatial.view(_zoom_rect(spatial, box), spatial.zoom_side)
         times["zoom_embedding"].append(time.perf_counter() - started)
         timed("box", lambda: spatial.segment_box(box).mask, reps)
         clicks, labels = [interior_point(gt)], [1]

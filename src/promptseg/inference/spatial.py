@@ -28,6 +28,8 @@ CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
 CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
 KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
+ZOOM_SIDE = 192        # input side of a box's zoom view, below the encoder's own: a faster embedding
+                       # at the same box Dice (docs/benchmarks.md, "Prompts")
 
 
 @dataclass
@@ -68,8 +70,9 @@ def box_rect(box: tuple[float, float, float, float], shape: tuple[int, int], mar
     return square_rect((r0 + r1) / 2, (c0 + c1) / 2, max(side, 16), shape)
 
 
-def medsam_input(pixels: np.ndarray, rect: Rect) -> tuple[torch.Tensor, float]:
-    """(1, 3, 256, 256) MedSAM-style input of the rectangle and its scale (256-frame per pixel)."""
+def medsam_input(pixels: np.ndarray, rect: Rect, side: int = TILE) -> tuple[torch.Tensor, float]:
+    """(1, 3, side, side) MedSAM-style input of the rectangle and its scale (frame pixels per
+    image pixel)."""
     r0, c0, r1, c1 = rect
     crop = pixels[r0:r1, c0:c1].astype(np.float32)
     lo, hi = float(crop.min()), float(crop.max())
@@ -78,21 +81,24 @@ def medsam_input(pixels: np.ndarray, rect: Rect) -> tuple[torch.Tensor, float]:
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     h, w = crop.shape[:2]
-    scale = TILE / max(h, w)
+    scale = side / max(h, w)
     nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
-    return F.pad(x, (0, TILE - nw, 0, TILE - nh)).contiguous(), scale
+    return F.pad(x, (0, side - nw, 0, side - nh)).contiguous(), scale
 
 
 class SpatialSegmenter:
     """Box and click segmentation of the current image; the view embeddings are cached."""
 
-    def __init__(self, device: str = "cpu", cache_size: int = 64):
+    def __init__(self, device: str = "cpu", cache_size: int = 64, zoom_side: int = ZOOM_SIDE):
         self.device = device
+        # the input side of a box's zoom view; a smaller one embeds faster, its embedding resized
+        # to the decoder's grid
+        self.zoom_side = zoom_side
         self.encoder = LiteMedSAMBackbone(pretrained=True).to(device).eval()
         self.box_decoder = spatial_decoder().to(device)
         self.click_head = load_click_head().to(device)
-        self._cache: OrderedDict[tuple[str, Rect], _View] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, Rect, int], _View] = OrderedDict()
         self._cache_size = cache_size
         self._pixels: np.ndarray | None = None
         self._sha = ""
@@ -109,13 +115,15 @@ class SpatialSegmenter:
         return self._pixels.shape[:2]
 
     @torch.no_grad()
-    def view(self, rect: Rect) -> _View:
-        """The embedding of ``rect`` (cached by image hash + rectangle)."""
-        key = (self._sha, tuple(int(v) for v in rect))
+    def view(self, rect: Rect, side: int = TILE) -> _View:
+        """The embedding of ``rect`` from a ``side``-pixel input (cached by image hash, rectangle
+        and side)."""
+        rect = tuple(int(v) for v in rect)
+        key = (self._sha, rect, side)
         hit = self._cache.get(key)
         if hit is None:
-            x, scale = medsam_input(self._pixels, rect)
-            hit = _View(key[1], scale, self.encoder(x.to(self.device)))
+            x, scale = medsam_input(self._pixels, rect, side)
+            hit = _View(rect, scale * TILE / side, self.encoder.embed_resized(x.to(self.device)))
             self._cache[key] = hit
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -197,7 +205,7 @@ class SpatialSegmenter:
         if zoom:
             rect = box_rect(b, self.shape, margin)
             if rect != views[0].rect:
-                views.append(self.view(rect))
+                views.append(self.view(rect, self.zoom_side))
         logits, scores = self.decode_views(b, views, crop=not refine)
         if refine:
             logits, scores = self.decode_views(b, views, mask_logits=logits)

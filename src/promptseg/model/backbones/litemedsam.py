@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ...fsutil import file_sha256
 from . import litemedsam_files
@@ -68,9 +69,9 @@ def sub_state(prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def build_tinyvit(init: bool = True) -> TinyViT:
+def build_tinyvit(init: bool = True, img_size: int = TILE) -> TinyViT:
     """The LiteMedSAM TinyViT encoder; ``init=False`` skips its random init (weights loaded next)."""
-    return TinyViT(img_size=TILE, in_chans=3, embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2),
+    return TinyViT(img_size=img_size, in_chans=3, embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2),
                    num_heads=(2, 4, 5, 10), window_sizes=(7, 7, 14, 7), mlp_ratio=4.0,
                    mbconv_expand_ratio=4.0, local_conv_size=3, out_chans=OUT_CHANNELS, init=init)
 
@@ -90,6 +91,7 @@ class LiteMedSAMBackbone(nn.Module):
         # False: the module as is (the latency benchmark's same-run baseline)
         self.fast_inference = fast_inference
         self._fast: tuple[tuple, nn.Module] | None = None
+        self._fast_sides: dict[int, tuple[tuple, nn.Module]] = {}
         self.pretrained = pretrained
         self.weights_sha256 = None
         if pretrained:
@@ -110,6 +112,32 @@ class LiteMedSAMBackbone(nn.Module):
             fast = self._inference_encoder()
             return fast(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.encoder(x)
+
+    @torch.no_grad()
+    def embed_resized(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of a square (B, 3, S, S) input of any side S, with the encoder's own
+        weights run at that resolution, resized to the (S = TILE) embedding grid: a smaller S costs
+        less, an approximation the decoders see as a TILE input (inference only)."""
+        side = x.shape[-1]
+        if x.shape[-2] != side:
+            raise ValueError(f"litemedsam takes square inputs, got {tuple(x.shape[-2:])}")
+        if side == TILE:
+            return self(x)
+        emb = self._encoder_at(side)(x.contiguous(memory_format=torch.channels_last))
+        grid = TILE // self.stride
+        return F.interpolate(emb, size=(grid, grid), mode="bilinear", align_corners=False).contiguous()
+
+    def _encoder_at(self, side: int) -> nn.Module:
+        """A folded inference copy of the encoder built for ``side``-pixel inputs (same weights)."""
+        key = weights_key(self.encoder)
+        hit = self._fast_sides.get(side)
+        if hit is None or hit[0] != key:
+            if self.norm != "pretrained":
+                raise ValueError("a resized embedding needs the pretrained BatchNorm statistics")
+            enc = build_tinyvit(init=False, img_size=side).to(next(self.encoder.parameters()).device)
+            enc.load_state_dict(self.encoder.state_dict(), strict=True)
+            hit = self._fast_sides[side] = (key, inference_copy(enc))
+        return hit[1]
 
     def _inference_encoder(self) -> nn.Module:
         key = weights_key(self.encoder)
