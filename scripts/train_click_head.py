@@ -2,7 +2,8 @@
 
 The shipped weights come from an earlier version of this script (fewer Colin27 slices and
 structures, no pseudo objects, objects drawn uniformly; their config.json records the run).
-The wider data and the balanced sampling below were measured against them and not shipped.
+The wider data and the balanced sampling below were measured against them and not shipped,
+nor were the shipped head fine-tuned on them (``--init``) or other sampling shares (``--share``).
 
 Training views, class-agnostic:
 - Colin27 slices in the three planes, away from the prompt dev set's slices (and, sagittal,
