@@ -2,7 +2,8 @@
 
 The shipped weights come from an earlier version of this script (fewer Colin27 slices and
 structures, no pseudo objects, objects drawn uniformly; their config.json records the run).
-The wider data and the balanced sampling below were measured against them and not shipped.
+The wider data and the balanced sampling below were measured against them and not shipped,
+nor were the shipped head fine-tuned on them (``--init``) or other sampling shares (``--share``).
 
 Training views, class-agnostic:
 - Colin27 slices in the three planes, away from the prompt dev set's slices (and, sagittal,
@@ -32,7 +33,8 @@ from promptseg.bench.prompt_data import CEREBELLAR, SLICES, brain_targets
 from promptseg.inference.spatial import medsam_input
 from promptseg.io.normalise import hwc_view
 from promptseg.model.backbones.litemedsam import TILE, LiteMedSAMBackbone
-from promptseg.model.click_head import save_click_head
+from promptseg.fsutil import file_sha256
+from promptseg.model.click_head import load_click_head, save_click_head
 from promptseg.training.click_head import ClickTrainConfig, ClickView, train_click_head, view_masks
 
 STEP, AWAY = 0.04, 0.06      # slice fractions every STEP, at least AWAY from a dev slice
@@ -179,6 +181,10 @@ def main() -> None:
     ap.add_argument("--no-pseudo", action="store_true", help="leave the pseudo objects out")
     ap.add_argument("--uniform", action="store_true", help="draw objects uniformly, not balanced by kind and size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, metavar="DIR",
+                    help="fine-tune the click head of DIR (its pool is kept) instead of starting afresh")
+    ap.add_argument("--share", action="append", default=[], metavar="KIND=W",
+                    help="relative sampling share of a source kind (anatomy, nuclei, pseudo); default equal")
     a = ap.parse_args()
     torch.set_num_threads(1)      # the head is small: more threads mostly wait on each other
     views = build_views(Path(a.cache), Path(a.monuseg), a.seed, pseudo=not a.no_pseudo)
@@ -188,10 +194,13 @@ def main() -> None:
             kinds[s] = kinds.get(s, 0) + 1
     print(f"{len(views)} views, objects per kind: {kinds}", flush=True)
     if a.out:
-        cfg = ClickTrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, pool=a.pool,
-                               balanced=not a.uniform)
-        head = train_click_head(views, cfg, log=lambda s: print(s, flush=True))
-        save_click_head(head, a.out, extra={"train": vars(cfg) | {"views": len(views), "objects": kinds},
+        shares = {k: float(w) for k, w in (s.split("=", 1) for s in a.share)} or None
+        init = load_click_head(a.init) if a.init else None
+        cfg = ClickTrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed,
+                               pool=init.pool if init else a.pool, balanced=not a.uniform, shares=shares)
+        head = train_click_head(views, cfg, log=lambda s: print(s, flush=True), init=init)
+        start = {"init_sha256": file_sha256(Path(a.init) / "model.safetensors")} if a.init else {}
+        save_click_head(head, a.out, extra={"train": vars(cfg) | {"views": len(views), "objects": kinds} | start,
                                             "left_out": ["cerebellar classes", "stardist nuclei"]})
         print(f"wrote {a.out}")
 

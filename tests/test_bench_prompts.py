@@ -45,3 +45,36 @@ def test_bench_prompts_rejects_a_folder_without_targets(tmp_path):
     (tmp_path / "targets.csv").write_text("image,mask\nfoo.png,foo.png\n")
     with pytest.raises(ValueError, match="missing columns"):
         read_targets(tmp_path)
+
+
+def test_cerebellar_check_is_cerebellar_only_on_slices_no_click_training_or_dev_set_uses(tmp_path):
+    import csv
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    pytest.importorskip("nibabel")
+    if not Path("/usr/share/mricron/templates/aal.nii.gz").is_file():
+        pytest.skip("mricron-data (Colin27/AAL) is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_click_head import train_slices
+
+    from promptseg.bench.prompt_data import SLICES, brain_targets, read_targets
+
+    check = tmp_path / "check"
+    assert main(["bench", "prompts", "--make-cerebellar-check", str(check)]) == 0
+    targets = read_targets(check)
+    assert len(targets) >= 40 and {t.extra["group"] for t in targets} == {"brain-cerebellar"}
+    assert {t.extra["plane"] for t in targets} == {"axial", "coronal", "sagittal"}
+    assert all(np.asarray(Image.open(check / "masks" / t.mask)).astype(bool).sum() >= 40 for t in targets)
+    # its slices are neither the dev set's nor the click head's training slices
+    used = {}
+    for plane in SLICES:
+        for source in (SLICES, train_slices()):
+            used.setdefault(plane, set()).update(source[plane])
+    with (check / "targets.csv").open(newline="") as fh:
+        names = {r["image"] for r in csv.DictReader(fh)}
+    used_names = {n for n, _, _ in brain_targets(Path("/usr/share/mricron/templates"),
+                                                 {p: tuple(sorted(f)) for p, f in used.items()}, min_area=40)}
+    assert names and not names & used_names

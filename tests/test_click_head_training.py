@@ -32,6 +32,9 @@ def test_balanced_sampling_gives_each_kind_and_size_the_same_share():
     # the one 30-pixel-side object is as likely as the two large ones together
     assert w[-1] == pytest.approx(w[-2] + w[-3])
     assert np.allclose(object_weights(views, objects, balanced=False), 1 / len(objects))
+    # a larger share for one kind: nuclei drawn twice as often as anatomy, sizes still spread
+    w2 = object_weights(views, objects, balanced=True, shares={"nuclei": 2.0})
+    assert sum(w2[:20]) == pytest.approx(2 / 3) and w2[-1] == pytest.approx(w2[-2] + w2[-3])
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +76,9 @@ def test_a_short_run_learns_to_grow_clicked_structures(brain_view, pool, tmp_pat
     loaded = load_click_head(save_click_head(head, tmp_path / "head"))
     assert loaded.pool == pool
     assert _one_click_dice(loaded, brain_view) == pytest.approx(trained, abs=0.02)
+    # fine-tuning starts from the given head (its pool kept, the given head left as it was)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    tuned = train_click_head([brain_view], ClickTrainConfig(steps=10, batch=8, lr=1e-4, pool=3 - pool),
+                             log=lambda s: None, init=loaded)
+    assert tuned.pool == pool and all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())
+    assert _one_click_dice(tuned, brain_view) >= trained - 0.1

@@ -90,15 +90,17 @@ def cmd_bench_aal(a: argparse.Namespace) -> int:
 
 def cmd_bench_prompts(a: argparse.Namespace) -> int:
     from ..device import use_all_cores
-    from .prompt_data import make_dev_set
+    from .prompt_data import make_cerebellar_check, make_dev_set
     from .prompts import PromptsConfig, print_summary, run_prompts
 
     use_all_cores()
+    if a.make_cerebellar_check:
+        print(f"wrote {make_cerebellar_check(a.make_cerebellar_check)}")
     if a.make_dev:
         path = make_dev_set(a.make_dev, quick=a.quick, monuseg=a.monuseg)
         print(f"wrote {path}")
-        if not a.data:
-            return 0
+    if (a.make_dev or a.make_cerebellar_check) and not a.data:
+        return 0
     if not a.data:
         raise SystemExit("bench prompts needs --data DIR (images/, masks/, targets.csv) or --make-dev DIR")
     print_summary(run_prompts(PromptsConfig(a.data, out=a.out, device=a.device, limit=a.limit,
@@ -334,6 +336,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bp.add_argument("--make-dev", default=None, metavar="DIR",
                     help="first write the dev set (AAL slices, stardist and MoNuSeg val nuclei) to DIR")
     bp.add_argument("--quick", action="store_true", help="with --make-dev: the small CI variant")
+    bp.add_argument("--make-cerebellar-check", default=None, metavar="DIR",
+                    help="write the larger left-out click check (cerebellar structures on more Colin27 slices) to DIR")
     bp.add_argument("--monuseg", default=str(Path(os.environ.get("PROMPTSEG_DATA", "data")) / "monuseg"),
                     help="MoNuSeg-format folder for the dev set's nuclei (left out when missing)")
     bp.add_argument("--limit", type=int, default=None, help="score the first N targets only")

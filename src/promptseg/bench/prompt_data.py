@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,7 @@ from .aal import MRICRON, load_volumes, plane_view
 CEREBELLAR = ("cerebellum", "vermis")
 SLICES = {"axial": (0.45,), "coronal": (0.45,), "sagittal": (0.35,)}
 QUICK_SLICES = {"axial": (0.45,)}
+CHECK_FIRST, CHECK_STEP = 0.06, 0.04   # the cerebellar check's slices: midway between the click head's training slices
 
 
 @dataclass
@@ -152,11 +154,35 @@ def make_dev_set(out: str | Path, *, quick: bool = False, monuseg: str | Path | 
     if monuseg is not None and (Path(monuseg) / "captions.csv").is_file():
         sources.append(_instance_targets(_monuseg_images(Path(monuseg), 1 if quick else None),
                                          "monuseg-nuclei", 2 if quick else 1, 30, seed))
+    return _write_targets(out, sources, _quick_brain if quick else _spread_brain)
+
+
+def make_cerebellar_check(out: str | Path, templates: str | Path = MRICRON) -> Path:
+    """Write a larger left-out check of clicks to ``out``: every cerebellar structure (the
+    classes no click training sees) on Colin27 slices in the three planes, midway between the
+    click head's training slices and away from the dev set's; returns its targets.csv."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    return _write_targets(out, [_cerebellar_slices(Path(templates))])
+
+
+def _cerebellar_slices(templates: Path):
+    fracs = np.round(np.arange(CHECK_FIRST, 0.95, CHECK_STEP), 3)
+    slices = {p: tuple(float(f) for f in fracs if all(abs(f - d) > CHECK_STEP / 2 for d in dev))
+              for p, dev in SLICES.items()}
+    for name, img, targets in brain_targets(templates, slices, min_area=40):
+        yield name, img, [t for t in targets if t[2]["group"] == "brain-cerebellar"]
+
+
+def _write_targets(out: Path, sources, pick_brain: Callable[[list], list] | None = None) -> Path:
+    """Images, target masks and targets.csv of ``sources`` under ``out``; ``pick_brain`` chooses
+    a brain slice's targets."""
     rows = []
     for source in sources:
         for name, img, targets in source:
-            if targets and targets[0][2]["group"].startswith("brain"):
-                targets = _quick_brain(targets) if quick else _spread_brain(targets)
+            if pick_brain and targets and targets[0][2]["group"].startswith("brain"):
+                targets = pick_brain(targets)
             if not targets:
                 continue
             Image.fromarray(img).save(out / "images" / name)

@@ -41,6 +41,7 @@ class ClickTrainConfig:
     seed: int = 0
     pool: int = 2
     balanced: bool = True          # each source kind equally often, sizes spread evenly within it
+    shares: dict[str, float] | None = None   # balanced: relative share per source kind (default equal)
 
 
 def view_masks(masks: list[np.ndarray], scale: float) -> np.ndarray:
@@ -152,9 +153,11 @@ def simulate_clicks(head: ClickHead, views: list[_Prepared], picks: list[tuple[i
     return clicks
 
 
-def object_weights(views: list[ClickView], objects: list[tuple[int, int]], balanced: bool) -> np.ndarray:
+def object_weights(views: list[ClickView], objects: list[tuple[int, int]], balanced: bool,
+                   shares: dict[str, float] | None = None) -> np.ndarray:
     """Sampling probabilities of ``objects`` ((view, object) pairs): uniform, or (``balanced``)
-    each source kind with the same share, and within it each octave of object area likewise."""
+    each source kind with the same share (or as ``shares`` weighs them), and within it each
+    octave of object area likewise."""
     if not balanced:
         return np.full(len(objects), 1.0 / len(objects))
     keys = []
@@ -166,23 +169,33 @@ def object_weights(views: list[ClickView], objects: list[tuple[int, int]], balan
     count: dict = {}
     for key in keys:
         count[key] = count.get(key, 0) + 1
-    w = np.array([1.0 / (len(kinds) * cells[k[0]] * count[k]) for k in keys])
+    share = {k: float((shares or {}).get(k, 1.0)) for k in kinds}
+    w = np.array([share[k[0]] / (cells[k[0]] * count[k]) for k in keys])
     return w / w.sum()
 
 
 def train_click_head(views: list[ClickView], cfg: ClickTrainConfig,
-                     log: Callable[[str], None] = print) -> ClickHead:
-    """A click head trained on ``views`` (objects drawn as :func:`object_weights` says)."""
+                     log: Callable[[str], None] = print, init: ClickHead | None = None) -> ClickHead:
+    """A click head trained on ``views`` (objects drawn as :func:`object_weights` says),
+    from ``init``'s weights when given (fine-tuning; its pool is kept)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     objects = [(v, o) for v, view in enumerate(views) for o in range(len(view.masks)) if view.masks[o].any()]
     if not objects:
         raise ValueError("no objects to train the click head on")
-    weights = object_weights(views, objects, cfg.balanced)
-    head = ClickHead(views[0].emb.shape[0], pool=cfg.pool)
-    views = [_prepare(v, cfg.pool) for v in views]
+    if cfg.steps < 4:
+        raise ValueError(f"the click head needs at least 4 training steps (its warm-up), not {cfg.steps}")
+    weights = object_weights(views, objects, cfg.balanced, cfg.shares)
+    if init is not None:
+        head = ClickHead(**init.cfg)
+        head.load_state_dict(init.state_dict())
+        head.requires_grad_(True)
+    else:
+        head = ClickHead(views[0].emb.shape[0], pool=cfg.pool)
+    views = [_prepare(v, head.pool) for v in views]
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                pct_start=max(0.1, 2 / cfg.steps))
     for step in range(cfg.steps):
         picks = [objects[int(k)] for k in rng.choice(len(objects), size=cfg.batch, p=weights)]
         head.eval()
