@@ -116,14 +116,14 @@ def test_tinyvit_inference_copy_matches_the_module_and_follows_weight_changes():
         got = bb(x)
     assert got.is_contiguous()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    first = bb._fast[1]
+    first = bb._fast[256][1]
     with torch.no_grad():
         bb(x)
-        assert bb._fast[1] is first                   # same weights: built once
+        assert bb._fast[256][1] is first                   # same weights: built once
         w = bb.encoder.neck[2].weight
         w.add_(torch.randn_like(w) * 0.05)            # in-place update, like an optimiser step
         changed = bb(x)
-    assert bb._fast[1] is not first
+    assert bb._fast[256][1] is not first
     bb.fast_inference = False
     with torch.no_grad():
         torch.testing.assert_close(changed, bb(x), rtol=1e-4, atol=1e-4)

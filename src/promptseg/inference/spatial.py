@@ -129,7 +129,7 @@ class SpatialSegmenter:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         if hit.keys is None:
-            hit.keys = self.box_decoder.prepare(hit.emb)
+            self._keys(hit)
             for old in list(self._cache.values())[:-KEYED_VIEWS]:
                 old.keys = None
         return hit

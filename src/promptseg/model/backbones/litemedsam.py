@@ -90,8 +90,7 @@ class LiteMedSAMBackbone(nn.Module):
         # eval-mode no-grad forwards use a copy with its BatchNorm folded (tinyvit_inference.py);
         # False: the module as is (the latency benchmark's same-run baseline)
         self.fast_inference = fast_inference
-        self._fast: tuple[tuple, nn.Module] | None = None
-        self._fast_sides: dict[int, tuple[tuple, nn.Module]] = {}
+        self._fast: dict[int, tuple[tuple, nn.Module]] = {}   # input side -> (weights key, copy)
         self.pretrained = pretrained
         self.weights_sha256 = None
         if pretrained:
@@ -123,27 +122,24 @@ class LiteMedSAMBackbone(nn.Module):
             raise ValueError(f"litemedsam takes square inputs, got {tuple(x.shape[-2:])}")
         if side == TILE:
             return self(x)
-        emb = self._encoder_at(side)(x.contiguous(memory_format=torch.channels_last))
+        if self.norm != "pretrained":
+            raise ValueError("a resized embedding needs the pretrained BatchNorm statistics")
+        emb = self._inference_encoder(side)(x.contiguous(memory_format=torch.channels_last))
         grid = TILE // self.stride
         return F.interpolate(emb, size=(grid, grid), mode="bilinear", align_corners=False).contiguous()
 
-    def _encoder_at(self, side: int) -> nn.Module:
-        """A folded inference copy of the encoder built for ``side``-pixel inputs (same weights)."""
+    def _inference_encoder(self, side: int = TILE) -> nn.Module:
+        """A BatchNorm-folded inference copy of the encoder for ``side``-pixel inputs (same
+        weights), rebuilt whenever the encoder's weights change."""
         key = weights_key(self.encoder)
-        hit = self._fast_sides.get(side)
+        hit = self._fast.get(side)
         if hit is None or hit[0] != key:
-            if self.norm != "pretrained":
-                raise ValueError("a resized embedding needs the pretrained BatchNorm statistics")
-            enc = build_tinyvit(init=False, img_size=side).to(next(self.encoder.parameters()).device)
-            enc.load_state_dict(self.encoder.state_dict(), strict=True)
-            hit = self._fast_sides[side] = (key, inference_copy(enc))
+            enc = self.encoder
+            if side != TILE:          # the same weights in a TinyViT laid out for that side
+                enc = build_tinyvit(init=False, img_size=side).to(next(self.encoder.parameters()).device)
+                enc.load_state_dict(self.encoder.state_dict(), strict=True)
+            hit = self._fast[side] = (key, inference_copy(enc))
         return hit[1]
-
-    def _inference_encoder(self) -> nn.Module:
-        key = weights_key(self.encoder)
-        if self._fast is None or self._fast[0] != key:
-            self._fast = (key, inference_copy(self.encoder))
-        return self._fast[1]
 
 
 def build(pretrained: bool = True, norm: str = "pretrained", **_: object) -> nn.Module:
