@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QEvent, Qt, QThreadPool
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QSlider, QWidget
 
 from ..workflow.session import AnnotationSession
@@ -32,7 +32,7 @@ from .shortcuts import bind as bind_shortcuts, help_text
 from .state import Proposal
 from .volume_panel import VolumePanel
 from .warmup import DEVICES, ModelLoader, ScreenEmbedder
-from .window_close import CloseWatch
+from .window_close import DockClosing
 from .workers import start_worker
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 HELP = ("Type one or more class names separated by ';' (e.g. 'nucleus' or "
         "'thalamus; putamen') and press Enter or Propose (Shift+P in the viewer).")
-CLOSE_WAIT_MS = 60_000   # at most this long for background work when the window closes
 NO_IMAGE = "open an image first (File > Open, or File > Open Sample > PromptSeg)"
 
 
@@ -64,12 +63,13 @@ class PromptSegWidget(QWidget):
         self._worker = None
         self._showing: bool | str = False   # a proposal is being shown over a few turns ("done": its worker ended)
         self._pending = False          # Propose was clicked while the model was loading
-        self.close_watch = CloseWatch(self._on_window_close)   # drafts and background work end with the window
         self.setObjectName("PromptSegWidget")
         self._build_controls()
         self.project_panel = ProjectPanel(self.state, self.batch)
         self.refine_panel = RefinePanel(self.state)
         self.volume_panel = VolumePanel(self.state)
+        # drafts and background work end with the window
+        self.closing = DockClosing(self.state, self.project_panel.images, [self.prefetcher, self.batch, self.volume_panel])
         self._build_layout()
         self._connect()
         self._refresh_images()
@@ -157,7 +157,7 @@ class PromptSegWidget(QWidget):
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.connect(self._refresh_images)
         # unsaved edits become a draft when their layer goes away (close removes layers first)
-        self.viewer.layers.events.removing.connect(self._on_removing)
+        self.viewer.layers.events.removing.connect(self.closing.on_layer_removing)
 
     @property
     def proposing(self) -> bool:
@@ -173,32 +173,12 @@ class PromptSegWidget(QWidget):
     def watch_window(self) -> None:
         """Watch the main window's Close event (called once docked, and whenever a proposal appears)."""
         if self.window() is not self:
-            self.close_watch.watch(self.window())
+            self.closing.watch.watch(self.window())
 
     def event(self, event) -> bool:
         if event.type() == QEvent.Show:
             self.watch_window()
         return super().event(event)
-
-    def _stash(self) -> None:
-        try:
-            note = self.project_panel.images.stash_edits()
-            if note and self.session.project is None:
-                print(f"promptseg: {note}", file=sys.stderr)   # the dock may be closing: say it here too
-        except Exception as exc:  # never block closing; say what happened
-            print(f"promptseg: could not save a draft: {exc}", file=sys.stderr)
-
-    def _on_removing(self, event) -> None:
-        if self.state.current is not None and self.viewer.layers[event.index].name == self.state.current.layer:
-            self._stash()
-
-    def _on_window_close(self) -> None:
-        self._stash()
-        self.prefetcher.stop()        # background work ends with the window
-        self.batch.stop()
-        self.volume_panel.stop()
-        # the loading and embedding workers cannot be interrupted: let them end with the window
-        QThreadPool.globalInstance().waitForDone(CLOSE_WAIT_MS)
 
     # -- state and messages --------------------------------------------------------------
     def _on_message(self, text: str, level: str, cause) -> None:
