@@ -52,3 +52,49 @@ def test_the_collector_is_paused_in_the_block_and_what_it_made_stays_collectable
     del cycle
     gc.collect()
     assert alive() is None
+
+
+def test_imports_wait_while_the_gui_is_in_a_turn_and_go_on_at_its_next_beat(tmp_path, monkeypatch):
+    """A loading thread's import waits while the heartbeat is late, and runs once it beats;
+    other threads' imports never wait; the import hook is back after the block."""
+    import builtins
+    import threading
+    import time
+
+    from promptseg.napari.gil_friendly import StepAside
+
+    for name in ("aside_a", "aside_b"):
+        (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    aside = StepAside(late_s=0.05, cap_s=30.0)
+    hook = builtins.__import__
+    done = threading.Event()
+
+    def load():
+        with aside.imports():
+            import aside_a  # noqa: F401
+        done.set()
+
+    aside.last_beat = time.perf_counter() - 1.0       # the GUI thread is in a long turn
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(0.3)
+    assert not done.is_set() and "aside_a" not in sys.modules
+    import aside_b  # noqa: F401                      # this thread is not the one stepping aside
+    aside.beat()                                      # the turn is over
+    assert done.wait(5.0) and "aside_a" in sys.modules
+    loader.join()
+    assert builtins.__import__ is hook and aside.waited_s >= 0.25
+
+
+def test_a_waiting_import_goes_on_after_the_cap():
+    """A GUI turn that itself waits for the loading thread (an import it holds) is not a deadlock."""
+    import time
+
+    from promptseg.napari.gil_friendly import StepAside
+
+    aside = StepAside(late_s=0.01, cap_s=0.2)
+    aside.last_beat = time.perf_counter() - 10.0
+    t = time.perf_counter()
+    aside.wait_for_gui()
+    assert 0.2 <= time.perf_counter() - t < 2.0

@@ -13,15 +13,24 @@ thread cannot take it back at the next switch interval:
   generation, as if it had survived the collections it skipped. Freezing the objects for good
   would make later full collections shorter, but an image layer frozen that way is never
   freed once closed (layers are freed by the collector, not by reference counts).
+
+And in a third, where it could give the lock back but gets half of it: torch's import runs
+seconds of Python, and two threads that both run Python share the lock turn about, so a GUI
+turn of napari's that overlaps it takes twice as long. ``StepAside`` makes the loading thread
+wait at its next import statement while the GUI thread is in the middle of a turn (its
+heartbeat, a short timer the GUI runs meanwhile, is late).
 """
 from __future__ import annotations
 
+import builtins
 import ctypes
 import gc
 import glob
 import importlib.util
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,3 +125,43 @@ def collector_paused() -> Iterator[None]:
             gc.unfreeze()
         if was_enabled:
             gc.enable()
+
+
+class StepAside:
+    """The GUI thread calls ``beat()`` from a short timer; inside ``imports()`` the calling
+    thread's import statements first wait while the last beat is older than ``late_s`` (the
+    GUI thread is in a turn), at most ``cap_s`` each: a GUI turn that waits for an import the
+    loading thread holds goes on after that."""
+
+    def __init__(self, late_s: float = 0.008, cap_s: float = 0.1) -> None:
+        self.late_s, self.cap_s = late_s, cap_s
+        self.last_beat = time.perf_counter()
+        self.waited_s = 0.0                  # in all, for the record
+
+    def beat(self) -> None:
+        self.last_beat = time.perf_counter()
+
+    def wait_for_gui(self) -> None:
+        start = now = time.perf_counter()
+        while now - self.last_beat > self.late_s and now - start < self.cap_s:
+            time.sleep(0.001)                # the lock is the GUI thread's meanwhile
+            now = time.perf_counter()
+        self.waited_s += now - start
+
+    @contextmanager
+    def imports(self) -> Iterator[None]:
+        """The calling thread's imports step aside inside the block (other threads' pass)."""
+        thread = threading.get_ident()
+        importer = builtins.__import__
+
+        def stepping_aside(*args, **kwargs):
+            if threading.get_ident() == thread:
+                self.wait_for_gui()
+            return importer(*args, **kwargs)
+
+        builtins.__import__ = stepping_aside
+        try:
+            yield
+        finally:
+            if builtins.__import__ is stepping_aside:
+                builtins.__import__ = importer

@@ -15,9 +15,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from qtpy.QtCore import QTimer
 
 from .dock_state import DockState
-from .gil_friendly import collector_paused, preload_torch_libraries
+from .gil_friendly import StepAside, collector_paused, preload_torch_libraries
 from .plain_imports import plain_imports
 from .workers import start_worker
 
@@ -45,6 +46,10 @@ class ModelLoader:
         self._again = False          # asked again while loading (another device or version)
         self.thread: int | None = None   # the thread the last load ran in
         self.fast: dict[str, tuple[str, str] | None] = {}   # device -> its Fast mode precisions
+        self.aside = StepAside()
+        self._heartbeat = QTimer()           # tells the loading thread when the GUI thread is in a turn
+        self._heartbeat.setInterval(4)
+        self._heartbeat.timeout.connect(self.aside.beat)
 
     @property
     def busy(self) -> bool:
@@ -64,7 +69,8 @@ class ModelLoader:
             try:
                 with collector_paused():     # the interpreter lock stays free for the GUI (gil_friendly.py)
                     preload_torch_libraries()
-                    with plain_imports():    # not through PySide6's import hook (plain_imports.py)
+                    # not through PySide6's import hook (plain_imports.py); aside while the GUI is in a turn
+                    with plain_imports(), self.aside.imports():
                         from ..inference.predictor import preload_modules
 
                         preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
@@ -75,6 +81,8 @@ class ModelLoader:
                 return str(exc)          # a value, not the exception: superqt would re-raise it
 
         state.model_loading.emit()
+        self.aside.beat()
+        self._heartbeat.start()
         self._worker = start_worker(job, self._finished, on_return=self._returned)
 
     def _returned(self, result: dict | str) -> None:
@@ -87,6 +95,7 @@ class ModelLoader:
 
     def _finished(self) -> None:
         self._worker = None
+        self._heartbeat.stop()
         if self._again:
             self._again = False
             self.load()
