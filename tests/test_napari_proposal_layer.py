@@ -48,7 +48,8 @@ def test_the_proposal_layer_is_made_ahead_hidden_then_shows_the_mask(make_napari
 
 def test_the_canvas_visual_and_the_controls_are_made_in_turns_of_their_own(make_napari_viewer):
     """Through napari's public-only proxy, as plugins get the viewer: the insertion's turn makes
-    neither the layer's canvas visual nor its controls; the next two turns make one each."""
+    neither the layer's canvas visual nor its controls; the next turn makes the visual, the
+    three after it the controls (made, added to their panel, the panel painted)."""
     from types import SimpleNamespace
 
     from napari.utils._proxies import PublicOnlyProxy
@@ -66,9 +67,15 @@ def test_the_canvas_visual_and_the_controls_are_made_in_turns_of_their_own(make_
     assert layer not in qt_viewer.canvas.layer_to_visual and layer not in qt_viewer.controls.widgets
     next(steps)
     assert layer in qt_viewer.canvas.layer_to_visual and layer not in qt_viewer.controls.widgets
-    next(steps)
-    assert layer in qt_viewer.controls.widgets
-    assert sum(1 for _ in steps) >= 2                 # then the overlays held back, a turn each
+    panel = qt_viewer.controls
+    count = panel.count()
+    next(steps)                                       # the controls made, outside their panel
+    assert layer not in panel.widgets and panel.count() == count
+    next(steps)                                       # added, the panel's painting held
+    assert layer in panel.widgets and panel.count() == count + 1 and not panel.updatesEnabled()
+    next(steps)                                       # the panel paints again
+    assert panel.updatesEnabled()
+    assert sum(1 for _ in steps) >= 1                 # then the overlays held back, a turn each
     assert {"polygon", "brush_stroke"} <= set(layer._overlays)
     viewer.layers.selection.active = layer            # its controls show as any layer's do
     assert qt_viewer.controls.currentWidget() is qt_viewer.controls.widgets[layer]
@@ -152,3 +159,24 @@ def test_a_mask_fills_shows_and_selects_the_layer_made_ahead_in_turns_of_their_o
     qtbot.waitUntil(lambda: got == [layer], timeout=5_000)                          # later turns
     assert layer.visible and viewer.layers.selection.active is layer
     assert list(layer.features["class"]) == ["background", "nucleus"]
+
+
+def test_the_layer_s_turns_do_not_redraw_the_canvas(make_napari_viewer, qtbot):
+    """A hidden layer's parts change nothing on screen: the turns that make them ask no redraw
+    of the canvas (each costs as much as the part on a software-rendered screen)."""
+    from promptseg.napari.proposal_layer import _canvas_not_redrawn
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-promptseg", "nuclei")
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    draws = []
+    canvas.events.draw.connect(lambda _: draws.append(1))
+    qtbot.waitUntil(lambda: not canvas._update_pending, timeout=10_000)
+    qtbot.wait(200)
+    before = len(draws)
+    with _canvas_not_redrawn(viewer):
+        canvas.update()                  # what adding a hidden node to the scene asks for
+    qtbot.wait(300)
+    assert len(draws) == before and not canvas._update_pending
+    canvas.update()                      # outside the block it redraws as ever
+    qtbot.waitUntil(lambda: len(draws) > before, timeout=5_000)

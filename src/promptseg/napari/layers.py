@@ -107,6 +107,13 @@ def show_labels(viewer, name: str, labels: np.ndarray, classes: list[str], prese
             return done.value
 
 
+def next_turn(call: Callable[[], None]) -> None:
+    """Run ``call`` on a later turn of the event loop, after the timers already due. A zero
+    delay would post it as an event, and Qt delivers posted events back to back before any
+    timer fires: steps chained that way would run as one long turn."""
+    QTimer.singleShot(1, call)
+
+
 def run_in_turns(steps: Generator[None, None, Any], then: Callable[[Any], None]) -> None:
     """Run a step per event-loop turn, then ``then`` with what the steps returned."""
     try:
@@ -117,4 +124,4 @@ def run_in_turns(steps: Generator[None, None, Any], then: Callable[[Any], None])
     except Exception:
         then(None)                 # whoever waits is told, then the error shows as any would
         raise
-    QTimer.singleShot(0, lambda: run_in_turns(steps, then))
+    next_turn(lambda: run_in_turns(steps, then))

@@ -12,20 +12,22 @@ class names, shows it and selects it.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import numpy as np
-from qtpy.QtCore import QTimer
 
 from .dock_state import DockState
-from .layers import EMPTY_KEY, PROPOSAL_OPACITY, finish_pending, proposal_layer_name, set_pending
+from .layers import EMPTY_KEY, PROPOSAL_OPACITY, finish_pending, next_turn, proposal_layer_name, set_pending
 
 
 class ProposalLayers:
-    def __init__(self, state: DockState) -> None:
+    def __init__(self, state: DockState, hold: Callable[[], bool] = lambda: False) -> None:
+        """``hold()`` true: the steps wait for ``resume()`` (the dock draws itself first)."""
         self.state = state
+        self.hold = hold
+        self._held = False
         self._steps: Iterator[None] | None = None
         # a layer selected before it is whole (in the layer list, say) is finished first: this
         # listener, connected after napari's, runs before them
@@ -61,13 +63,23 @@ class ProposalLayers:
         if proposal_layer_name(layer.name) in self.state.viewer.layers:
             return
         self._steps = self._make(layer)
-        QTimer.singleShot(0, self._next)
+        next_turn(self._next)
+
+    def resume(self) -> None:
+        """Go on with steps held back while ``hold()`` was true."""
+        if self._held:
+            self._held = False
+            next_turn(self._next)
 
     def _next(self) -> None:
         if self._steps is None:
             return
+        if self.hold():
+            self._held = True
+            return
         try:
-            next(self._steps)
+            with _canvas_not_redrawn(self.state.viewer):
+                next(self._steps)
         except StopIteration:
             self._steps = None
             self.prepare()       # the image on screen may have changed meanwhile
@@ -75,7 +87,7 @@ class ProposalLayers:
         except BaseException:
             self._steps = None   # not busy for ever: a Propose then adds the layer itself
             raise
-        QTimer.singleShot(0, self._next)
+        next_turn(self._next)
 
     def _make(self, image_layer) -> Iterator[None]:
         from napari.layers import Labels
@@ -109,12 +121,63 @@ class ProposalLayers:
             listener = ref()
             if listener is None or labels not in viewer.layers:
                 return
-            listener(SimpleNamespace(value=labels, index=viewer.layers.index(labels)))
+            split = _controls_in_turns(listener.__self__, viewer, labels) if listener.__name__ == "_add" else None
+            if split is None:
+                listener(SimpleNamespace(value=labels, index=viewer.layers.index(labels)))
+            else:
+                yield from split
         for key, overlay in held.items():         # the brush and polygon overlays' visuals, one a turn
             yield
             if labels not in viewer.layers:
                 return
             overlays[key] = overlay
+
+
+def _controls_in_turns(container, viewer, labels) -> Iterator[None] | None:
+    """napari's layer controls for the layer (``QtLayerControlsContainer._add``) in three turns:
+    made; added to their panel (napari's style sheet reaches each of their widgets) with the
+    panel's painting held; the panel painted. None where this napari differs: ``_add`` then
+    runs as one call."""
+    try:
+        from napari._qt.layer_controls.qt_layer_controls_container import create_qt_layer_controls
+        from napari.settings import get_settings
+
+        dynamic = get_settings().experimental.dynamic_layer_controls
+    except (ImportError, AttributeError):
+        return None
+    if dynamic or not isinstance(getattr(container, "widgets", None), dict):
+        return None
+
+    def steps() -> Iterator[None]:
+        controls = create_qt_layer_controls(labels)
+        controls.ndisplay = viewer.dims.ndisplay
+        yield
+        container.setUpdatesEnabled(False)
+        try:
+            container.addWidget(controls)
+            container.widgets[labels] = controls
+            yield
+        finally:
+            container.setUpdatesEnabled(True)      # one repaint of the panel, on a turn of its own
+    return steps()
+
+
+@contextmanager
+def _canvas_not_redrawn(viewer) -> Iterator[None]:
+    """The canvas is not redrawn for what the block does: a hidden layer's parts change nothing
+    on screen, and a software-rendered redraw of the window costs as much as the part itself.
+    (vispy's canvas asks Qt for one redraw at a time; marked as asked, it asks for none.)"""
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    canvas = getattr(getattr(qt_viewer, "canvas", None), "_scene_canvas", None)
+    pending = getattr(canvas, "_update_pending", None)
+    if not isinstance(pending, bool) or pending:
+        yield                                   # another napari, or a redraw is coming anyway
+        return
+    canvas._update_pending = True
+    try:
+        yield
+    finally:
+        canvas._update_pending = False
 
 
 def _append_held_back(layers, labels, listeners: list) -> list:
