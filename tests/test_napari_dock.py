@@ -128,3 +128,12 @@ def test_every_control_has_a_tooltip_and_shortcuts_are_napari_actions(make_napar
         action_manager.bind_shortcut(action_name("propose"), "Shift-P")
     qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and viewer.layers["nuclei_00 promptseg"].visible and not widget.proposing, timeout=300_000)
     assert np.asarray(viewer.layers["nuclei_00 promptseg"].data).any()
+
+
+def test_the_dock_draws_its_main_loop_first_then_the_tabs_then_makes_the_proposal_layer(make_napari_viewer, qtbot):
+    """No single turn lays out and paints the whole dock, and the layer made ahead waits for it."""
+    viewer, widget = open_dock(make_napari_viewer)
+    assert widget.tabs.isHidden() and "nuclei_00 promptseg" not in viewer.layers
+    qtbot.waitUntil(lambda: widget.tabs.isVisible(), timeout=10_000)
+    qtbot.waitUntil(lambda: "nuclei_00 promptseg" in viewer.layers and not widget.layers_ahead.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.loader.busy, timeout=300_000)

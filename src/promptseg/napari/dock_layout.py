@@ -5,10 +5,16 @@ the class prompt and Propose, the threshold and device, the message line, Accept
 Retrain with its progress. Below them, tabs: Refine, Project (folder, image list), Train
 (the loss plot and the rounds table) and 3-D. Each tab scrolls on its own if the dock is
 short, so the main loop never scrolls away.
+
+The dock draws in steps when it opens: the main loop first, the tabs on the next turn after
+its first paint (they keep their room meanwhile, so nothing moves), so no single turn lays out
+and paints the whole dock.
 """
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from typing import Callable
+
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 TABS = ("Refine", "Project", "Train", "3-D")
@@ -45,6 +51,10 @@ def build(widget, main: list[QWidget], tabs: dict[str, list[QWidget]]) -> QTabWi
         outer.addWidget(section)
     tab_widget = QTabWidget()
     tab_widget.setDocumentMode(True)
+    policy = tab_widget.sizePolicy()
+    policy.setRetainSizeWhenHidden(True)       # hidden until the main loop has drawn, in place
+    tab_widget.setSizePolicy(policy)
+    tab_widget.hide()
     for title, sections in tabs.items():
         tab_widget.addTab(scrolled(*sections), title)
     outer.addWidget(tab_widget, 1)
@@ -58,3 +68,31 @@ def tab_of(tab_widget: QTabWidget, section: QWidget) -> int:
         if page is section or page.isAncestorOf(section):
             return i
     return -1
+
+
+class _FirstPaint(QObject):
+    def __init__(self, widget: QWidget, then: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self.then = then
+        widget.installEventFilter(self)
+
+    def eventFilter(self, source, event) -> bool:
+        if event.type() == QEvent.Paint:
+            source.removeEventFilter(self)
+            QTimer.singleShot(1, self.then)      # after the paint, on a turn of its own (layers.next_turn)
+        return False
+
+
+def after_first_paint(widget: QWidget, then: Callable[[], None]) -> None:
+    """Call ``then`` on the event-loop turn after ``widget`` first paints."""
+    _FirstPaint(widget, then)
+
+
+def draw_in_steps(widget: QWidget, tabs: QTabWidget, then: Callable[[], None]) -> None:
+    """Once ``widget`` (the main loop) has painted, show the (hidden) ``tabs``; once they have
+    painted, call ``then``."""
+    def show_tabs() -> None:
+        tabs.show()
+        after_first_paint(tabs, then)
+
+    after_first_paint(widget, show_tabs)
