@@ -12,7 +12,7 @@ class names, shows it and selects it.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
@@ -23,10 +23,9 @@ from .layers import EMPTY_KEY, PROPOSAL_OPACITY, finish_pending, next_turn, prop
 
 
 class ProposalLayers:
-    def __init__(self, state: DockState, hold: Callable[[], bool] = lambda: False) -> None:
-        """``hold()`` true: the steps wait for ``resume()`` (the dock draws itself first)."""
+    def __init__(self, state: DockState) -> None:
         self.state = state
-        self.hold = hold
+        self._dock = None                # set: the steps wait while it is on screen, not drawn yet
         self._held = False
         self._steps: Iterator[None] | None = None
         # a layer selected before it is whole (in the layer list, say) is finished first: this
@@ -65,16 +64,30 @@ class ProposalLayers:
         self._steps = self._make(layer)
         next_turn(self._next)
 
+    def wait_for_drawing(self, dock) -> None:
+        """Hold the steps while ``dock`` is on screen and has not drawn itself yet (``resume``
+        says it has), so they do not add to the dock's own first layout and paint."""
+        self._dock = dock
+
     def resume(self) -> None:
-        """Go on with steps held back while ``hold()`` was true."""
+        """The dock has drawn itself: go on with the steps held back."""
+        self._dock = None
         if self._held:
             self._held = False
             next_turn(self._next)
 
+    def _holding(self) -> bool:
+        if self._dock is None:
+            return False
+        try:
+            return self._dock.isVisible()
+        except RuntimeError:             # the dock is gone: nothing more to make
+            return True
+
     def _next(self) -> None:
         if self._steps is None:
             return
-        if self.hold():
+        if self._holding():
             self._held = True
             return
         try:

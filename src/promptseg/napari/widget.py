@@ -59,9 +59,7 @@ class PromptSegWidget(QWidget):
         self.embedder = ScreenEmbedder(self.state)
         self.prefetcher = Prefetcher(self.state)
         self.batch = BatchProposer(self.state)
-        self._drawn = False            # the dock has drawn itself once it opened (main loop, then tabs)
-        # the proposal layer, made before its mask, once the dock has drawn
-        self.layers_ahead = ProposalLayers(self.state, hold=lambda: self.isVisible() and not self._drawn)
+        self.layers_ahead = ProposalLayers(self.state)   # the proposal layer, made before its mask
         self._worker = None
         self._showing: bool | str = False   # a proposal is being shown over a few turns ("done": its worker ended)
         self._pending = False          # Propose was clicked while the model was loading
@@ -78,11 +76,8 @@ class PromptSegWidget(QWidget):
         bind_shortcuts(self)
         self.keys_help.setText(help_text())
         self.loader.load()              # the model loads in a worker as soon as the dock exists
-        dock_layout.draw_in_steps(self, self.tabs, self._drawn_once)
-
-    def _drawn_once(self) -> None:
-        self._drawn = True
-        self.layers_ahead.resume()
+        self.layers_ahead.wait_for_drawing(self)         # ... once the dock has drawn itself
+        dock_layout.draw_in_steps(self, self.tabs, self.layers_ahead.resume)
 
     def _build_controls(self) -> None:
         self.guide = QLabel(dock_layout.FIRST_USE)
