@@ -2,7 +2,8 @@
 
 Per target of a dev set (bench/prompt_data.py): the Dice of the text prompt alone (the shipped
 model), the box (the gold mask's bounding box + 5 px), one click at the mask's most interior
-point, three clicks (the next two at the most interior point of the larger error, inside if
+point, the better of its first two candidates (the default and the dock's next
+candidate), three clicks (the next two at the most interior point of the larger error, inside if
 missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator), "more
 like this" (the same target's mask in another image of the set as the exemplar where one
 exists, else half of its connected pieces; scored on the proposed instances that touch the
@@ -29,7 +30,7 @@ from ..training.evaluate import dice
 from .prompt_data import load_pair, read_targets
 from .report import finish_bar_plot, run_environment, write_results
 
-PROMPT_TYPES = ("text", "box", "click1", "click3", "more_like_this", "litemedsam_box")
+PROMPT_TYPES = ("text", "box", "click1", "click1_next", "click3", "more_like_this", "litemedsam_box")
 BOX_PAD = 5
 
 
@@ -168,6 +169,7 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
         clicks, labels = [interior_point(gt)], [1]
         spatial.view(spatial.click_rect(clicks[0]))
         pred = timed("click1", lambda: spatial.segment_points(clicks, labels)[0].mask, reps)
+        row["click1_next"] = max(dice(c.mask, gt) for c in spatial.segment_points(clicks, labels)[:2])
         add_corrective_clicks(lambda c, lab: spatial.segment_points(c, lab)[0].mask, gt, pred, clicks, labels)
         timed("click3", lambda: spatial.segment_points(clicks, labels)[0].mask, reps)
         ex_img, ex_mask = exemplar_for(cfg.data, t, targets, img, gt)

@@ -19,14 +19,15 @@ from ..fsutil import array_sha256
 from ..io.normalise import hwc_view
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
 from ..model.click_head import load_click_head
-from ..model.spatial import ViewKeys, spatial_decoder
+from ..model.spatial import GRID, ViewKeys, spatial_decoder
 from .prompt_checks import check_box, check_points  # noqa: F401 (part of this module's API)
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
 BOX_MARGIN = 0.25      # zoom crop margin around a box, as a fraction of its longer side
 CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
-CLICK_CANDIDATES = ("blend", "box", "head")   # the click answers, best first
+CLICK_CANDIDATES = ("blend", "grown", "box", "head")   # the click answers, the default first
+GROWN_SIMILARITY = 0.4  # cosine to the clicked features at which the grown candidate's region stops
 KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
 ZOOM_SIDE = 192        # input side of a box's zoom view, below the encoder's own: a faster embedding
                        # at the same box Dice (docs/benchmarks.md, "Prompts")
@@ -224,7 +225,9 @@ class SpatialSegmenter:
         inside click, or the whole image if it is smaller. The click head grows the clicked
         object on the view's features (inside and outside clicks both count); the box decoder
         then decodes that coarse mask's bounding box. Candidates: the two answers blended
-        (probabilities averaged), the box decoder's answer, the click head's answer."""
+        (probabilities averaged); a larger object, the box decoder's answer to the box around
+        the view cells that look like the clicked ones (grown candidate); the box decoder's
+        answer; the click head's answer."""
         pts, lab = check_points(points, labels, self.shape)
         v = self.view(self.click_rect(pts[lab == 1][0], window))
         answers = self.click_answers(pts, lab, v)
@@ -250,16 +253,41 @@ class SpatialSegmenter:
         coarse = F.interpolate(self.click_head(v.emb, pos, pv, neg, nv), size=(TILE, TILE), mode="bilinear",
                                align_corners=False)[0, 0]
         region = _clicked_region(coarse.cpu().numpy() > 0, xy[inside].cpu().numpy())
-        rr, cc = np.nonzero(region)
-        pad = max(2.0, CLICK_BOX_PAD * max(np.ptp(rr), np.ptp(cc)))
-        box = torch.tensor([[cc.min() - pad, rr.min() - pad, cc.max() + pad, rr.max() + pad]], dtype=torch.float32,
-                           device=self.device).clamp(0, TILE - 1)
-        box_lg, iou = self.box_decoder(self._keys(v), boxes=box)
-        box_lg = box_lg[0, 0]
+        grown = region | _similar_region(v.emb[0], xy[inside], self._frame_size(v))
+        boxes = torch.tensor([_padded_box(region), _padded_box(grown)], dtype=torch.float32,
+                             device=self.device).clamp(0, TILE - 1)
+        keys = self._keys(v)
+        box_lg, iou = self.box_decoder(ViewKeys.cat([keys, keys]), boxes=boxes)
+        grown_lg, box_lg = box_lg[1, 0], box_lg[0, 0]
         blend = torch.logit(0.5 * (torch.sigmoid(box_lg) + torch.sigmoid(coarse)), eps=1e-6)
         head_score = float(torch.sigmoid(coarse)[torch.from_numpy(region)].mean())
-        return {"blend": (blend, 0.5 * (float(iou[0, 0]) + head_score)), "box": (box_lg, float(iou[0, 0])),
-                "head": (coarse, head_score)}
+        return {"blend": (blend, 0.5 * (float(iou[0, 0]) + head_score)), "grown": (grown_lg, float(iou[1, 0])),
+                "box": (box_lg, float(iou[0, 0])), "head": (coarse, head_score)}
+
+
+def _padded_box(region: np.ndarray) -> list[float]:
+    """x0 y0 x1 y1 of ``region``'s bounding box with a margin of ``CLICK_BOX_PAD`` of its longer side."""
+    rr, cc = np.nonzero(region)
+    pad = max(2.0, CLICK_BOX_PAD * max(np.ptp(rr), np.ptp(cc)))
+    return [cc.min() - pad, rr.min() - pad, cc.max() + pad, rr.max() + pad]
+
+
+def _similar_region(emb: torch.Tensor, pos_xy: torch.Tensor, frame: tuple[int, int]) -> np.ndarray:
+    """(256, 256) bool: the view frame's image part where the embedding (256, 64, 64), centred on
+    its mean over that part, has cosine >= ``GROWN_SIMILARITY`` to its mean feature around the
+    inside clicks ((x, y) of the view frame), and is connected to a click."""
+    g = GRID
+    rows, cols = -(-frame[0] // 4), -(-frame[1] // 4)
+    part = emb[:, :rows, :cols]
+    feat = F.normalize(part - part.mean((1, 2), keepdim=True), dim=0)
+    cells = [(min(int(y) // 4, rows - 1), min(int(x) // 4, cols - 1)) for x, y in pos_xy.tolist()]
+    query = torch.stack([feat[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].mean((1, 2)) for r, c in cells]).mean(0)
+    sim = torch.zeros(1, 1, g, g)
+    sim[0, 0, :rows, :cols] = (feat * F.normalize(query, dim=0)[:, None, None]).sum(0).cpu()
+    sim = F.interpolate(sim, size=(TILE, TILE), mode="bilinear", align_corners=False)[0, 0].numpy()
+    inside = np.zeros((TILE, TILE), bool)
+    inside[:frame[0], :frame[1]] = True
+    return _clicked_region((sim >= GROWN_SIMILARITY) & inside, pos_xy.cpu().numpy())
 
 
 def _clicked_region(mask: np.ndarray, pos_xy: np.ndarray) -> np.ndarray:
