@@ -98,3 +98,23 @@ def test_a_waiting_import_goes_on_after_the_cap():
     t = time.perf_counter()
     aside.wait_for_gui()
     assert 0.2 <= time.perf_counter() - t < 2.0
+
+
+def test_a_gui_thread_that_waits_rather_than_turns_costs_one_cap_not_one_per_import():
+    """The GUI thread blocked (on a lock the loading thread holds, say) never beats: after one
+    capped wait the imports go on without waiting, until it beats again."""
+    import time
+
+    from promptseg.napari.gil_friendly import StepAside
+
+    aside = StepAside(late_s=0.01, cap_s=0.2)
+    aside.last_beat = time.perf_counter() - 10.0
+    t = time.perf_counter()
+    for _ in range(50):
+        aside.wait_for_gui()
+    assert time.perf_counter() - t < 1.0
+    aside.beat()
+    aside.last_beat -= 10.0                  # a new turn that runs long: one capped wait again
+    t = time.perf_counter()
+    aside.wait_for_gui()
+    assert time.perf_counter() - t >= 0.2

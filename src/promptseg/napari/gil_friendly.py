@@ -130,20 +130,28 @@ def collector_paused() -> Iterator[None]:
 class StepAside:
     """The GUI thread calls ``beat()`` from a short timer; inside ``imports()`` the calling
     thread's import statements first wait while the last beat is older than ``late_s`` (the
-    GUI thread is in a turn), at most ``cap_s`` each: a GUI turn that waits for an import the
-    loading thread holds goes on after that."""
+    GUI thread is in a turn), at most ``cap_s`` in all per turn: a GUI thread that is not in a
+    short turn but waits (for a lock the loading thread holds, say) stops the waiting until
+    it beats again."""
 
     def __init__(self, late_s: float = 0.008, cap_s: float = 0.1) -> None:
         self.late_s, self.cap_s = late_s, cap_s
         self.last_beat = time.perf_counter()
+        self._given_up_on = -1.0             # the beat after which a wait reached the cap
         self.waited_s = 0.0                  # in all, for the record
 
     def beat(self) -> None:
         self.last_beat = time.perf_counter()
 
     def wait_for_gui(self) -> None:
+        beat = self.last_beat
+        if beat == self._given_up_on:
+            return                           # waited the cap for this turn already: the GUI is stuck
         start = now = time.perf_counter()
-        while now - self.last_beat > self.late_s and now - start < self.cap_s:
+        while now - self.last_beat > self.late_s:
+            if now - start >= self.cap_s:
+                self._given_up_on = beat
+                break
             time.sleep(0.001)                # the lock is the GUI thread's meanwhile
             now = time.perf_counter()
         self.waited_s += now - start

@@ -70,10 +70,11 @@ class ModelLoader:
                 with collector_paused():     # the interpreter lock stays free for the GUI (gil_friendly.py)
                     preload_torch_libraries()
                     # not through PySide6's import hook (plain_imports.py); aside while the GUI is in a turn
-                    with plain_imports(), self.aside.imports():
-                        from ..inference.predictor import preload_modules
+                    with plain_imports():
+                        with self.aside.imports():    # not while holding the lock the GUI may wait for
+                            from ..inference.predictor import preload_modules
 
-                        preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
+                            preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder
                         with state.session.lock:
                             state.predictor(device)
                     return fast_choices()    # asked here: the first answer takes a while in torch
