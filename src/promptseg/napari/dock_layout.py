@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+
+from .layers import next_turn
 
 TABS = ("Refine", "Project", "Train", "3-D")
 
@@ -79,7 +81,7 @@ class _FirstPaint(QObject):
     def eventFilter(self, source, event) -> bool:
         if event.type() == QEvent.Paint:
             source.removeEventFilter(self)
-            QTimer.singleShot(1, self.then)      # after the paint, on a turn of its own (layers.next_turn)
+            next_turn(self.then)                 # after the paint, on a turn of its own
         return False
 
 

@@ -23,9 +23,9 @@ from .project_folder import ProjectFolder
 from .retrain_view import LossPlot, RoundsTable
 from .round_progress import RoundProgress
 from .rows import button, hrow
+from .workers import BACKGROUND_NICE
 
 
-NICE = 10   # scheduling priority of the training process: annotation stays smooth on small machines
 
 
 class ProjectPanel(QGroupBox):
@@ -248,7 +248,7 @@ class ProjectPanel(QGroupBox):
             cmd += ["--views", str(self.views.value())]
         nice = shutil.which("nice")
         if nice:   # the round yields the CPU to napari (nice execs, so Cancel's SIGTERM reaches the round)
-            cmd = [nice, "-n", str(NICE), *cmd]
+            cmd = [nice, "-n", str(BACKGROUND_NICE), *cmd]
         self.proc.setProgram(cmd[0])
         self.proc.setArguments(cmd[1:])
         self.proc.readyReadStandardOutput.connect(self._read)

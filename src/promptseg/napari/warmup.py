@@ -69,9 +69,9 @@ class ModelLoader:
             try:
                 with collector_paused():     # the interpreter lock stays free for the GUI (gil_friendly.py)
                     preload_torch_libraries()
-                    # not through PySide6's import hook (plain_imports.py); aside while the GUI is in a turn
+                    # not through PySide6's import hook (plain_imports.py)
                     with plain_imports():
-                        with self.aside.imports():    # not while holding the lock the GUI may wait for
+                        with self.aside.imports():    # aside while the GUI is in a turn, not under the session lock
                             from ..inference.predictor import preload_modules
 
                             preload_modules(text=False)   # the cached prompts (nucleus, …) need no text encoder

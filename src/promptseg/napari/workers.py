@@ -7,6 +7,7 @@ get every cycle the GUI thread leaves idle.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -15,31 +16,26 @@ from typing import Any, Callable
 
 from napari.qt.threading import create_worker
 
-BACKGROUND_NICE = 10   # the training round's child process runs at the same level (project_panel.py)
+BACKGROUND_NICE = 10   # thread workers and the training round's child process (project_panel.py)
 
 
-def lower_thread_priority(nice: int = BACKGROUND_NICE) -> int | None:
-    """Raise the calling thread's nice value to at least ``nice`` (Linux keeps one per thread);
-    returns the value it now has, or None where a thread's priority cannot be set apart. Never
-    lowered back: that needs a privilege a user lacks, and the pool's threads only run
-    background work."""
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Raise the calling thread's nice value to at least ``nice`` (Linux keeps one per thread;
+    elsewhere nothing changes, as the call would lower the whole process). Never lowered back:
+    that needs a privilege a user lacks, and the pool's threads only run background work."""
     if not sys.platform.startswith("linux"):
-        return None                      # elsewhere the call would lower the whole process
+        return
     tid = threading.get_native_id()
     try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        if current < nice:
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
-        return os.getpriority(os.PRIO_PROCESS, tid)
     except OSError:
-        return None
+        pass
 
 
 def _in_background(job: Callable[[], Any]) -> Callable[[], Any]:
     """The job, run at background priority; a generator job stays a generator (superqt tells
     the two apart by what the callable is)."""
-    import inspect
-
     if inspect.isgeneratorfunction(job):
         def gen_job():
             lower_thread_priority()
