@@ -3,10 +3,11 @@
 For every target of each dev-set folder (`promptseg bench prompts --make-dev` or
 ``--make-cerebellar-check``), one click at the mask's most interior point, as the bench gives
 it, and these candidates, each scored by Dice against the gold mask:
-- ``blend``: the shipped default;
-- ``grownT``: the grown candidate with the similarity threshold T (``GROWN_SIMILARITY``);
-- ``padP``: the box decoder's answer with the head's box padded by P of its longer side
-  (``CLICK_BOX_PAD``).
+- ``blend``: the head's and the box decoder's answers blended (the default before the loose rule);
+- ``padP``: the loose candidate, the box decoder's answer to the head's box with a margin of P of
+  its longer side (``LOOSE_BOX_PAD``);
+- ``first``: what ``segment_points`` returns first now (blend, or loose where its border is sharper).
+(At db908c2 it also studied the then "grown" candidate; docs/benchmarks.md has those numbers.)
 Per candidate it records image cues a pick could use: area, mean gradient on its border, the
 border's gradient relative to the interior's, the inside/outside contrast, the stability of its
 logits (SAM's: area above +1 over area above -1) and its predicted score.
@@ -14,8 +15,7 @@ logits (SAM's: area above +1 over area above -1) and its predicted score.
 The summary prints each candidate's mean per folder, the oracle (best candidate per target),
 and every rule "take candidate C instead of the default where cue(C) >= k * cue(default)",
 best first by the first folder's mean (tune there, read the others as held out), and the best by
-each other folder (the ceiling of such rules there); and the
-rule that takes the candidate whose area is closest to the same class's mask on the nearest
+each other folder (the ceiling of such rules there); and the rule that takes the candidate whose area is closest to the same class's mask on the nearest
 other slice (a scale prior from an earlier mask, not one click alone).
 
     python scripts/click_scale_study.py DEV CHECK STARDIST40 --out study.json [--summary-only]
@@ -57,21 +57,20 @@ def image_cues(logits: np.ndarray, gray: np.ndarray, grad: np.ndarray) -> dict[s
 
 
 def candidates(sp: spatial.SpatialSegmenter, click: tuple[int, int]) -> dict[str, spatial.SpatialMask]:
-    """The default and the varied candidates for one click (module constants set in turn)."""
-    grown0, pad0 = spatial.GROWN_SIMILARITY, spatial.CLICK_BOX_PAD
-    names = spatial.CLICK_CANDIDATES
+    """The shipped default (``first``), the blend and the loose answer at each margin in ``PADS``."""
+    pad0 = spatial.LOOSE_BOX_PAD
+    out = {}
     try:
-        out = {"blend": sp.segment_points([click], [1])[names.index("blend")]}
-        for t in THRESHOLDS:
-            spatial.GROWN_SIMILARITY = t
-            out[f"grown{t}"] = sp.segment_points([click], [1])[names.index("grown")]
-        spatial.GROWN_SIMILARITY = grown0
         for p in PADS:
-            spatial.CLICK_BOX_PAD = p
-            out[f"pad{p}"] = sp.segment_points([click], [1])[names.index("box")]
+            spatial.LOOSE_BOX_PAD = p
+            masks = sp.click_masks([click], [1])
+            if p == pad0:
+                out["first"] = next(iter(masks.values()))
+            out.setdefault("blend", masks["blend"])
+            out[f"pad{p}"] = masks["loose"]
     finally:
-        spatial.GROWN_SIMILARITY, spatial.CLICK_BOX_PAD = grown0, pad0
-    return out
+        spatial.LOOSE_BOX_PAD = pad0
+    return {"blend": out.pop("blend"), **out}
 
 
 def run_folder(folder: str) -> list[dict]:
@@ -112,6 +111,7 @@ def summarise(sets: dict[str, list[dict]]) -> None:
     names = list(next(iter(sets.values()))[0]["cands"])
     for n in names:
         print(line(n, lambda r, n=n: n)[1])
+    names = [n for n in names if n != "first"]
     print(line("oracle", lambda r: max(r["cands"], key=lambda c: r["cands"][c]["dice"]))[1])
     rules = []
     for cue in CUES:

@@ -105,10 +105,10 @@ def test_clicks_on_cerebellar_structures_left_out_of_click_training(seg, brain):
     assert np.mean(scores3) >= 0.55, scores3
 
 
-def test_next_click_candidate_grows_to_whole_cerebellar_structures(seg, tmp_path):
-    # cerebellar classes are left out of click training; one click inside a hemisphere gives a
-    # lobule-sized default, and the next candidate grows over the cells that look like the
-    # clicked ones (every sixth target of the larger left-out check)
+def test_one_click_on_cerebellar_structures_takes_the_whole_structure(seg, tmp_path):
+    # cerebellar classes are left out of click training; the blend of one click inside a
+    # hemisphere is lobule-sized, and the loose answer (a wide box around it) leads where its
+    # border follows a sharper image edge (every sixth target of the larger left-out check)
     from pathlib import Path
 
     from promptseg.bench.prompt_data import load_pair, make_cerebellar_check, read_targets
@@ -116,15 +116,17 @@ def test_next_click_candidate_grows_to_whole_cerebellar_structures(seg, tmp_path
     if not Path("/usr/share/mricron/templates/aal.nii.gz").is_file():
         pytest.skip("mricron-data (Colin27/AAL) is not installed")
     make_cerebellar_check(tmp_path)
-    default, best_of_two = [], []
+    blend, default, best_of_two = [], [], []
     for t in read_targets(tmp_path)[::6]:
         img, gt = load_pair(tmp_path, t)
         seg.set_image(img)
-        cands = seg.segment_points([interior_point(gt)])
-        scores = [dice(c.mask, gt) for c in cands[:2]]
+        masks = seg.click_masks([interior_point(gt)])
+        scores = [dice(c.mask, gt) for c in masks.values()]
+        blend.append(dice(masks["blend"].mask, gt))
         default.append(scores[0])
-        best_of_two.append(max(scores))
-    assert np.mean(best_of_two) >= 0.6 and np.mean(best_of_two) >= np.mean(default) + 0.1, (default, best_of_two)
+        best_of_two.append(max(scores[:2]))
+    assert np.mean(default) >= np.mean(blend) + 0.08, (blend, default)
+    assert np.mean(default) >= 0.55 and np.mean(best_of_two) >= 0.6, (default, best_of_two)
 
 
 def test_click_head_weights_are_hash_checked(tmp_path):

@@ -19,15 +19,17 @@ from ..fsutil import array_sha256
 from ..io.normalise import hwc_view
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
 from ..model.click_head import load_click_head
-from ..model.spatial import GRID, ViewKeys, spatial_decoder
+from ..model.spatial import ViewKeys, spatial_decoder
 from .prompt_checks import check_box, check_points  # noqa: F401 (part of this module's API)
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
 BOX_MARGIN = 0.25      # zoom crop margin around a box, as a fraction of its longer side
 CLICK_WINDOW = 256     # zoom crop side (image pixels) around a first click
 CLICK_BOX_PAD = 0.05   # margin of the box around the click head's region, as a fraction of its longer side
-CLICK_CANDIDATES = ("blend", "grown", "box", "head")   # the click answers, the default first
-GROWN_SIMILARITY = 0.4  # cosine to the clicked features at which the grown candidate's region stops
+CLICK_CANDIDATES = ("blend", "loose", "box", "head")   # the click answers, the default first
+LOOSE_BOX_PAD = 0.5    # the loose candidate's box margin around the click head's region (a larger object)
+LOOSE_EDGE_RATIO = 1.8  # one click: the loose answer leads where its border's image gradient is this
+                        # many times the blend's (it follows a real boundary; scripts/click_scale_study.py)
 KEYED_VIEWS = 8        # the most recent views whose prepared decoder keys are kept
 ZOOM_SIDE = 192        # input side of a box's zoom view, below the encoder's own: a faster embedding
                        # at the same box Dice (docs/benchmarks.md, "Prompts")
@@ -50,6 +52,7 @@ class _View:
     scale: float                 # 256-frame pixels per image pixel
     emb: torch.Tensor            # (1, 256, 64, 64)
     keys: ViewKeys | None = None  # the decoder's prompt-independent work, kept for recent views only
+    edges: np.ndarray | None = None  # gradient of the view's image pixels, made at its first click
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -217,26 +220,44 @@ class SpatialSegmenter:
             part.add_(self._view_part(lg, v)[0].cpu()).mul_(0.5)
         return SpatialMask(out.numpy(), float(np.mean(scores.tolist())))
 
-    @torch.no_grad()
     def segment_points(self, points, labels=None, *, window: int = CLICK_WINDOW) -> list[SpatialMask]:
-        """The object under the clicks, as candidates best first.
+        """The object under the clicks, as candidates best first (see :meth:`click_masks`)."""
+        return list(self.click_masks(points, labels, window=window).values())
+
+    @torch.no_grad()
+    def click_masks(self, points, labels=None, *, window: int = CLICK_WINDOW) -> dict[str, SpatialMask]:
+        """The object under the clicks, as named candidates best first.
 
         All clicks are decoded on one cached view: a ``window``-pixel square around the first
         inside click, or the whole image if it is smaller. The click head grows the clicked
         object on the view's features (inside and outside clicks both count); the box decoder
         then decodes that coarse mask's bounding box. Candidates: the two answers blended
-        (probabilities averaged); a larger object, the box decoder's answer to the box around
-        the view cells that look like the clicked ones (grown candidate); the box decoder's
-        answer; the click head's answer."""
+        (probabilities averaged); a larger object, the box decoder's answer to that box with a
+        wide margin (loose); the box decoder's answer; the click head's answer. One click alone
+        does not say the object's scale: the loose answer leads there when its border follows a
+        much sharper image edge than the blend's."""
         pts, lab = check_points(points, labels, self.shape)
         v = self.view(self.click_rect(pts[lab == 1][0], window))
         answers = self.click_answers(pts, lab, v)
-        out = []
-        for name in CLICK_CANDIDATES:
+        order = list(CLICK_CANDIDATES)
+        if len(pts) == 1 and self._loose_leads(answers, v, pts):
+            order[:2] = order[1::-1]
+        out = {}
+        for name in order:
             lg, score = answers[name]
-            img = self._to_image(lg[None], v)[0]
-            out.append(SpatialMask(_keep_clicked(img, pts[lab == 1]), score))
+            out[name] = SpatialMask(_keep_clicked(self._to_image(lg[None], v)[0], pts[lab == 1]), score)
         return out
+
+    def _loose_leads(self, answers: dict[str, tuple[torch.Tensor, float]], v: _View, pts: np.ndarray) -> bool:
+        """Whether the loose answer's border gradient is ``LOOSE_EDGE_RATIO`` times the blend's,
+        both measured on the image pixels of the view (the pieces that hold the click)."""
+        r0, c0, r1, c1 = v.rect
+        if v.edges is None:
+            v.edges = _gradient(self._pixels[r0:r1, c0:c1])
+        parts = self._view_part(torch.stack([answers["blend"][0], answers["loose"][0]]), v).cpu().numpy()
+        local = pts - np.array([r0, c0])
+        blend, loose = (_border_mean(v.edges, _keep_clicked(p, local) > 0) for p in parts)
+        return loose >= LOOSE_EDGE_RATIO * blend > 0
 
     def click_answers(self, pts: np.ndarray, lab: np.ndarray, v: _View) -> dict[str, tuple[torch.Tensor, float]]:
         """(256, 256) view-frame logits and a score per route, for checked row, col clicks."""
@@ -253,41 +274,35 @@ class SpatialSegmenter:
         coarse = F.interpolate(self.click_head(v.emb, pos, pv, neg, nv), size=(TILE, TILE), mode="bilinear",
                                align_corners=False)[0, 0]
         region = _clicked_region(coarse.cpu().numpy() > 0, xy[inside].cpu().numpy())
-        grown = region | _similar_region(v.emb[0], xy[inside], self._frame_size(v))
-        boxes = torch.tensor([_padded_box(region), _padded_box(grown)], dtype=torch.float32,
-                             device=self.device).clamp(0, TILE - 1)
+        boxes = torch.tensor([_padded_box(region, CLICK_BOX_PAD), _padded_box(region, LOOSE_BOX_PAD)],
+                             dtype=torch.float32, device=self.device).clamp(0, TILE - 1)
         keys = self._keys(v)
         box_lg, iou = self.box_decoder(ViewKeys.cat([keys, keys]), boxes=boxes)
-        grown_lg, box_lg = box_lg[1, 0], box_lg[0, 0]
+        loose_lg, box_lg = box_lg[1, 0], box_lg[0, 0]
         blend = torch.logit(0.5 * (torch.sigmoid(box_lg) + torch.sigmoid(coarse)), eps=1e-6)
         head_score = float(torch.sigmoid(coarse)[torch.from_numpy(region)].mean())
-        return {"blend": (blend, 0.5 * (float(iou[0, 0]) + head_score)), "grown": (grown_lg, float(iou[1, 0])),
+        return {"blend": (blend, 0.5 * (float(iou[0, 0]) + head_score)), "loose": (loose_lg, float(iou[1, 0])),
                 "box": (box_lg, float(iou[0, 0])), "head": (coarse, head_score)}
 
 
-def _padded_box(region: np.ndarray) -> list[float]:
-    """x0 y0 x1 y1 of ``region``'s bounding box with a margin of ``CLICK_BOX_PAD`` of its longer side."""
+def _padded_box(region: np.ndarray, pad: float) -> list[float]:
+    """x0 y0 x1 y1 of ``region``'s bounding box with a margin of ``pad`` of its longer side."""
     rr, cc = np.nonzero(region)
-    pad = max(2.0, CLICK_BOX_PAD * max(np.ptp(rr), np.ptp(cc)))
-    return [cc.min() - pad, rr.min() - pad, cc.max() + pad, rr.max() + pad]
+    m = max(2.0, pad * max(np.ptp(rr), np.ptp(cc)))
+    return [cc.min() - m, rr.min() - m, cc.max() + m, rr.max() + m]
 
 
-def _similar_region(emb: torch.Tensor, pos_xy: torch.Tensor, frame: tuple[int, int]) -> np.ndarray:
-    """(256, 256) bool: the view frame's image part where the embedding (256, 64, 64), centred on
-    its mean over that part, has cosine >= ``GROWN_SIMILARITY`` to its mean feature around the
-    inside clicks ((x, y) of the view frame), and is connected to a click."""
-    g = GRID
-    rows, cols = -(-frame[0] // 4), -(-frame[1] // 4)
-    part = emb[:, :rows, :cols]
-    feat = F.normalize(part - part.mean((1, 2), keepdim=True), dim=0)
-    cells = [(min(int(y) // 4, rows - 1), min(int(x) // 4, cols - 1)) for x, y in pos_xy.tolist()]
-    query = torch.stack([feat[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].mean((1, 2)) for r, c in cells]).mean(0)
-    sim = torch.zeros(1, 1, g, g)
-    sim[0, 0, :rows, :cols] = (feat * F.normalize(query, dim=0)[:, None, None]).sum(0).cpu()
-    sim = F.interpolate(sim, size=(TILE, TILE), mode="bilinear", align_corners=False)[0, 0].numpy()
-    inside = np.zeros((TILE, TILE), bool)
-    inside[:frame[0], :frame[1]] = True
-    return _clicked_region((sim >= GROWN_SIMILARITY) & inside, pos_xy.cpu().numpy())
+def _gradient(pixels: np.ndarray) -> np.ndarray:
+    """(h, w) gradient magnitude of (h, w, C) pixels, min-max scaled and lightly smoothed."""
+    g = pixels[..., :3].astype(np.float32).mean(-1)
+    g = ndimage.gaussian_filter((g - g.min()) / max(float(np.ptp(g)), 1e-6), 1.0)
+    return np.hypot(ndimage.sobel(g, 0), ndimage.sobel(g, 1))
+
+
+def _border_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``values`` on the mask's inner border (0 for an empty mask)."""
+    border = mask & ~ndimage.binary_erosion(mask)
+    return float(values[border].mean()) if border.any() else 0.0
 
 
 def _clicked_region(mask: np.ndarray, pos_xy: np.ndarray) -> np.ndarray:
