@@ -195,3 +195,40 @@ def test_box_commit_accept_and_more_like_this_on_unseen_he(make_napari_viewer, q
     if folder:   # what the annotator waited, prompt change to mask on screen (docs/benchmarks.md)
         (Path(folder) / "boxes_latency.json").write_text(json.dumps(
             {"latencies_s": rp.latencies, "dice": {"box": d_box, "more": d_more, "next": d_next}}))
+
+
+@pytest.mark.skipif(not Path("/usr/share/mricron/templates/aal.nii.gz").is_file(),
+                    reason="mricron-data (Colin27/AAL) is not installed")
+def test_one_click_on_a_structure_left_out_of_click_training(make_napari_viewer, qtbot, tmp_path):
+    # the cerebellum is left out of click training; one click inside a hemisphere shows the
+    # whole hemisphere, and Next candidate the smaller object under the click
+    from promptseg.bench.prompt_data import load_pair, make_cerebellar_check, read_targets
+    from promptseg.bench.prompts import interior_point
+    from promptseg.project import Project
+
+    make_cerebellar_check(tmp_path / "check")
+    t = next(t for t in read_targets(tmp_path / "check")
+             if t.image == "brain_coronal_052.png" and t.target == "left cerebellum")
+    img, gold = load_pair(tmp_path / "check", t)
+    Project.create(tmp_path / "proj").close()
+    viewer, widget = open_dock(make_napari_viewer, tmp_path / "proj")
+    rp = widget.refine_panel
+    viewer.add_image(img, name="mri")
+    widget.image_combo.setCurrentText("mri")
+    viewer.window.show()     # the dock shows its tabs once the window has painted
+    qtbot.waitUntil(widget.tabs.isVisible, timeout=60_000)
+    widget.tabs.setCurrentIndex([widget.tabs.tabText(i) for i in range(widget.tabs.count())].index("Refine"))
+    rp.layers_btn.click()
+    wait(rp, qtbot)
+    assert "Type the class, then Commit (Shift+C) adds it." in rp.message.text()
+    rp.class_edit.setText("left cerebellum")
+    viewer.layers["mri clicks +"].add([list(interior_point(gold))])
+    wait(rp, qtbot)
+    shown = np.asarray(viewer.layers["mri object"].data) > 0
+    d_one = dice(shown, gold)
+    assert rp.pending[-1].source == "click" and d_one >= 0.8, d_one     # measured 0.86
+    assert "adds it as 'left cerebellum'" in rp.message.text()
+    shot(viewer, "click_1_cerebellum.png")
+    rp.next_candidate()
+    assert dice(np.asarray(viewer.layers["mri object"].data) > 0, gold) < d_one - 0.2
+    shot(viewer, "click_2_next_candidate.png")

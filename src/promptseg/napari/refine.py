@@ -126,8 +126,8 @@ class RefinePanel(QGroupBox):
         layers[BOX].mode = "add_rectangle"
         self._warm(name)
         self.message.say(f"Draw a box on '{layers[BOX].name}', or click on '{layers[POS].name}' (outside the "
-                         f"object: '{layers[NEG].name}'): the mask appears by itself. Commit adds it as "
-                         f"'{self.current_class() or '…'}'.", cause="layers")
+                         f"object: '{layers[NEG].name}'): the mask appears by itself. {self._commit_hint(1)}",
+                         cause="layers")
 
     def _warm(self, image: str) -> None:
         """Embed the image for boxes now (a whole-image box, its answer dropped), so that the
@@ -249,9 +249,11 @@ class RefinePanel(QGroupBox):
             what.append(self._candidate_text())
         done = (f"→ mask in {1000 * self.latencies[-1]:.0f} ms, sharpened with zoom in {1000 * seconds:.0f} ms"
                 if sharper else f"→ mask in {1000 * seconds:.0f} ms")
-        self.message.say(f"{', '.join(what)} {done}. Commit (Shift+C) adds "
-                         f"{'them' if len(self.pending) > 1 else 'it'} as '{self.current_class() or '…'}'.",
-                         cause="mask")
+        self.message.say(f"{', '.join(what)} {done}. {self._commit_hint(len(self.pending))}", cause="mask")
+
+    def _commit_hint(self, n: int) -> str:
+        it, name = "them" if n > 1 else "it", self.current_class()
+        return f"Commit (Shift+C) adds {it} as '{name}'." if name else f"Type the class, then Commit (Shift+C) adds {it}."
 
     def _candidate_text(self) -> str:
         p = next(p for p in self.pending if p.source == "click")
