@@ -16,20 +16,13 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
-
 from promptseg.bench import prompt_data as pd
 
-FIRST, STEP, SEED = 0.05, 0.04, 7
-
-
-def fresh_slices() -> dict[str, tuple[float, ...]]:
-    fracs = np.round(np.arange(FIRST, 0.95, STEP), 3)
-    return {p: tuple(float(f) for f in fracs if all(abs(f - d) > STEP / 2 for d in dev)) for p, dev in pd.SLICES.items()}
+FIRST, SEED = 0.05, 7
 
 
 def brain_part(group: str, every: int):
-    for name, img, targets in pd.brain_targets(pd.MRICRON, fresh_slices(), min_area=40):
+    for name, img, targets in pd.brain_targets(pd.MRICRON, pd.check_slices(FIRST), min_area=40):
         yield name, img, [t for t in targets if t[2]["group"] == group][::every]
 
 

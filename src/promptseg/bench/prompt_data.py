@@ -167,11 +167,15 @@ def make_cerebellar_check(out: str | Path, templates: str | Path = MRICRON) -> P
     return _write_targets(out, [_cerebellar_slices(Path(templates))])
 
 
+def check_slices(first: float = CHECK_FIRST) -> dict[str, tuple[float, ...]]:
+    """Slice fractions per plane every ``CHECK_STEP`` from ``first``, away from the dev set's."""
+    fracs = np.round(np.arange(first, 0.95, CHECK_STEP), 3)
+    return {p: tuple(float(f) for f in fracs if all(abs(f - d) > CHECK_STEP / 2 for d in dev))
+            for p, dev in SLICES.items()}
+
+
 def _cerebellar_slices(templates: Path):
-    fracs = np.round(np.arange(CHECK_FIRST, 0.95, CHECK_STEP), 3)
-    slices = {p: tuple(float(f) for f in fracs if all(abs(f - d) > CHECK_STEP / 2 for d in dev))
-              for p, dev in SLICES.items()}
-    for name, img, targets in brain_targets(templates, slices, min_area=40):
+    for name, img, targets in brain_targets(templates, check_slices(), min_area=40):
         yield name, img, [t for t in targets if t[2]["group"] == "brain-cerebellar"]
 
 

@@ -239,24 +239,20 @@ class SpatialSegmenter:
         pts, lab = check_points(points, labels, self.shape)
         v = self.view(self.click_rect(pts[lab == 1][0], window))
         answers = self.click_answers(pts, lab, v)
-        order = list(CLICK_CANDIDATES)
-        if len(pts) == 1 and self._loose_leads(answers, v, pts):
-            order[:2] = order[1::-1]
-        out = {}
-        for name in order:
-            lg, score = answers[name]
-            out[name] = SpatialMask(_keep_clicked(self._to_image(lg[None], v)[0], pts[lab == 1]), score)
-        return out
+        names = list(CLICK_CANDIDATES)
+        logits = self._to_image(torch.stack([answers[n][0] for n in names]), v)
+        masks = {n: SpatialMask(_keep_clicked(lg, pts[lab == 1]), answers[n][1]) for n, lg in zip(names, logits)}
+        if len(pts) == 1 and self._loose_leads(masks, v):
+            names[:2] = names[1::-1]
+        return {n: masks[n] for n in names}
 
-    def _loose_leads(self, answers: dict[str, tuple[torch.Tensor, float]], v: _View, pts: np.ndarray) -> bool:
-        """Whether the loose answer's border gradient is ``LOOSE_EDGE_RATIO`` times the blend's,
-        both measured on the image pixels of the view (the pieces that hold the click)."""
+    def _loose_leads(self, masks: dict[str, SpatialMask], v: _View) -> bool:
+        """Whether the loose mask's border gradient is ``LOOSE_EDGE_RATIO`` times the blend's,
+        both measured on the image pixels of the view."""
         r0, c0, r1, c1 = v.rect
         if v.edges is None:
             v.edges = _gradient(self._pixels[r0:r1, c0:c1])
-        parts = self._view_part(torch.stack([answers["blend"][0], answers["loose"][0]]), v).cpu().numpy()
-        local = pts - np.array([r0, c0])
-        blend, loose = (_border_mean(v.edges, _keep_clicked(p, local) > 0) for p in parts)
+        blend, loose = (_border_mean(v.edges, masks[k].mask[r0:r1, c0:c1]) for k in ("blend", "loose"))
         return loose >= LOOSE_EDGE_RATIO * blend > 0
 
     def click_answers(self, pts: np.ndarray, lab: np.ndarray, v: _View) -> dict[str, tuple[torch.Tensor, float]]:

@@ -26,8 +26,6 @@ from .rows import button, hrow
 from .workers import BACKGROUND_NICE
 
 
-
-
 class ProjectPanel(QGroupBox):
     # (model folder or None, version or None): a project opened, a version picked, a round done
     model_changed = Signal(object, object)
