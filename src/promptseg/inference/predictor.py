@@ -382,13 +382,14 @@ class Predictor:
 
         return predict_boxes(self._spatial_path(), boxes, zoom=zoom)
 
-    def predict_points(self, points, point_labels=None, *, instances=None):
+    def predict_points(self, points, point_labels=None, *, instances=None, shown=None):
         """The object under clicks (P, 2) (row, col) with ``point_labels`` (1 inside, 0
         outside); ``instances`` (P,) splits them into several objects. One object also comes
-        with its candidate masks best first."""
+        with its candidate masks best first. ``shown``: the object's mask on screen before the
+        last click, which that click corrects near itself."""
         from .spatial_result import predict_points
 
-        return predict_points(self._spatial_path(), points, point_labels, instances)
+        return predict_points(self._spatial_path(), points, point_labels, instances, shown)
 
 
 def _bad_prompt(p: object) -> str:

@@ -20,6 +20,7 @@ from ..io.normalise import hwc_view
 from ..model.backbones.litemedsam import TILE, LiteMedSAMBackbone
 from ..model.click_head import load_click_head
 from ..model.spatial import ViewKeys, spatial_decoder
+from .click_edit import edit_shown
 from .prompt_checks import check_box, check_points  # noqa: F401 (part of this module's API)
 
 Rect = tuple[int, int, int, int]        # row0, col0, row1, col1 (exclusive end)
@@ -220,12 +221,14 @@ class SpatialSegmenter:
             part.add_(self._view_part(lg, v)[0].cpu()).mul_(0.5)
         return SpatialMask(out.numpy(), float(np.mean(scores.tolist())))
 
-    def segment_points(self, points, labels=None, *, window: int = CLICK_WINDOW) -> list[SpatialMask]:
+    def segment_points(self, points, labels=None, *, shown: np.ndarray | None = None,
+                       window: int = CLICK_WINDOW) -> list[SpatialMask]:
         """The object under the clicks, as candidates best first (see :meth:`click_masks`)."""
-        return list(self.click_masks(points, labels, window=window).values())
+        return list(self.click_masks(points, labels, shown=shown, window=window).values())
 
     @torch.no_grad()
-    def click_masks(self, points, labels=None, *, window: int = CLICK_WINDOW) -> dict[str, SpatialMask]:
+    def click_masks(self, points, labels=None, *, shown: np.ndarray | None = None,
+                    window: int = CLICK_WINDOW) -> dict[str, SpatialMask]:
         """The object under the clicks, as named candidates best first.
 
         All clicks are decoded on one cached view: a ``window``-pixel square around the first
@@ -235,8 +238,14 @@ class SpatialSegmenter:
         (probabilities averaged); a larger object, the box decoder's answer to that box with a
         wide margin (loose); the box decoder's answer; the click head's answer. One click alone
         does not say the object's scale: the loose answer leads there when its border follows a
-        much sharper image edge than the blend's."""
+        much sharper image edge than the blend's.
+
+        ``shown``: the (H, W) mask on screen before the last click. That click then corrects it
+        near the click only (inference/click_edit.py), and the edited mask leads the candidates
+        with the fresh answer's score (the decoder predicts none for the edit)."""
         pts, lab = check_points(points, labels, self.shape)
+        if shown is not None and np.shape(shown) != self.shape:
+            raise ValueError(f"the shown mask is {np.shape(shown)}, the image {self.shape}")
         v = self.view(self.click_rect(pts[lab == 1][0], window))
         answers = self.click_answers(pts, lab, v)
         names = list(CLICK_CANDIDATES)
@@ -244,7 +253,14 @@ class SpatialSegmenter:
         masks = {n: SpatialMask(_keep_clicked(lg, pts[lab == 1]), answers[n][1]) for n, lg in zip(names, logits)}
         if len(pts) == 1 and self._loose_leads(masks, v):
             names[:2] = names[1::-1]
-        return {n: masks[n] for n in names}
+        out = {n: masks[n] for n in names}
+        first = masks[names[0]]
+        edited = None if shown is None or len(pts) < 2 else edit_shown(np.asarray(shown, bool), first.mask,
+                                                                          pts[-1], int(lab[-1]))
+        if edited is not None:   # the fresh answer's logits where it agrees with the edit
+            lg = np.where(edited, np.maximum(first.logits, 1.0), np.minimum(first.logits, -1.0))
+            out = {"edited": SpatialMask(lg.astype(np.float32), first.score), **out}
+        return out
 
     def _loose_leads(self, masks: dict[str, SpatialMask], v: _View) -> bool:
         """Whether the loose mask's border gradient is ``LOOSE_EDGE_RATIO`` times the blend's,

@@ -18,7 +18,8 @@ class SpatialPrediction:
     0 = background and i + 1 = instance i (a later instance wins where two overlap);
     source "box" or "click". For a single object from clicks, ``candidates`` (M, H, W) bool
     are the alternative masks, the default first (``masks[0]`` is ``candidates[0]``), with each
-    one's own predicted quality in ``candidate_scores`` (M,), for a dock to cycle through.
+    one's own predicted quality in ``candidate_scores`` (M,), for a dock to cycle through, and
+    its kind in ``candidate_names`` (``edited`` first where a shown mask was corrected).
     """
     masks: np.ndarray
     scores: np.ndarray
@@ -26,6 +27,7 @@ class SpatialPrediction:
     source: str
     candidates: np.ndarray | None = None
     candidate_scores: np.ndarray | None = None
+    candidate_names: tuple[str, ...] | None = None
 
 
 def _labels(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -55,20 +57,25 @@ def predict_boxes(seg: SpatialSegmenter, boxes, *, zoom: bool = True) -> Spatial
 
 
 def predict_points(seg: SpatialSegmenter, points, point_labels=None,
-                   instances: Sequence[int] | None = None) -> SpatialPrediction:
+                   instances: Sequence[int] | None = None, shown: np.ndarray | None = None) -> SpatialPrediction:
     """``points`` (P, 2) row, col; ``point_labels`` (P,) 1 inside, 0 outside; ``instances``
-    (P,) groups the clicks into objects (default: one object). All clicks are checked first."""
+    (P,) groups the clicks into objects (default: one object). All clicks are checked first.
+    ``shown`` (one object only): the mask on screen before the last click, which that click
+    then corrects near itself (:meth:`SpatialSegmenter.click_masks`)."""
     pts, lab = check_points(points, point_labels, seg.shape)
     ids = np.zeros(len(pts), np.int64) if instances is None else np.asarray(instances).reshape(-1)
     if len(ids) != len(pts):
         raise ValueError(f"{len(pts)} clicks but {len(ids)} instance ids")
     groups = list(dict.fromkeys(ids.tolist()))
+    if shown is not None and len(groups) > 1:
+        raise ValueError("a shown mask is corrected by the clicks of one object, not of several")
     for g in groups:
         if not (lab[ids == g] == 1).any():
             raise ValueError(f"instance {g} has no inside click (label 1)")
-    answers = [seg.segment_points(pts[ids == g], lab[ids == g]) for g in groups]
-    masks, scores = _stack([a[0] for a in answers], seg.shape)
+    answers = [seg.click_masks(pts[ids == g], lab[ids == g], shown=shown) for g in groups]
+    masks, scores = _stack([next(iter(a.values())) for a in answers], seg.shape)
     pred = SpatialPrediction(masks, scores, _labels(list(masks), seg.shape), "click")
     if len(answers) == 1:
-        pred.candidates, pred.candidate_scores = _stack(answers[0], seg.shape)
+        pred.candidates, pred.candidate_scores = _stack(list(answers[0].values()), seg.shape)
+        pred.candidate_names = tuple(answers[0])
     return pred
