@@ -31,6 +31,8 @@ class Pending:
     source: str                           # "box" or "click"
     candidates: list[tuple[np.ndarray, float]]
     pick: int = 0
+    names: tuple[str, ...] = ()           # a click object's candidate kinds
+    clicks: frozenset = frozenset()       # a click object's (row, col, label) clicks
 
     @property
     def mask(self) -> np.ndarray:
@@ -173,6 +175,10 @@ class RefinePanel(QGroupBox):
             show_pending(self.state.viewer, image, [])
             return
         known = dict(self._boxes)
+        prev = next((p for p in self.pending if p.source == "click"), None)
+        points, labels, shown = _corrected(prev, prompts.points, prompts.labels)
+        # unchanged clicks keep their object (an edited mask included) while boxes change
+        same = [prev] if prev is not None and _click_keys(points, labels) == prev.clicks else []
         zoom = self.zoom.isChecked()
         # with zoom, a new box shows the whole image's answer at once, then the sharper one once
         # its crop is embedded (an encoder pass)
@@ -185,11 +191,11 @@ class RefinePanel(QGroupBox):
             if todo:
                 r = predictor.predict_boxes(todo, zoom=zoomed)
                 known.update({(b, zoomed): (m, float(s)) for b, m, s in zip(todo, r.masks, r.scores)})
-            click = None
-            if len(prompts.points):
-                r = predictor.predict_points(prompts.points, prompts.labels)
-                click = list(zip(r.candidates, r.candidate_scores.tolist()))
-            return prompts, known, click, zoomed, time.perf_counter() - t0
+            if len(points) and not same:      # decoded once, for the first of the passes
+                r = predictor.predict_points(points, labels, shown=shown)
+                same.append(Pending("click", list(zip(r.candidates, r.candidate_scores.tolist())),
+                                    names=r.candidate_names, clicks=_click_keys(points, labels)))
+            return prompts, known, same[0] if same else None, zoomed, time.perf_counter() - t0
 
         asked = self._asked_at
         jobs = [self._job(lambda pr, z=z: decode(pr, z)) for z in passes]
@@ -232,10 +238,13 @@ class RefinePanel(QGroupBox):
         if sharper and self._asked_at != asked:
             return          # the prompts changed (or were committed) while the crop was embedded
         self._boxes = known
-        old_pick = next((p.pick for p in self.pending if p.source == "click"), 0)
+        old = next((p for p in self.pending if p.source == "click"), None)
         self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
         if click:
-            self.pending.append(Pending("click", click, old_pick if old_pick < len(click) else 0))
+            if click is not old:   # a corrected mask leads; else the kind of candidate picked before stays
+                pick = old.pick if old is not None else 0
+                click.pick = 0 if click.names[0] == "edited" or pick >= len(click.candidates) else pick
+            self.pending.append(click)
         show_pending(self.state.viewer, image, [p.mask for p in self.pending])
         seconds = time.perf_counter() - self._asked_at
         if sharper:
@@ -257,7 +266,10 @@ class RefinePanel(QGroupBox):
 
     def _candidate_text(self) -> str:
         p = next(p for p in self.pending if p.source == "click")
-        return f"click candidate {p.pick + 1}/{len(p.candidates)} (predicted quality {p.score:.2f})"
+        # the decoder predicts no quality for an edit of the shown mask
+        what = ("the shown mask corrected at the last click" if p.names[p.pick] == "edited"
+                else f"predicted quality {p.score:.2f}")
+        return f"click candidate {p.pick + 1}/{len(p.candidates)} ({what})"
 
     def next_candidate(self) -> None:
         """Show the click object's next candidate mask."""
@@ -330,3 +342,19 @@ class RefinePanel(QGroupBox):
         self.message.say(f"More like this: {n} new '{name}' instance(s) where nothing was marked"
                          + (f" ({skipped} found over marked objects left out)" if skipped else "")
                          + "; erase wrong ones, then Accept", cause="more")
+
+
+def _click_keys(points: np.ndarray, labels: np.ndarray) -> frozenset:
+    return frozenset((float(r), float(c), int(lab)) for (r, c), lab in zip(points, labels))
+
+
+def _corrected(prev: Pending | None, points: np.ndarray, labels: np.ndarray):
+    """The clicks with the one added since ``prev`` last, and ``prev``'s mask on screen, which
+    that click corrects; the clicks as they are and no mask unless exactly one was added."""
+    if prev is None or not len(points):
+        return points, labels, None
+    new = [i for i, (r, c) in enumerate(points) if (float(r), float(c), int(labels[i])) not in prev.clicks]
+    if len(new) != 1 or len(points) != len(prev.clicks) + 1:
+        return points, labels, None
+    order = [i for i in range(len(points)) if i != new[0]] + new
+    return points[order], labels[order], prev.mask
