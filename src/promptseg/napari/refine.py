@@ -58,6 +58,7 @@ class RefinePanel(QGroupBox):
         self._shown_for = -1.0                   # the prompt change whose first mask is on screen
         self.zoom_latencies: list[float] = []    # seconds from a prompt change to its zoomed box mask
         self._boxes: dict[tuple, tuple[np.ndarray, float]] = {}   # decoded boxes of this image
+        self._clicks: dict[frozenset, Pending] = {}   # the click object's states, by their clicks
         self.layers_btn = button("Box / click layers", "Add a Shapes layer for boxes and Points layers for clicks inside (+) and "
                                                        "outside (−) the object, for the image on screen")
         self.class_edit = QLineEdit()
@@ -118,7 +119,7 @@ class RefinePanel(QGroupBox):
             self.message.warn("open a 2-D image first: boxes and clicks work on 2-D images", cause="image")
             return
         if name != self.image:
-            self.image, self.pending, self._boxes = name, [], {}
+            self.image, self.pending, self._boxes, self._clicks = name, [], {}, {}
         layers = add_prompt_layers(w.viewer, name)
         for key in (BOX, POS, NEG):
             if not layers[key].metadata.get("promptseg_watched"):
@@ -149,7 +150,7 @@ class RefinePanel(QGroupBox):
         if action in ("adding", "changing", "removing"):
             return
         if image != self.image:
-            self.image, self.pending, self._boxes = image, [], {}
+            self.image, self.pending, self._boxes, self._clicks = image, [], {}, {}
         self._asked_at = time.perf_counter()
         # a rectangle being drawn has no size until the drag ends: not worth an error message
         self.decode(quiet=bool(getattr(getattr(event, "source", None), "_is_creating", False)))
@@ -170,6 +171,8 @@ class RefinePanel(QGroupBox):
             self.message.error("; ".join(prompts.problems) + " — left out, nothing changed", cause="prompt")
         elif not prompts.problems:
             self.message.clear_cause("prompt")
+        if not len(prompts.points) and not prompts.problems:
+            self._clicks = {}                   # no click object: the next click starts a new one
         if prompts.empty:
             self.pending = []
             show_pending(self.state.viewer, image, [])
@@ -177,8 +180,10 @@ class RefinePanel(QGroupBox):
         known = dict(self._boxes)
         prev = next((p for p in self.pending if p.source == "click"), None)
         points, labels, shown = _corrected(prev, prompts.points, prompts.labels)
-        # unchanged clicks keep their object (an edited mask included) while boxes change
-        same = [prev] if prev is not None and _click_keys(points, labels) == prev.clicks else []
+        # clicks seen before keep their object, an edited mask included: unchanged clicks while
+        # boxes change, or the state before a click that was taken back
+        seen = self._clicks.get(_click_keys(points, labels))
+        same = [seen] if seen is not None else []
         zoom = self.zoom.isChecked()
         # with zoom, a new box shows the whole image's answer at once, then the sharper one once
         # its crop is embedded (an encoder pass)
@@ -241,7 +246,9 @@ class RefinePanel(QGroupBox):
         old = next((p for p in self.pending if p.source == "click"), None)
         self.pending = [Pending("box", [known[(b, zoom)]]) for b in prompts.boxes]
         if click:
-            if click is not old:   # a corrected mask leads; else the kind of candidate picked before stays
+            if click.clicks not in self._clicks:
+                # newly decoded: a corrected mask leads; else the kind of candidate picked before stays
+                self._clicks[click.clicks] = click
                 pick = old.pick if old is not None else 0
                 click.pick = 0 if click.names[0] == "edited" or pick >= len(click.candidates) else pick
             self.pending.append(click)
@@ -298,7 +305,7 @@ class RefinePanel(QGroupBox):
         objects = [MaskObject(p.mask, name, p.source, p.score) for p in self.pending if p.mask.any()]
         n = commit_objects(self.state, self.image, self._image_array(self.image), objects)
         image = self.image
-        self.pending, self._boxes = [], {}
+        self.pending, self._boxes, self._clicks = [], {}, {}
         clear_prompts(self.state.viewer, image)
         self.message.say(f"committed {n} '{name}' object(s) in {image}: draw the next one, or More like this; "
                          "Accept stores them", cause="commit")
