@@ -25,6 +25,9 @@ from .spatial_commit import commit_objects, exemplar_masks, paint_more, project_
 from .workers import start_worker
 
 
+CLICK_STATES = 6   # the click object's latest states kept for taking clicks back (each holds its candidates)
+
+
 @dataclass
 class Pending:
     """A decoded object waiting for Commit; a click object keeps its candidate masks."""
@@ -249,6 +252,8 @@ class RefinePanel(QGroupBox):
             if click.clicks not in self._clicks:
                 # newly decoded: a corrected mask leads; else the kind of candidate picked before stays
                 self._clicks[click.clicks] = click
+                while len(self._clicks) > CLICK_STATES:
+                    self._clicks.pop(next(iter(self._clicks)))
                 pick = old.pick if old is not None else 0
                 click.pick = 0 if click.names[0] == "edited" or pick >= len(click.candidates) else pick
             self.pending.append(click)
