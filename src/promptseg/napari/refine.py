@@ -3,7 +3,8 @@
 Draw a box or click on the image's prompt layers and the mask appears by itself: every change
 of those layers decodes in a worker on the cached embedding (LiteMedSAM's frozen prompt
 encoder and mask decoder, class-agnostic). A single click offers candidate masks, best first;
-Next candidate cycles through them. Commit paints the masks into the image's Labels layer as
+Next candidate cycles through them. A further click corrects the mask on screen near itself,
+and taking it back shows the mask before it. Commit paints the masks into the image's Labels layer as
 new instances of the current class (a class the model does not know joins the project when
 accepted) and clears the prompts for the next object. More like this proposes every further
 region like the class's masks (this image's, else the project's accepted ones) where nothing
