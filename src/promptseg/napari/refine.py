@@ -1,14 +1,14 @@
 """Boxes, clicks and "more like this": objects of any class, on images the model never saw.
 
 Draw a box or click on the image's prompt layers and the mask appears by itself: every change
-of those layers decodes in a worker on the cached embedding (LiteMedSAM's frozen prompt
-encoder and mask decoder, class-agnostic). A single click offers candidate masks, best first;
-Next candidate cycles through them. A further click corrects the mask on screen near itself,
-and taking it back shows the mask before it. Commit paints the masks into the image's Labels layer as
-new instances of the current class (a class the model does not know joins the project when
+of those layers decodes in a worker on the cached embedding (LiteMedSAM's frozen prompt encoder
+and mask decoder, class-agnostic). A single click offers candidate masks, best first; Next
+candidate cycles through them. A further click corrects the mask on screen near itself, and
+taking it back shows the mask before it. Commit paints the masks into the image's Labels layer
+as new instances of the current class (a class the model does not know joins the project when
 accepted) and clears the prompts for the next object. More like this proposes every further
-region like the class's masks (this image's, else the project's accepted ones) where nothing
-is marked yet.
+region like the class's masks (this image's, else the project's accepted ones) where nothing is
+marked yet.
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ class RefinePanel(QGroupBox):
             self.message.warn("open a 2-D image first: boxes and clicks work on 2-D images", cause="image")
             return
         if name != self.image:
-            self.image, self.pending, self._boxes, self._clicks = name, [], {}, {}
+            self._forget(name)
         layers = add_prompt_layers(w.viewer, name)
         for key in (BOX, POS, NEG):
             if not layers[key].metadata.get("promptseg_watched"):
@@ -149,12 +149,16 @@ class RefinePanel(QGroupBox):
         self._worker = start_worker(self._job(warm), self._decoded,
                                     on_return=lambda res: res and self.message.error(res))
 
+    def _forget(self, image: str) -> None:
+        """Drop the pending objects and decoded prompts: another image, or the objects committed."""
+        self.image, self.pending, self._boxes, self._clicks = image, [], {}, {}
+
     def _on_prompt_changed(self, image: str, event) -> None:
         action = str(getattr(event, "action", "changed"))
         if action in ("adding", "changing", "removing"):
             return
         if image != self.image:
-            self.image, self.pending, self._boxes, self._clicks = image, [], {}, {}
+            self._forget(image)
         self._asked_at = time.perf_counter()
         # a rectangle being drawn has no size until the drag ends: not worth an error message
         self.decode(quiet=bool(getattr(getattr(event, "source", None), "_is_creating", False)))
@@ -186,7 +190,8 @@ class RefinePanel(QGroupBox):
         points, labels, shown = _corrected(prev, prompts.points, prompts.labels)
         # clicks seen before keep their object, an edited mask included: unchanged clicks while
         # boxes change, or the state before a click that was taken back
-        seen = self._clicks.get(_click_keys(points, labels))
+        keys = frozenset(_click_keys(points, labels))
+        seen = self._clicks.get(keys)
         same = [seen] if seen is not None else []
         zoom = self.zoom.isChecked()
         # with zoom, a new box shows the whole image's answer at once, then the sharper one once
@@ -203,7 +208,7 @@ class RefinePanel(QGroupBox):
             if len(points) and not same:      # decoded once, for the first of the passes
                 r = predictor.predict_points(points, labels, shown=shown)
                 same.append(Pending("click", list(zip(r.candidates, r.candidate_scores.tolist())),
-                                    names=r.candidate_names, clicks=_click_keys(points, labels)))
+                                    names=r.candidate_names, clicks=keys))
             return prompts, known, same[0] if same else None, zoomed, time.perf_counter() - t0
 
         asked = self._asked_at
@@ -311,7 +316,7 @@ class RefinePanel(QGroupBox):
         objects = [MaskObject(p.mask, name, p.source, p.score) for p in self.pending if p.mask.any()]
         n = commit_objects(self.state, self.image, self._image_array(self.image), objects)
         image = self.image
-        self.pending, self._boxes, self._clicks = [], {}, {}
+        self._forget(image)
         clear_prompts(self.state.viewer, image)
         self.message.say(f"committed {n} '{name}' object(s) in {image}: draw the next one, or More like this; "
                          "Accept stores them", cause="commit")
@@ -357,17 +362,17 @@ class RefinePanel(QGroupBox):
                          + "; erase wrong ones, then Accept", cause="more")
 
 
-def _click_keys(points: np.ndarray, labels: np.ndarray) -> frozenset:
-    return frozenset((float(r), float(c), int(lab)) for (r, c), lab in zip(points, labels))
+def _click_keys(points: np.ndarray, labels: np.ndarray) -> list[tuple[float, float, int]]:
+    return [(float(r), float(c), int(lab)) for (r, c), lab in zip(points, labels)]
 
 
 def _corrected(prev: Pending | None, points: np.ndarray, labels: np.ndarray):
     """The clicks with the one added since ``prev`` last, and ``prev``'s mask on screen, which
     that click corrects; the clicks as they are and no mask unless exactly one was added."""
-    if prev is None or not len(points):
+    if prev is None or len(points) != len(prev.clicks) + 1:
         return points, labels, None
-    new = [i for i, (r, c) in enumerate(points) if (float(r), float(c), int(labels[i])) not in prev.clicks]
-    if len(new) != 1 or len(points) != len(prev.clicks) + 1:
+    new = [i for i, key in enumerate(_click_keys(points, labels)) if key not in prev.clicks]
+    if len(new) != 1:
         return points, labels, None
     order = [i for i in range(len(points)) if i != new[0]] + new
     return points[order], labels[order], prev.mask
